@@ -1,0 +1,748 @@
+"""HookedModel: every activation of a model under one naming scheme, whatever runs it.
+
+    model = interp.load("induction-2l")                         # a shipped model (TransformerLens)
+    model = interp.load("path/to/hf_dir", backend="nnsight")    # any local Hugging Face causal LM
+    logits, cache = model.run_with_cache(tokens, ["blocks.1.attn.hook_pattern", Site("z", 0)])
+    with model.edit({Site("resid_pre", 1, pos=3): clean_act}):  # Replace, Add, Scale or a function
+        patched = model(tokens)
+
+Backends: ``transformer_lens`` (a TransformerLens 4 ``TransformerBridge``: our small models via
+``boot_native``, Hugging Face directories via ``boot_transformers``) and ``nnsight`` (Hugging Face
+GPT-2 / GPT-NeoX / Llama-style models, or any ``torch.nn.Module`` given a site map). Hooks only
+live inside a single forward call made through this class, so none can outlive it, even when the
+forward raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from interp.errors import InputError, LoadError, SiteError
+from interp.interventions import Intervention, apply_at, as_intervention
+from interp.sites import EXECUTION_ORDER, HOOK_NAMES, KINDS, MLP_KINDS, Site, SiteLike, as_site
+
+TapFn = Callable[[Tensor], Tensor | None]
+Taps = dict[tuple[str, int | None], TapFn]
+BACKENDS = ("transformer_lens", "nnsight")
+
+
+# =============================================================================== backends
+class Backend:
+    """What a backend provides: shapes, a tokenizer, a trainable module, and `run` with taps.
+
+    ``run(tokens, taps)`` does one forward pass; ``taps[(kind, layer)]`` is called with the full
+    activation of that site (layout as in `interp.sites`) and returns a replacement or None.
+    """
+
+    name: str
+    module: nn.Module
+    tokenizer: Any
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    d_mlp: int | None
+    kinds: tuple[str, ...]
+
+    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+        raise NotImplementedError
+
+    def W_O(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
+        raise NotImplementedError
+
+
+class TransformerLensBackend(Backend):
+    """A TransformerLens 4 ``TransformerBridge``; taps are forward hooks on its HookPoints."""
+
+    name = "transformer_lens"
+
+    def __init__(self, bridge: nn.Module):
+        self.bridge = self.module = bridge
+        cfg = bridge.cfg
+        self.tokenizer = bridge.tokenizer
+        self.n_layers, self.n_heads, self.d_model = cfg.n_layers, cfg.n_heads, cfg.d_model
+        self.d_head, self.d_vocab, self.n_ctx = cfg.d_head, cfg.d_vocab, cfg.n_ctx
+        self.d_mlp = None if cfg.attn_only else cfg.d_mlp
+        present = set(bridge.hook_dict)
+        self.kinds = tuple(
+            k for k in KINDS if k != "head_out" and HOOK_NAMES[k].format(layer=0) in present
+        )
+
+    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+        added = []
+        try:
+            for (kind, layer), fn in taps.items():
+                point = self.bridge.hook_dict[HOOK_NAMES[kind].format(layer=layer)]
+                # TL's add_hook applies the point's shape conversion (hook_z is flat underneath).
+                added.append((point, point.add_hook(_tl_hook(fn))))
+            return self.bridge(tokens)
+        finally:
+            for point, handle in added:
+                handle.hook.remove()
+                if handle in point.fwd_hooks:
+                    point.fwd_hooks.remove(handle)
+
+    def W_O(self, layer: int) -> Tensor:
+        return self.bridge.blocks[layer].attn.W_O
+
+
+def _tl_hook(fn: TapFn):
+    def hook(activation, hook):
+        return fn(activation)
+
+    return hook
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Where a site kind lives in an nnsight-wrapped module.
+
+    ``path`` is an attribute path with ``{layer}`` (``"transformer.h.{layer}.attn.c_proj"``);
+    ``io`` is "input" or "output"; ``get`` turns the raw value into the site layout and
+    ``put(raw, new)`` builds the raw value back from an edited activation.
+    """
+
+    path: str
+    io: str = "output"
+    get: Callable[[Any], Tensor] = lambda raw: raw
+    put: Callable[[Any, Tensor], Any] = lambda raw, new: new
+
+
+def _first(raw):
+    return raw[0] if isinstance(raw, tuple | list) else raw
+
+
+def _replace_first(raw, new):
+    return (new, *raw[1:]) if isinstance(raw, tuple | list) else new
+
+
+def _split_heads(n_heads: int) -> dict:
+    """Getter/putter pair for a [batch pos (head d)] tensor shown as [batch pos head d]."""
+    return dict(
+        get=lambda raw: einops.rearrange(raw, "b p (h d) -> b p h d", h=n_heads),
+        put=lambda raw, new: einops.rearrange(new, "b p h d -> b p (h d)"),
+    )
+
+
+def _fused_qkv(which: int, n_heads: int, d_head: int, layout: str) -> dict:
+    """q, k or v out of a fused projection: GPT-2 packs (3 h d), GPT-NeoX packs (h 3 d)."""
+    pattern = f"b p ({layout}) -> b p three h d"
+
+    def get(raw):
+        return einops.rearrange(raw, pattern, three=3, h=n_heads)[:, :, which]
+
+    def put(raw, new):
+        parts = einops.rearrange(raw, pattern, three=3, h=n_heads).clone()
+        parts[:, :, which] = new
+        return einops.rearrange(parts, f"b p three h d -> b p ({layout})")
+
+    return dict(get=get, put=put)
+
+
+@dataclass
+class SiteMap:
+    """How to find each site kind in a module, for the nnsight backend.
+
+    ``taps`` maps kind -> Tap (or a path string, meaning that module's output). ``pattern`` is
+    the path of the attention module whose attention function the pattern is read from (a
+    Hugging Face ``attention_interface`` call), or None. ``logits`` extracts the logits from the
+    module's output. The shape fields describe the model.
+    """
+
+    taps: dict[str, Tap | str]
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    d_mlp: int | None = None
+    W_O: Callable[[nn.Module, int], Tensor] | None = None
+    pattern: str | None = None
+    logits: Callable[[Any], Tensor] = field(default=lambda out: getattr(out, "logits", out))
+
+
+def hf_site_map(hf_model: nn.Module) -> SiteMap:
+    """The site map of a Hugging Face GPT-2, GPT-NeoX or Llama-style (Llama, Mistral, Qwen2) model."""
+    cfg = hf_model.config
+    kind = cfg.model_type
+    if kind == "gpt2":
+        h, dm = cfg.n_head, cfg.n_embd
+        dh = dm // h
+        block, attn, mlp = "transformer.h.{layer}", "transformer.h.{layer}.attn", "transformer.h.{layer}.mlp"
+        taps = {
+            "embed": "transformer.wte",
+            "resid_pre": Tap(block, "input"),
+            "q": Tap(f"{attn}.c_attn", **_fused_qkv(0, h, dh, "three h d")),
+            "k": Tap(f"{attn}.c_attn", **_fused_qkv(1, h, dh, "three h d")),
+            "v": Tap(f"{attn}.c_attn", **_fused_qkv(2, h, dh, "three h d")),
+            "z": Tap(f"{attn}.c_proj", "input", **_split_heads(h)),
+            "attn_out": Tap(attn, get=_first, put=_replace_first),
+            "resid_mid": Tap(f"{block}.ln_2", "input"),
+            "mlp_post": Tap(f"{mlp}.c_proj", "input"),
+            "mlp_out": mlp,
+            "resid_post": Tap(block, get=_first, put=_replace_first),
+        }
+        return SiteMap(
+            taps, cfg.n_layer, h, dm, dh, cfg.vocab_size, cfg.n_positions, cfg.n_inner or 4 * dm,
+            W_O=lambda m, l: m.transformer.h[l].attn.c_proj.weight.reshape(h, dh, dm),
+            pattern=attn,
+        )
+    if kind == "gpt_neox":
+        h, dm = cfg.num_attention_heads, cfg.hidden_size
+        dh = dm // h
+        block, attn = "gpt_neox.layers.{layer}", "gpt_neox.layers.{layer}.attention"
+        taps = {
+            "embed": "gpt_neox.embed_in",
+            "resid_pre": Tap(block, "input"),
+            "q": Tap(f"{attn}.query_key_value", **_fused_qkv(0, h, dh, "h three d")),
+            "k": Tap(f"{attn}.query_key_value", **_fused_qkv(1, h, dh, "h three d")),
+            "v": Tap(f"{attn}.query_key_value", **_fused_qkv(2, h, dh, "h three d")),
+            "z": Tap(f"{attn}.dense", "input", **_split_heads(h)),
+            "attn_out": Tap(attn, get=_first, put=_replace_first),
+            "mlp_post": Tap(f"{block}.mlp.dense_4h_to_h", "input"),
+            "mlp_out": f"{block}.mlp",
+            "resid_post": Tap(block, get=_first, put=_replace_first),
+        }
+        if not cfg.use_parallel_residual:
+            taps["resid_mid"] = Tap(f"{block}.post_attention_layernorm", "input")
+        return SiteMap(
+            taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
+            cfg.intermediate_size,
+            W_O=lambda m, l: m.gpt_neox.layers[l].attention.dense.weight.T.reshape(h, dh, dm),
+            pattern=attn,
+        )
+    if kind in ("llama", "mistral", "qwen2"):
+        h, dm = cfg.num_attention_heads, cfg.hidden_size
+        dh = getattr(cfg, "head_dim", None) or dm // h
+        if getattr(cfg, "num_key_value_heads", h) != h:
+            raise LoadError(
+                f"{kind} with grouped-query attention ({cfg.num_key_value_heads} key/value heads for "
+                f"{h} query heads) is not mapped yet; use backend='transformer_lens' for it."
+            )
+        block, attn = "model.layers.{layer}", "model.layers.{layer}.self_attn"
+        taps = {
+            "embed": "model.embed_tokens",
+            "resid_pre": Tap(block, "input"),
+            "q": Tap(f"{attn}.q_proj", **_split_heads(h)),
+            "k": Tap(f"{attn}.k_proj", **_split_heads(h)),
+            "v": Tap(f"{attn}.v_proj", **_split_heads(h)),
+            "z": Tap(f"{attn}.o_proj", "input", **_split_heads(h)),
+            "attn_out": Tap(attn, get=_first, put=_replace_first),
+            "resid_mid": Tap(f"{block}.post_attention_layernorm", "input"),
+            "mlp_post": Tap(f"{block}.mlp.down_proj", "input"),
+            "mlp_out": f"{block}.mlp",
+            "resid_post": Tap(block, get=_first, put=_replace_first),
+        }
+        return SiteMap(
+            taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
+            cfg.intermediate_size,
+            W_O=lambda m, l: m.model.layers[l].self_attn.o_proj.weight.T.reshape(h, dh, dm),
+            pattern=attn,
+        )
+    raise LoadError(
+        f"No built-in site map for Hugging Face model_type {kind!r} (built in: gpt2, gpt_neox, "
+        f"llama, mistral, qwen2). Pass site_map=SiteMap(...) to HookedModel.from_module, or use "
+        f"backend='transformer_lens'."
+    )
+
+
+class NNsightBackend(Backend):
+    """Any torch module through nnsight; taps are reads and writes inside one ``trace``."""
+
+    name = "nnsight"
+
+    def __init__(self, module: nn.Module, site_map: SiteMap, tokenizer: Any = None):
+        from nnsight import NNsight
+
+        self.module = module
+        self.envoy = NNsight(module)
+        self.site_map = site_map
+        self.tokenizer = tokenizer
+        for attr in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx", "d_mlp"):
+            setattr(self, attr, getattr(site_map, attr))
+        self.taps = {k: Tap(t) if isinstance(t, str) else t for k, t in site_map.taps.items()}
+        unknown = set(self.taps) - set(KINDS)
+        if unknown:
+            raise SiteError(f"Site map names unknown kinds {sorted(unknown)}; valid kinds: {', '.join(KINDS)}.")
+        kinds = set(self.taps)
+        if site_map.pattern is not None:
+            kinds.add("pattern")
+        self.kinds = tuple(k for k in KINDS if k in kinds)
+        self._attention_call: str | None = None
+
+    def _envoy(self, path: str, layer: int | None):
+        obj = self.envoy
+        for part in path.format(layer=layer).split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        return obj
+
+    def _attention_op(self, layer: int):
+        """The envoy of the attention-function call inside the attention module's source."""
+        attn = self._envoy(self.site_map.pattern, layer)
+        if self._attention_call is None:
+            names = re.findall(r"attention_interface_(\d+)", str(attn.source))
+            if not names:
+                raise SiteError(
+                    "Cannot find the attention function call in this model's attention module, so "
+                    "its pattern is not reachable; load it with attn_implementation='eager'."
+                )
+            self._attention_call = f"attention_interface_{max(int(n) for n in names)}"
+        return getattr(attn.source, self._attention_call)
+
+    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+        order = sorted(taps, key=lambda key: (-1 if key[1] is None else key[1], EXECUTION_ORDER[key[0]]))
+        # Source operations must be requested before their module starts running.
+        ops = {layer: self._attention_op(layer) for kind, layer in order if kind == "pattern"}
+        with self.envoy.trace(tokens):
+            for kind, layer in order:
+                fn = taps[(kind, layer)]
+                if kind == "pattern":
+                    op = ops[layer]
+                    args, _ = op.inputs
+                    out = op.output
+                    new = fn(out[1])
+                    if new is not None:  # recompute the heads' outputs from the new pattern and v
+                        z = torch.einsum("bhqk,bhkd->bqhd", new.to(args[3].dtype), args[3])
+                        op.output = (z, new)
+                    continue
+                tap = self.taps[kind]
+                envoy = self._envoy(tap.path, layer)
+                raw = envoy.output if tap.io == "output" else envoy.input
+                new = fn(tap.get(raw))
+                if new is not None:
+                    if tap.io == "output":
+                        envoy.output = tap.put(raw, new)
+                    else:
+                        envoy.input = tap.put(raw, new)
+            logits = self.site_map.logits(self.envoy.output).save()
+        return logits
+
+    def W_O(self, layer: int) -> Tensor:
+        if self.site_map.W_O is None:
+            raise SiteError("This site map gives no W_O, so 'head_out' is not available; add W_O to the SiteMap.")
+        return self.site_map.W_O(self.module, layer)
+
+
+# =============================================================================== the model
+class Cache(dict):
+    """Activations by Site; also indexable by TransformerLens hook name."""
+
+    def __getitem__(self, key: SiteLike) -> Tensor:
+        site = as_site(key)
+        if not dict.__contains__(self, site):
+            have = ", ".join(str(s) for s in self) or "nothing"
+            raise SiteError(f"{site} was not cached (this cache holds: {have}). Request it in run_with_cache.")
+        return dict.__getitem__(self, site)
+
+    def __contains__(self, key) -> bool:
+        try:
+            return dict.__contains__(self, as_site(key))
+        except SiteError:
+            return False
+
+
+class HookedModel(nn.Module):
+    """A model whose every activation is reachable by `Site`, on either backend.
+
+        model = interp.load("induction-2l")
+        logits, cache = model.run_with_cache(tokens, [Site("pattern", 1)])
+        with model.edit({Site("z", 1, head=0): Scale(0.0)}): ablated = model(tokens)
+
+    Attributes: ``n_layers, n_heads, d_model, d_head, d_vocab, n_ctx, d_mlp`` (None when
+    attention-only), ``tokenizer``, ``backend`` and ``module`` (the underlying torch module).
+    """
+
+    def __init__(self, backend: Backend, name: str | None = None, info: Mapping | None = None):
+        super().__init__()
+        self.backend = backend
+        self.module = backend.module  # registered: .parameters(), .to(), .train() reach it
+        self.name = name
+        self.info = dict(info or {})
+        self._edits: list[tuple[Site, Intervention]] = []
+
+    # ------------------------------------------------------------------ description
+    n_layers = property(lambda self: self.backend.n_layers)
+    n_heads = property(lambda self: self.backend.n_heads)
+    d_model = property(lambda self: self.backend.d_model)
+    d_head = property(lambda self: self.backend.d_head)
+    d_vocab = property(lambda self: self.backend.d_vocab)
+    n_ctx = property(lambda self: self.backend.n_ctx)
+    d_mlp = property(lambda self: self.backend.d_mlp)
+    tokenizer = property(lambda self: self.backend.tokenizer)
+    backend_name = property(lambda self: self.backend.name)
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.backend.d_mlp is not None
+
+    @property
+    def supported_kinds(self) -> tuple[str, ...]:
+        kinds = set(self.backend.kinds)
+        if {"z", "attn_out"} <= kinds and _has_w_o(self.backend):
+            kinds.add("head_out")
+        if not self.has_mlp:
+            kinds -= MLP_KINDS
+        return tuple(k for k in KINDS if k in kinds)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.module.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, backend={self.backend_name!r}, n_layers={self.n_layers}, "
+            f"n_heads={self.n_heads}, d_model={self.d_model}, d_head={self.d_head}, "
+            f"d_mlp={self.d_mlp}, d_vocab={self.d_vocab}, n_ctx={self.n_ctx}"
+        )
+
+    # ------------------------------------------------------------------ tokens
+    def to_tokens(self, texts: str | Sequence[str], prepend_bos: bool = True) -> Int[Tensor, "batch pos"]:
+        """Token ids ``[batch pos]``, BOS first by default, right-padded to the longest text."""
+        tok = self._need_tokenizer()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if prepend_bos:
+            if tok.bos_token_id is None:
+                raise InputError("This tokenizer has no BOS token; call to_tokens(..., prepend_bos=False).")
+            ids = [[tok.bos_token_id, *i] for i in ids]
+        width = max(len(i) for i in ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        return torch.tensor([i + [pad] * (width - len(i)) for i in ids], dtype=torch.long, device=self.device)
+
+    def to_str_tokens(self, tokens: str | Tensor | Sequence[int], prepend_bos: bool = True) -> list[str] | list[list[str]]:
+        """The token strings of a text or of token ids (a list of lists for a batch)."""
+        tok = self._need_tokenizer()
+        if isinstance(tokens, str):
+            tokens = self.to_tokens(tokens, prepend_bos=prepend_bos)[0]
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim == 2:
+            return [tok.convert_ids_to_tokens(row.tolist()) for row in tokens]
+        return tok.convert_ids_to_tokens(tokens.tolist())
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise InputError("This model has no tokenizer; pass token ids (a LongTensor [batch pos]) instead of text.")
+        return self.tokenizer
+
+    def check_tokens(self, tokens) -> Int[Tensor, "batch pos"]:
+        """Validate token ids and return them as a LongTensor ``[batch pos]`` (a 1-D input gets a batch axis)."""
+        if isinstance(tokens, str) or (isinstance(tokens, list | tuple) and tokens and isinstance(tokens[0], str)):
+            return self.to_tokens(tokens)
+        if not isinstance(tokens, Tensor):
+            raise InputError(f"Expected token ids as a torch.LongTensor [batch pos], got {type(tokens).__name__}.")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise InputError(
+                f"Token ids must be integers, got dtype {tokens.dtype}. Convert with tokens.long(), or "
+                f"use model.to_tokens(text)."
+            )
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        if tokens.ndim != 2:
+            raise InputError(f"Token ids must be [batch pos] (rank 2) or [pos] (rank 1), got shape {tuple(tokens.shape)}.")
+        if tokens.shape[1] == 0 or tokens.shape[0] == 0:
+            raise InputError(f"Got an empty batch of tokens, shape {tuple(tokens.shape)}.")
+        if tokens.shape[1] > self.n_ctx:
+            raise InputError(
+                f"Sequences of {tokens.shape[1]} tokens exceed this model's context of {self.n_ctx}; truncate them."
+            )
+        if tokens.device != self.device:
+            raise InputError(f"Tokens are on {tokens.device} but the model is on {self.device}; use tokens.to(model.device).")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.d_vocab:
+            raise InputError(f"Token ids must lie in [0, {self.d_vocab}) for this model's vocabulary; got values from {lo} to {hi}.")
+        return tokens.long()
+
+    # ------------------------------------------------------------------ running
+    def forward(self, tokens) -> Float[Tensor, "batch pos vocab"]:
+        """Logits ``[batch pos d_vocab]``, with any interventions of enclosing ``edit`` blocks applied."""
+        return self.run(tokens)[0]
+
+    def run_with_cache(
+        self, tokens, sites: SiteLike | Iterable[SiteLike], detach: bool = True
+    ) -> tuple[Float[Tensor, "batch pos vocab"], Cache]:
+        """Logits and only the requested activations, as a `Cache` keyed by Site.
+
+        A site with ``head`` / ``pos`` is cached as that slice (e.g. ``Site("z", 1, head=0)`` ->
+        ``[batch pos d_head]``). Activations are detached unless ``detach=False`` (for gradients).
+        """
+        sites = [sites] if isinstance(sites, Site | str) else list(sites)
+        if not sites:
+            raise InputError("run_with_cache needs at least one site; for logits alone call model(tokens).")
+        return self.run(tokens, reads=sites, detach=detach)
+
+    def run(
+        self,
+        tokens,
+        reads: Iterable[SiteLike] = (),
+        edits: Mapping[SiteLike, Any] | Iterable[tuple[SiteLike, Any]] = (),
+        detach: bool = True,
+    ) -> tuple[Tensor, Cache]:
+        """One forward pass with the enclosing ``edit`` blocks' interventions, then ``edits``, applied,
+        caching ``reads`` (each read sees the activation after the interventions at its site)."""
+        tokens = self.check_tokens(tokens)
+        seq = tokens.shape[1]
+        reads = [as_site(s).validate(self, seq) for s in reads]
+        all_edits = [*self._edits, *self._parse_edits(edits, seq)]
+        cache = Cache()
+        taps = self._build_taps(reads, all_edits, cache, detach)
+        logits = self.backend.run(tokens, taps)
+        return logits, cache
+
+    def _parse_edits(self, edits, seq: int | None = None) -> list[tuple[Site, Intervention]]:
+        items = edits.items() if isinstance(edits, Mapping) else edits
+        return [(as_site(s).validate(self, seq), as_intervention(iv)) for s, iv in items]
+
+    def _build_taps(self, reads: list[Site], edits: list[tuple[Site, Intervention]], cache: Cache, detach: bool) -> Taps:
+        by_key: dict[tuple[str, int | None], tuple[list, list]] = {}
+        for site, iv in edits:
+            by_key.setdefault((site.kind, site.layer), ([], []))[0].append((site, iv))
+        for site in reads:
+            by_key.setdefault((site.kind, site.layer), ([], []))[1].append(site)
+
+        def store(site: Site, act: Tensor) -> None:
+            part = site.select(act)
+            cache[site] = part.detach().clone() if detach else part
+
+        def make(key_edits, key_reads) -> TapFn:
+            def tap(act: Tensor) -> Tensor | None:
+                new = act
+                for site, iv in key_edits:
+                    new = apply_at(site, iv, new)
+                for site in key_reads:
+                    store(site, new)
+                return None if new is act else new
+
+            return tap
+
+        taps: Taps = {}
+        head_out_layers = {layer for (kind, layer) in by_key if kind == "head_out"}
+        for (kind, layer), (key_edits, key_reads) in by_key.items():
+            if kind != "head_out":
+                taps[(kind, layer)] = make(key_edits, key_reads)
+        for layer in head_out_layers:
+            self._head_out_taps(taps, layer, *by_key[("head_out", layer)], store)
+        return taps
+
+    def _head_out_taps(self, taps: Taps, layer: int, edits, reads, store) -> None:
+        """head_out = z @ W_O per head. Read it at z; apply its edits as a change to attn_out."""
+        W_O = self.backend.W_O(layer)
+        delta: list[Tensor] = []
+        z_tap = taps.get(("z", layer))
+        out_tap = taps.get(("attn_out", layer))
+
+        def at_z(z: Tensor) -> Tensor | None:
+            new_z = z_tap(z) if z_tap is not None else None
+            z_used = z if new_z is None else new_z
+            result = einops.einsum(z_used, W_O.to(z_used.dtype), "b p h d, h d m -> b p h m")
+            new = result
+            for site, iv in edits:
+                new = apply_at(site, iv, new)
+            for site in reads:
+                store(site, new)
+            if new is not result:
+                delta.append((new - result).sum(dim=2))
+            return new_z
+
+        def at_attn_out(out: Tensor) -> Tensor | None:
+            new = out + delta.pop() if delta else out
+            if out_tap is not None:
+                edited = out_tap(new)
+                new = new if edited is None else edited
+            return None if new is out else new
+
+        taps[("z", layer)] = at_z
+        if edits or out_tap is not None:
+            taps[("attn_out", layer)] = at_attn_out
+
+    # ------------------------------------------------------------------ editing
+    @contextlib.contextmanager
+    def edit(self, interventions: Mapping[SiteLike, Any] | Iterable[tuple[SiteLike, Any]]) -> Iterator[HookedModel]:
+        """Apply interventions to every forward made through this model inside the block.
+
+            with model.edit({Site("resid_pre", 1, pos=-1): Add(steer), "blocks.0.attn.hook_z": Scale(0)}):
+                logits = model(tokens)
+
+        Values: ``Replace(t)`` or a tensor, ``Add(t)``, ``Scale(f)`` or a number, or a function of
+        the site's slice. Blocks nest. Nothing stays registered after the block, also on error.
+        """
+        parsed = self._parse_edits(interventions)
+        before = len(self._edits)
+        self._edits.extend(parsed)
+        try:
+            yield self
+        finally:
+            del self._edits[before:]
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_bridge(cls, bridge: nn.Module, name: str | None = None, info: Mapping | None = None) -> HookedModel:
+        """Wrap a TransformerLens 4 ``TransformerBridge``."""
+        return cls(TransformerLensBackend(bridge), name=name, info=info)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, site_map: SiteMap | None = None, tokenizer: Any = None, name: str | None = None) -> HookedModel:
+        """Wrap any torch module through nnsight; Hugging Face GPT-2 / NeoX / Llama need no site map."""
+        if site_map is None:
+            if not hasattr(module, "config"):
+                raise LoadError(
+                    f"{type(module).__name__} is not a Hugging Face model, so pass site_map=SiteMap(...) "
+                    f"saying where each site kind lives."
+                )
+            site_map = hf_site_map(module)
+        return cls(NNsightBackend(module, site_map, tokenizer), name=name)
+
+    def blank_copy(self, seed: int = 0) -> HookedModel:
+        """A re-initialised model of the same architecture (only for our native models)."""
+        if "tl_config" not in self.info:
+            raise LoadError("blank_copy works for native models only (those with a tl_config).")
+        return build_native(self.info["tl_config"], self.tokenizer, seed=seed, name=f"{self.name}-blank", info=self.info)
+
+
+def _has_w_o(backend: Backend) -> bool:
+    return not isinstance(backend, NNsightBackend) or backend.site_map.W_O is not None
+
+
+# =============================================================================== loading
+def build_native(tl_config: Mapping, tokenizer: Any, seed: int = 0, name: str | None = None, info: Mapping | None = None) -> HookedModel:
+    """A fresh TransformerLens-native model from a config dict (``n_layers, d_model, n_heads, ...``)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = {**dict(tl_config), "seed": seed}
+    with _quiet():
+        bridge = TransformerBridge.boot_native(cfg, tokenizer=tokenizer)
+    bridge.eval()
+    info = {**dict(info or {}), "tl_config": dict(tl_config)}
+    return HookedModel.from_bridge(bridge, name=name, info=info)
+
+
+def load_native_dir(path: str | Path) -> HookedModel:
+    """Load a model saved by `save_native`: ``model.json`` + ``model.safetensors`` + ``tokenizer/``."""
+    from safetensors.torch import load_file
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    info = json.loads((path / "model.json").read_text())
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / "tokenizer"))
+    model = build_native(info["tl_config"], tokenizer, name=info.get("name", path.name), info=info)
+    load_weights(model, path / "model.safetensors")
+    return model
+
+
+def load_weights(model: HookedModel, file: str | Path) -> HookedModel:
+    """Load a safetensors state dict into a native model (strict: every key must match)."""
+    from safetensors.torch import load_file
+
+    model.module.load_state_dict(load_file(str(file)), strict=True)
+    return model
+
+
+def save_native(model: HookedModel, path: str | Path, extra: Mapping | None = None) -> Path:
+    """Save a native model as ``model.safetensors`` + ``model.json`` + ``tokenizer/``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict_of(model), str(path / "model.safetensors"))
+    info = {**model.info, **dict(extra or {}), "name": model.name}
+    (path / "model.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    model.tokenizer.save_pretrained(str(path / "tokenizer"))
+    return path
+
+
+def state_dict_of(model: HookedModel) -> dict[str, Tensor]:
+    """A contiguous, detached copy of the module's state dict (safetensors-ready)."""
+    return {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
+
+
+def load(name_or_path: str | Path, backend: str = "transformer_lens", **kwargs) -> HookedModel:
+    """Load a shipped model by name, a directory saved by `save_native`, or a Hugging Face directory.
+
+    ``backend``: "transformer_lens" (TransformerBridge) or "nnsight". Nothing is fetched from a hub.
+    """
+    if backend not in BACKENDS:
+        raise LoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    from interp import zoo
+
+    path = Path(name_or_path)
+    if not path.exists() and str(name_or_path) in zoo.list_names():
+        path = zoo.model_dir(str(name_or_path))
+    if not path.exists():
+        raise LoadError(
+            f"{str(name_or_path)!r} is neither a shipped model ({', '.join(zoo.list_names()) or 'none shipped'}) "
+            f"nor an existing directory. Give a shipped name or the path of a saved model."
+        )
+    if (path / "model.json").exists():
+        if backend != "transformer_lens":
+            raise LoadError(f"{path} is a native TransformerLens model; load it with backend='transformer_lens'.")
+        return load_native_dir(path)
+    if (path / "config.json").exists():
+        return load_hf_dir(path, backend=backend, **kwargs)
+    raise LoadError(
+        f"{path} is not a model directory: it has neither model.json (a model saved by interp) nor "
+        f"config.json (a Hugging Face model saved with save_pretrained)."
+    )
+
+
+def load_hf_dir(path: str | Path, backend: str = "transformer_lens", **kwargs) -> HookedModel:
+    """A local Hugging Face causal-LM directory, offline, on either backend."""
+    path = Path(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if backend == "transformer_lens":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        with _quiet():
+            bridge = TransformerBridge.boot_transformers(str(path), **kwargs)
+        bridge.eval()
+        return HookedModel.from_bridge(bridge, name=path.name)
+    with _quiet():
+        hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **kwargs)
+    hf.eval()
+    tokenizer = None
+    with contextlib.suppress(Exception):
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return HookedModel.from_module(hf, tokenizer=tokenizer, name=path.name)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the progress bars and warnings transformers prints while loading."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    prev = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    disabled = logging.root.manager.disable
+    try:
+        with contextlib.suppress(Exception):
+            hf_logging.disable_progress_bar()
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        with contextlib.suppress(Exception):
+            hf_logging.enable_progress_bar()
+        logging.disable(disabled)
+        if prev is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = prev

@@ -1,0 +1,87 @@
+"""The shipped small models: ``list_models()``, ``load_model(name)``.
+
+Each lives in ``assets/models/NAME/`` (``model.safetensors``, ``model.json``, ``tokenizer/``,
+``checkpoints/step_*.safetensors``) and is rebuilt by ``interp train NAME``. Set ``INTERP_ASSETS``
+to read them from another directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.errors import LoadError
+
+
+def assets_dir() -> Path:
+    """``$INTERP_ASSETS`` or the repository's ``assets/``."""
+    env = os.environ.get("INTERP_ASSETS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+
+
+def models_dir() -> Path:
+    return assets_dir() / "models"
+
+
+def list_names() -> list[str]:
+    root = models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "model.json").exists()) if root.exists() else []
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What `list_models` reports about a shipped model."""
+
+    name: str
+    task: str
+    n_params: int
+    size_mb: float
+    metrics: dict
+    checkpoints: int
+
+    def line(self) -> str:
+        metrics = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items())
+        return f"{self.name:<14} {self.task:<10} {self.n_params:>9,d} params {self.size_mb:6.2f} MB  {self.checkpoints:>2} ckpts  {metrics}"
+
+
+def model_dir(name: str) -> Path:
+    path = models_dir() / name
+    if not (path / "model.json").exists():
+        from interp.errors import closest
+
+        raise LoadError(f"No shipped model {name!r}.{closest(name, list_names())} Shipped: {', '.join(list_names()) or 'none'}.")
+    return path
+
+
+def card(name: str) -> ModelCard:
+    path = model_dir(name)
+    info = json.loads((path / "model.json").read_text())
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    ckpts = len(list((path / "checkpoints").glob("step_*.safetensors"))) if (path / "checkpoints").exists() else 0
+    return ModelCard(name, info.get("task", "?"), int(info.get("n_params", 0)), size / 2**20, info.get("metrics", {}), ckpts)
+
+
+def list_models() -> list[ModelCard]:
+    """Every shipped model with its task, size and measured accuracy."""
+    return [card(n) for n in list_names()]
+
+
+def load_model(name: str, step: int | None = None):
+    """A shipped model; ``step`` loads that training checkpoint instead of the final weights."""
+    from interp.models import load_native_dir, load_weights
+
+    model = load_native_dir(model_dir(name))
+    if step is not None:
+        file = model_dir(name) / "checkpoints" / f"step_{step:06d}.safetensors"
+        if not file.exists():
+            raise LoadError(f"{name} has no checkpoint at step {step}; it has steps {checkpoint_steps(name)}.")
+        load_weights(model, file)
+    return model
+
+
+def checkpoint_steps(name: str) -> list[int]:
+    """The training steps at which ``name`` has a shipped checkpoint, ascending."""
+    folder = model_dir(name) / "checkpoints"
+    return sorted(int(f.stem.split("_")[1]) for f in folder.glob("step_*.safetensors")) if folder.exists() else []
