@@ -1,0 +1,79 @@
+"""How each shipped model is trained: ``interp train NAME [--seed S]`` calls ``RECIPES[NAME]``.
+
+Each recipe builds a fresh native model, trains it with `interp.train.train`, measures it on
+freshly generated data, and saves it (weights, config, tokenizer, checkpoints, history) to a
+directory, by default ``assets/models/NAME``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp.models import HookedModel, build_native, save_native
+from interp.tasks import induction
+from interp.tokenizers import word_tokenizer
+from interp.train import TrainConfig, train
+
+
+def log_spaced_steps(steps: int, n: int, first: int = 25) -> list[int]:
+    """``n`` roughly log-spaced steps from ``first`` to ``steps``, plus step 0."""
+    points = np.unique(np.round(np.geomspace(first, steps, n)).astype(int))
+    return [0, *points.tolist()]
+
+
+INDUCTION_CONFIG = dict(
+    n_layers=2, d_model=64, n_heads=4, d_head=16, d_vocab=64, n_ctx=64, attn_only=True,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
+INDUCTION_EVAL = dict(n=500, half=23, seed=10_000)  # fresh sequences, never seen in training
+
+
+def train_induction_2l(out_dir: str | Path, seed: int = 0, steps: int = 6000, progress: bool = True) -> HookedModel:
+    """2-layer attention-only model on random tokens with one planted repeated segment."""
+    d_vocab, seq_len = INDUCTION_CONFIG["d_vocab"], 48
+    out_dir = Path(out_dir)
+    tokenizer = word_tokenizer(induction.vocabulary(d_vocab), out_dir / "tokenizer")
+    model = build_native(INDUCTION_CONFIG, tokenizer, seed=seed, name="induction-2l")
+    probe = induction.repeated_tokens(200, 23, d_vocab, seed=seed + 5_000)
+    config = TrainConfig(steps=steps, batch_size=64, lr=1e-3, warmup=100, seed=seed, eval_every=100)
+    result = train(
+        model,
+        lambda gen, step: induction.training_batch(config.batch_size, seq_len, d_vocab, gen),
+        config,
+        eval_fn=lambda m, step: induction.induction_metrics(m, probe),
+        checkpoint_steps=log_spaced_steps(steps, 14, first=50),
+        checkpoint_dir=out_dir / "checkpoints",
+        progress=progress,
+    )
+    ev = induction.repeated_tokens(INDUCTION_EVAL["n"], INDUCTION_EVAL["half"], d_vocab, seed=INDUCTION_EVAL["seed"])
+    metrics = induction.induction_metrics(model, ev)
+    _save(model, out_dir, task="induction", seed=seed, config=config, result=result, metrics=metrics)
+    return model
+
+
+def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: TrainConfig, result, metrics: dict) -> None:
+    n_params = sum(p.numel() for p in model.module.parameters())
+    save_native(model, out_dir, extra={
+        "task": task,
+        "n_params": n_params,
+        "metrics": metrics,
+        "eval": INDUCTION_EVAL if task == "induction" else None,
+        "training": {
+            "command": f"interp train {model.name} --seed {seed}",
+            "seed": seed,
+            "time_s": round(result.time_s, 1),
+            "torch": torch.__version__,
+            "argv": " ".join(shlex.quote(a) for a in sys.argv),
+            "config": vars(config),
+        },
+    })
+    result.save(out_dir / "history.json")
+
+
+RECIPES: dict[str, Callable[..., HookedModel]] = {"induction-2l": train_induction_2l}
