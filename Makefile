@@ -12,12 +12,11 @@ export TOKENIZERS_PARALLELISM := false
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first, pinned to the CPU wheel on disk; the project's range admits it, so pip keeps it.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@echo "Installing torch==2.13.0 (CPU) ..."; $(BIN)/pip install --disable-pip-version-check torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing the project and its dev extra ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
 install: $(STAMP)

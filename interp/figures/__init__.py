@@ -1,0 +1,10 @@
+"""One function per reproduced figure; ``interp reproduce NAME|all`` runs them.
+
+Each function takes ``out_dir`` (default ``assets/figures``) and ``model`` (default: the shipped
+checkpoint), draws without training, writes ``NAME.png`` and ``NAME.svg``, and returns a
+`FigureResult` with the paths and the numbers it drew, so tests can compare them.
+"""
+
+from interp.figures.base import FIGURES, FigureResult, reproduce
+
+__all__ = ["FIGURES", "FigureResult", "reproduce"]
