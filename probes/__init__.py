@@ -8,7 +8,14 @@
 """
 
 from probes.collect import ActivationStore, collect, position_mask
-from probes.interventions import DirectionAblation, Steer, ablate_direction, edit_effect, steer, unit_vector
+from probes.interventions import (
+    DirectionAblation,
+    Steer,
+    ablate_direction,
+    edit_effect,
+    steer,
+    unit_vector,
+)
 from probes.linear import LinearProbe, ProbeNotFittedError
 from probes.sweep import ProbeSweepResult, control_labels, probe_sweep
 

@@ -211,7 +211,7 @@ class ActivationStore:
     def _metadata(self, name: str) -> Tensor:
         if self._meta is not None:
             return self._meta[name]
-        parts = [np.load(self.path / f"shard_{i:05d}" / f"{name}.npy") for i in range(len(self._shard_rows))]
+        parts = [np.load(self._file(i, self._sites[0]).with_name(f"{name}.npy")) for i in range(len(self._shard_rows))]
         return torch.from_numpy(np.concatenate(parts)) if parts else torch.empty(0, dtype=torch.long)
 
     @property
@@ -230,7 +230,11 @@ class ActivationStore:
         return self._metadata("token_ids")
 
     def _file(self, shard: int, site: Site) -> Path:
-        return self.path / f"shard_{shard:05d}" / f"act_{self._sites.index(site)}.npy"
+        file = self.path / f"shard_{shard:05d}" / f"act_{self._sites.index(site)}.npy"
+        if not file.exists():
+            raise InputError(f"{file} is missing: the store at {self.path} was changed or overwritten after "
+                             f"it was opened. Reopen it with ActivationStore.load({str(self.path)!r}).")
+        return file
 
 
 # =============================================================================== writers
@@ -354,7 +358,7 @@ def collect(
 
 def _as_tokens(model: HookedModel, prompts) -> tuple[Tensor, Tensor]:
     """Token ids [batch pos] and each prompt's length (texts are right-padded)."""
-    if hasattr(prompts, "clean") and isinstance(getattr(prompts, "clean"), Tensor):  # a PromptSet
+    if hasattr(prompts, "clean") and isinstance(prompts.clean, Tensor):  # a PromptSet
         prompts = prompts.clean
     if isinstance(prompts, str):
         prompts = [prompts]

@@ -12,10 +12,18 @@ use by intervening along `LinearProbe.direction` (`probes.interventions`).
 
 `LinearProbe` follows scikit-learn's estimator conventions: ``__init__`` only stores its
 parameters, ``fit`` validates them and the data (naming the bad value), fitted attributes end in
-``_``, and ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work. With ``standardize=True``
-each feature is scaled to zero mean and unit variance before fitting (so ``C`` / ``alpha`` penalise
-all features alike), and ``coef_`` / ``intercept_`` are mapped back so that ``X @ coef_.T +
-intercept_`` is the decision function on *raw* activations.
+``_``, and ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work. ``coef_`` / ``intercept_``
+are always in the *raw* basis: ``X @ coef_.T + intercept_`` is the decision function on raw
+activations.
+
+Standardisation. ``standardize=True`` centres the features and divides them all by *one* common
+scale (the RMS of the centred activations), so ``C`` / ``alpha`` mean the same at every layer
+whatever the residual-stream norm, while the L2 penalty stays rotation-invariant: rotating the
+activations rotates ``direction()`` with them. ``standardize="per_feature"`` is scikit-learn's
+``StandardScaler`` (unit variance per feature); it penalises high-variance coordinates more, which
+biases ``direction()`` away from the planted one whenever the feature itself adds variance to some
+coordinates (measured here: cosine 0.94 instead of 0.99 on a planted binary feature at C=1).
+Use it when a few outlier dimensions dominate the norm. ``False`` fits the raw activations.
 """
 
 from __future__ import annotations
@@ -61,12 +69,13 @@ class LinearProbe(BaseEstimator):
         u = probe.direction()            # [d] unit vector (binary / single-output probes)
 
     Parameters: ``task`` ("classification" | "regression"); ``C`` (inverse L2 strength of the
-    logistic regression); ``alpha`` (L2 strength of the ridge); ``standardize`` (scale features
-    before fitting); ``max_iter`` (solver iterations); ``random_state`` (solver seed).
+    logistic regression); ``alpha`` (L2 strength of the ridge); ``standardize`` (True: centre and
+    divide by one common scale; "per_feature": unit variance per feature; False: raw);
+    ``max_iter`` (solver iterations); ``random_state`` (solver seed).
     """
 
     def __init__(self, task: str = "classification", C: float = 1.0, alpha: float = 1.0,
-                 standardize: bool = True, max_iter: int = 1000, random_state: int | None = 0):
+                 standardize: bool | str = True, max_iter: int = 1000, random_state: int | None = 0):
         self.task = task
         self.C = C
         self.alpha = alpha
@@ -84,8 +93,9 @@ class LinearProbe(BaseEstimator):
             raise InputError(f"alpha={self.alpha!r} must be a non-negative number (the ridge penalty; 1.0 is a fair start).")
         if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
             raise InputError(f"max_iter={self.max_iter!r} must be a positive int.")
-        if not isinstance(self.standardize, bool | np.bool_):
-            raise InputError(f"standardize={self.standardize!r} must be True or False.")
+        if self.standardize not in (True, False, "per_feature") or self.standardize is None:
+            raise InputError(f"standardize={self.standardize!r} must be True (one common scale), "
+                             f"'per_feature' (unit variance per feature) or False (raw activations).")
 
     def _check_X(self, X, fitted: bool) -> np.ndarray:
         X = as_numpy(X, "X", np.float64)
@@ -137,13 +147,18 @@ class LinearProbe(BaseEstimator):
         X = self._check_X(X, fitted=False)
         y = self._check_y(y, X.shape[0])
         self.n_features_in_ = X.shape[1]
-        if self.standardize:
-            self.scaler_ = StandardScaler().fit(X)
-            Xs = self.scaler_.transform(X)
-            mean, scale = self.scaler_.mean_, self.scaler_.scale_
+        d = X.shape[1]
+        if self.standardize == "per_feature":
+            scaler = StandardScaler().fit(X)
+            mean, scale = scaler.mean_, scaler.scale_
+        elif self.standardize:
+            mean = X.mean(axis=0)
+            rms = float(np.sqrt(np.mean((X - mean) ** 2)))
+            scale = np.full(d, rms if rms > 0 else 1.0)
         else:
-            self.scaler_ = None
-            Xs, mean, scale = X, np.zeros(X.shape[1]), np.ones(X.shape[1])
+            mean, scale = np.zeros(d), np.ones(d)
+        self.mean_, self.scale_ = mean, scale
+        Xs = (X - mean) / scale
         if self.task == "classification":
             est = LogisticRegression(C=float(self.C), max_iter=self.max_iter, random_state=self.random_state)
             est.fit(Xs, y)
@@ -161,23 +176,27 @@ class LinearProbe(BaseEstimator):
     def _transform(self, X) -> np.ndarray:
         self._check_fitted()
         X = self._check_X(X, fitted=True)
-        return self.scaler_.transform(X) if self.scaler_ is not None else X
+        return (X - self.mean_) / self.scale_
 
     # ------------------------------------------------------------------ predicting
     def decision_function(self, X) -> np.ndarray:
         """Raw scores ``X @ coef_.T + intercept_`` ([rows] for binary / single output)."""
-        return self.estimator_.decision_function(self._transform(X)) if self.task == "classification" \
-            else self.estimator_.predict(self._transform(X))
+        Xs = self._transform(X)
+        if self.task == "classification":
+            return self.estimator_.decision_function(Xs)
+        return self.estimator_.predict(Xs)
 
     def predict(self, X) -> np.ndarray:
         """Predicted class (classification) or value (regression) per row."""
-        return self.estimator_.predict(self._transform(X))
+        Xs = self._transform(X)
+        return self.estimator_.predict(Xs)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``[rows n_classes]`` (columns in ``classes_`` order); classification only."""
         if self.task != "classification":
             raise InputError("predict_proba is only defined for task='classification'; use predict for regression.")
-        return self.estimator_.predict_proba(self._transform(X))
+        Xs = self._transform(X)
+        return self.estimator_.predict_proba(Xs)
 
     def score(self, X, y) -> float:
         """Accuracy (classification) or R² (regression) on ``X, y``."""

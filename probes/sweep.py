@@ -151,9 +151,10 @@ class ProbeSweepResult:
             series.append((axes[1], self.selectivity, f"selectivity ({self.metric} − control)"))
         for ax, values, ylabel in series:
             mean, ci = values.mean(1), _ci(values)
-            for label, idx in groups.items():
+            for g, (label, idx) in enumerate(groups.items()):
                 idx = sorted(idx, key=lambda i: _layer_x(self.sites[i]))
-                x = [_layer_x(self.sites[i]) for i in idx]
+                dodge = 0.06 * (g - (len(groups) - 1) / 2)  # keep error bars at one layer apart
+                x = [_layer_x(self.sites[i]) + dodge for i in idx]
                 err = np.abs(ci[idx].T - mean[idx][None, :])
                 ax.errorbar(x, mean[idx], yerr=err, marker="o", capsize=3, label=label)
             ax.set_xlabel("layer")

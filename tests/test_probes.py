@@ -15,9 +15,18 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
 from interp import InputError, InterpError, Scale, Site, SiteError
+from interp.tasks.promptset import PromptSet
 from probes import (
-    ActivationStore, LinearProbe, ProbeNotFittedError, ProbeSweepResult, ablate_direction, collect,
-    control_labels, edit_effect, probe_sweep, steer,
+    ActivationStore,
+    LinearProbe,
+    ProbeNotFittedError,
+    ProbeSweepResult,
+    ablate_direction,
+    collect,
+    control_labels,
+    edit_effect,
+    probe_sweep,
+    steer,
 )
 from tests.conftest import D_VOCAB, hook_count
 
@@ -247,6 +256,8 @@ def test_collect_rows_match_run_with_cache(attn_only_model):
 
     last = collect(model, tokens, [Site("resid_pre", 1)], progress=False)
     assert torch.equal(last[Site("resid_pre", 1)], cache[Site("resid_pre", 1)][:, -1])
+    from_prompts = collect(model, PromptSet(tokens, tokens.flip(1), tokens[:, 0]), [Site("resid_pre", 1)], progress=False)
+    assert torch.equal(from_prompts[Site("resid_pre", 1)], last[Site("resid_pre", 1)])
     per_prompt = collect(model, tokens, ["blocks.1.hook_resid_pre"], positions=torch.tensor([0, 1, 2, -1, 4]), progress=False)
     assert per_prompt.positions.tolist() == [0, 1, 2, 8, 4]
     mask = torch.zeros(5, 9, dtype=torch.bool)
@@ -305,7 +316,7 @@ def test_disk_store_equals_memory_store_bit_for_bit_and_chunks_cover_rows_once(a
     with pytest.raises(InputError, match="overwrite=True"):
         collect(model, tokens, sites, store=tmp_path / "acts", progress=False)
     again = collect(model, tokens[:3], sites, store=tmp_path / "acts", overwrite=True, progress=False)
-    assert len(ActivationStore.load(tmp_path / "acts")) == len(again) == 3 * 8
+    assert len(ActivationStore.load(tmp_path / "acts")) == len(again) == 3       # positions="last"
     with pytest.raises(InputError, match="changed or overwritten"):
         disk[Site("embed")]                           # the old handle notices, rather than misreading
     with pytest.raises(InputError, match="not an activation store"):
@@ -318,13 +329,14 @@ def test_ablating_a_direction_through_edit_removes_it_and_leaves_nothing_behind(
     site = Site("resid_post", 0)
     u = unit(11)
     clean_logits, clean = model.run_with_cache(tokens, [site])
+    baseline = hook_count(model.module)  # the backend's own steady state
     with model.edit({site: ablate_direction(3 * u)}):
         edited_logits, edited = model.run_with_cache(tokens, [site])
     x, x_new = clean[site], edited[site]
     assert float((x_new @ u).abs().max()) < 1e-5
     torch.testing.assert_close(x_new, x - (x @ u)[..., None] * u, atol=1e-6, rtol=0)
     assert not torch.allclose(edited_logits, clean_logits)          # the edit reached the output
-    assert hook_count(model.module) == 0 and model._edits == []
+    assert hook_count(model.module) == baseline and model._edits == []
     assert torch.equal(model(tokens), clean_logits)
 
     # Steering adds alpha along the unit direction; only at the chosen position.
@@ -343,12 +355,14 @@ def test_ablating_a_direction_through_edit_removes_it_and_leaves_nothing_behind(
 def test_direction_width_errors_and_edit_effect(attn_only_model, tokens):
     model = attn_only_model
     site = Site("resid_post", 1)
+    model(tokens)
+    baseline = hook_count(model.module)
     with pytest.raises(InputError, match="31 entries but the site's activation has 32"):
         with model.edit({site: ablate_direction(torch.ones(31))}):
             model(tokens)
     with pytest.raises(InputError, match="steer: the direction has 8 entries"):
         model.run(tokens, edits={site: steer(torch.ones(8), 1.0)})
-    assert hook_count(model.module) == 0 and model._edits == []
+    assert hook_count(model.module) == baseline and model._edits == []
     with pytest.raises(InputError, match="zero vector"):
         ablate_direction(torch.zeros(D))
     # d_head-wide directions act on every head of a z site.
@@ -359,13 +373,37 @@ def test_direction_width_errors_and_edit_effect(attn_only_model, tokens):
     def answer_logit(logits, prompts):
         return logits[:, -1, 5]
 
-    plain = answer_logit(model(tokens), tokens)
+    with torch.no_grad():
+        plain = answer_logit(model(tokens), tokens)
     out = edit_effect(model, tokens, site, ablate_direction(unit(4)), answer_logit)
     assert out["before"] == pytest.approx(float(plain.mean()), abs=1e-6)
-    with model.edit({site: ablate_direction(unit(4))}):
+    with torch.no_grad(), model.edit({site: ablate_direction(unit(4))}):
         expected = answer_logit(model(tokens), tokens)
     assert out["after"] == pytest.approx(float(expected.mean()), abs=1e-6)
     assert out["effect"] == pytest.approx(out["after"] - out["before"], abs=1e-6) and out["effect"] != 0
     assert out["after_per_prompt"].shape == (3,)
     assert edit_effect(model, tokens, site, Scale(1.0), answer_logit)["effect"] == 0.0
-    assert model._edits == [] and hook_count(model.module) == 0
+    assert model._edits == [] and hook_count(model.module) == baseline
+
+
+def test_repeated_collection_and_edits_keep_no_tensors_alive(attn_only_model, tokens):
+    import gc
+
+    model = attn_only_model
+    site, u = Site("resid_post", 0), unit(12)
+
+    def once():
+        store = collect(model, tokens, [site], positions="all", batch_size=2, progress=False)
+        edit_effect(model, tokens, site, ablate_direction(u), lambda logits, _: logits[:, -1, 0])
+        del store
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    once()
+    before = live_tensors()
+    for _ in range(4):
+        once()
+    assert live_tensors() <= before
+    assert model._edits == []
