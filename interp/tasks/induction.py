@@ -52,7 +52,7 @@ def random_tokens(n: int, length: int, d_vocab: int, seed: int | torch.Generator
 
 
 def training_batch(
-    batch: int, seq_len: int, d_vocab: int, gen: torch.Generator, min_seg: int = 4, max_seg: int = 20, p_start: float = 0.5
+    batch: int, seq_len: int, d_vocab: int, gen: torch.Generator, min_seg: int = 4, max_seg: int = 23, p_start: float = 0.5
 ) -> Int[Tensor, "batch seq_len"]:
     """Random tokens (BOS first) with one segment of random length repeated at a random later offset.
 
