@@ -199,7 +199,7 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
         }
         return SiteMap(
             taps, cfg.n_layer, h, dm, dh, cfg.vocab_size, cfg.n_positions, cfg.n_inner or 4 * dm,
-            W_O=lambda m, l: m.transformer.h[l].attn.c_proj.weight.reshape(h, dh, dm),
+            W_O=lambda m, layer: m.transformer.h[layer].attn.c_proj.weight.reshape(h, dh, dm),
             pattern=attn,
         )
     if kind == "gpt_neox":
@@ -223,7 +223,7 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
         return SiteMap(
             taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
             cfg.intermediate_size,
-            W_O=lambda m, l: m.gpt_neox.layers[l].attention.dense.weight.T.reshape(h, dh, dm),
+            W_O=lambda m, layer: m.gpt_neox.layers[layer].attention.dense.weight.T.reshape(h, dh, dm),
             pattern=attn,
         )
     if kind in ("llama", "mistral", "qwen2"):
@@ -251,7 +251,7 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
         return SiteMap(
             taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
             cfg.intermediate_size,
-            W_O=lambda m, l: m.model.layers[l].self_attn.o_proj.weight.T.reshape(h, dh, dm),
+            W_O=lambda m, layer: m.model.layers[layer].self_attn.o_proj.weight.T.reshape(h, dh, dm),
             pattern=attn,
         )
     raise LoadError(
@@ -633,7 +633,6 @@ def build_native(tl_config: Mapping, tokenizer: Any, seed: int = 0, name: str | 
 
 def load_native_dir(path: str | Path) -> HookedModel:
     """Load a model saved by `save_native`: ``model.json`` + ``model.safetensors`` + ``tokenizer/``."""
-    from safetensors.torch import load_file
     from transformers import PreTrainedTokenizerFast
 
     path = Path(path)

@@ -228,3 +228,61 @@ def test_generic_module_through_nnsight(tokens):
     torch.testing.assert_close(edited, toy.out(torch.zeros(3, 12, 8)).expand_as(edited))
     with pytest.raises(LoadError, match="site_map"):
         HookedModel.from_module(toy)
+
+
+def _neox(parallel: bool):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM(GPTNeoXConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=32,
+        max_position_embeddings=32, bos_token_id=0, eos_token_id=0, rotary_pct=0.25, use_parallel_residual=parallel,
+    ))
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
+        vocab_size=32, max_position_embeddings=32, bos_token_id=0, eos_token_id=0,
+    ))
+
+
+@pytest.mark.parametrize("build", [lambda: _neox(True), lambda: _neox(False), _llama], ids=["neox-parallel", "neox-sequential", "llama"])
+def test_nnsight_site_maps_match_transformer_lens_on_other_architectures(build, tokenizer, tmp_path, tokens):
+    torch.manual_seed(0)
+    build().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    tl, nn = interp.load(tmp_path), interp.load(tmp_path, backend="nnsight")
+    assert tl.supported_kinds == nn.supported_kinds
+    sites = all_sites(tl)
+    la, ca = tl.run_with_cache(tokens, sites)
+    lb, cb = nn.run_with_cache(tokens, sites)
+    assert (la - lb).abs().max() <= 1e-5
+    for site in sites:
+        assert (ca[site] - cb[site]).abs().max() <= 1e-5, site
+
+
+def _live_tensors() -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_memory_stays_flat_across_repeated_edits_and_caches(gpt2_dir, tokens, backend):
+    model = interp.load(gpt2_dir, backend=backend)
+    site = Site("resid_pre", 1, pos=2)
+
+    def once():
+        _, cache = model.run_with_cache(tokens, [site, Site("pattern", 0)])
+        with model.edit({site: cache[site] * 0.5, Site("z", 0, head=1): Scale(0.0)}):
+            model(tokens)
+
+    for _ in range(3):  # warm-up: lazily built state of the backends
+        once()
+    before = _live_tensors()
+    for _ in range(40):
+        once()
+    assert _live_tensors() - before <= 2

@@ -2,9 +2,15 @@ import pytest
 import torch
 
 from interp import InputError
-from interp.models import build_native, load_weights, save_native, load_native_dir, state_dict_of
+from interp.models import build_native, load_native_dir, load_weights, save_native, state_dict_of
 from interp.tasks import PromptSet
-from interp.tasks.induction import induction_metrics, induction_prompts, random_tokens, repeated_tokens, training_batch
+from interp.tasks.induction import (
+    induction_metrics,
+    induction_prompts,
+    random_tokens,
+    repeated_tokens,
+    training_batch,
+)
 from interp.train import TrainConfig, lr_at, train
 from tests.conftest import TINY
 
@@ -45,7 +51,7 @@ def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(steps=100, batch_size=1, lr=1.0, warmup=10, min_lr_ratio=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] == pytest.approx(0.1, abs=0.01)
 
 
 def _tiny_run(tokenizer, tmp_path, seed):

@@ -8,7 +8,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-
 from interp import zoo
 from interp.figures.base import FigureResult, register, save
 from interp.heads import attention_patterns, induction_scores, previous_token_scores
@@ -72,8 +71,8 @@ def induction_attention(out_dir: str | Path | None = None, model: str | HookedMo
                 ax.set_xlabel("key token")
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
     fig.suptitle(f"Attention patterns of {getattr(m, 'name', 'model')} on a repeated random sequence (scores: mean over 100 sequences)", fontsize=11)
-    numbers = {f"prev_token_L{l}H{h}": float(prev[l, h]) for l in range(m.n_layers) for h in range(m.n_heads)}
-    numbers |= {f"induction_L{l}H{h}": float(ind[l, h]) for l in range(m.n_layers) for h in range(m.n_heads)}
+    numbers = {f"prev_token_L{a}H{h}": float(prev[a, h]) for a in range(m.n_layers) for h in range(m.n_heads)}
+    numbers |= {f"induction_L{a}H{h}": float(ind[a, h]) for a in range(m.n_layers) for h in range(m.n_heads)}
     best_prev = divmod(int(prev.argmax()), m.n_heads)
     best_ind = divmod(int(ind.argmax()), m.n_heads)
     return FigureResult(
