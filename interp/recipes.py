@@ -7,8 +7,6 @@ directory, by default ``assets/models/NAME``.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +67,6 @@ def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: Train
             "seed": seed,
             "time_s": round(result.time_s, 1),
             "torch": torch.__version__,
-            "argv": " ".join(shlex.quote(a) for a in sys.argv),
             "config": vars(config),
         },
     })

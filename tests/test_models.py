@@ -283,6 +283,6 @@ def test_memory_stays_flat_across_repeated_edits_and_caches(gpt2_dir, tokens, ba
     for _ in range(3):  # warm-up: lazily built state of the backends
         once()
     before = _live_tensors()
-    for _ in range(40):
+    for _ in range(15):
         once()
     assert _live_tensors() - before <= 2
