@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from interp.models import HookedModel, build_native, save_native
-from interp.tasks import induction
+from interp.tasks import facts, induction
 from interp.tokenizers import word_tokenizer
 from interp.train import TrainConfig, train
 
@@ -55,6 +55,28 @@ def train_induction_2l(out_dir: str | Path, seed: int = 0, steps: int = 6000, pr
     return model
 
 
+FACTS_CONFIG = dict(
+    n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=16, attn_only=False,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
+
+
+def train_facts_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True) -> HookedModel:
+    """4-layer transformer with MLPs memorising a synthetic knowledge base (loss on the answer only)."""
+    kb = facts.KnowledgeBase.build(seed=0)  # the knowledge base is fixed; the seed varies the model
+    out_dir = Path(out_dir)
+    tokenizer = word_tokenizer(kb.vocab, out_dir / "tokenizer")
+    model = build_native({**FACTS_CONFIG, "d_vocab": kb.d_vocab}, tokenizer, seed=seed, name="facts-4l")
+    config = TrainConfig(steps=steps, batch_size=128, lr=1e-3, warmup=100, seed=seed, eval_every=100, weight_decay=0.01)
+    result = train(
+        model, lambda gen, step: kb.training_batch(config.batch_size, gen), config,
+        eval_fn=lambda m, step: {"recall": facts.recall_accuracy(m, kb)},
+        checkpoint_steps=log_spaced_steps(steps, 14, first=50), checkpoint_dir=out_dir / "checkpoints", progress=progress,
+    )
+    _save(model, out_dir, task="facts", seed=seed, config=config, result=result, metrics={"recall": facts.recall_accuracy(model, kb)})
+    return model
+
+
 def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: TrainConfig, result, metrics: dict) -> None:
     n_params = sum(p.numel() for p in model.module.parameters())
     save_native(model, out_dir, extra={
@@ -67,10 +89,11 @@ def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: Train
             "seed": seed,
             "time_s": round(result.time_s, 1),
             "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "config": vars(config),
         },
     })
     result.save(out_dir / "history.json")
 
 
-RECIPES: dict[str, Callable[..., HookedModel]] = {"induction-2l": train_induction_2l}
+RECIPES: dict[str, Callable[..., HookedModel]] = {"induction-2l": train_induction_2l, "facts-4l": train_facts_4l}
