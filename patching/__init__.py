@@ -7,7 +7,8 @@
 Modules: `patching.metrics` (per-prompt metrics and their normalised form), `patching.activation`
 (activation patching, batched), `patching.attribution` (attribution patching: a
 first-order estimate from one backward pass, and its agreement with exact patching),
-`patching.results` (PatchResult).
+`patching.path` (path patching, Wang et al. 2022), `patching.fast` (the fast engine
+`activation_patch` uses on native TransformerLens models), `patching.results` (PatchResult).
 """
 
 from patching import metrics
@@ -22,9 +23,10 @@ from patching.metrics import (
     normalized_for,
     prob,
 )
+from patching.path import path_patch
 from patching.results import PatchResult
 
 __all__ = [
     "MetricError", "PatchResult", "activation_patch", "agreement", "attribution_patch", "kl_to", "log_prob", "logit_diff", "metrics",
-    "normalized", "normalized_for", "prob", "reference_patch",
+    "normalized", "normalized_for", "path_patch", "prob", "reference_patch",
 ]

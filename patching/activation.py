@@ -46,6 +46,7 @@ from patching.results import PatchResult
 
 DIRECTIONS = ("denoise", "noise")
 SOURCES = ("other", "mean", "zero")
+ENGINES = ("auto", "fast", "hooks")
 #: kinds a string sweep accepts: [layer pos] (or [layer]) for vectors, [layer head] (or [layer pos head]) for heads.
 POS_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
 SWEEP_KINDS = (*POS_KINDS, "z", "head_out", "q", "k", "v", "pattern")
@@ -74,6 +75,7 @@ def activation_patch(
     layers: Sequence[int] | None = None,
     batch_size: int | None = 64,
     progress: bool = True,
+    engine: str = "auto",
 ) -> PatchResult:
     """Patch each site (or each set of sites) separately and return the mean metric per intervention.
 
@@ -86,7 +88,21 @@ def activation_patch(
     clean) or "noise" (run clean, patch in corrupted); ``source``: "other" (the other run's
     activation), "mean" (its mean over the prompt set) or "zero". ``batch_size``: sequences per
     forward (at least one intervention's prompts always run together); None runs everything at once.
+    ``engine``: "hooks" (the batched hook engine below, any backend), "fast" (`patching.fast`:
+    native TransformerLens models only; reuses the cached prefix, skips unchanged earlier
+    positions and unembeds only the answer position; an error where it does not apply) or "auto"
+    (fast where it applies, else hooks). Both give the same numbers (to float rounding).
     """
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if engine != "hooks":
+        from patching import fast
+
+        result = fast.try_fast_patch(
+            model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, progress, required=engine == "fast"
+        )
+        if result is not None:
+            return result
     plan, base, source_acts = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size)
     n = len(prompts)
     per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)

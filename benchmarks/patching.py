@@ -1,0 +1,179 @@
+"""Activation-patching sweeps against TransformerLens 4, measured in the same run.
+
+    python -m benchmarks.patching            # full: every TL sweep run completely
+    python -m benchmarks.patching --quick    # TL's head x layer x position sweep on a sample of cells
+    python -m benchmarks.patching --quick --threads 1   # on a shared machine: 2 threads thrash under load
+
+For each model (the shipped ``induction-2l``; a random 4-layer d_model-128 model with MLPs) and
+regime (1 prompt x 16 tokens; 8 prompts x 32 tokens) and sweep (resid_pre by position; head_out
+over all positions; head_out by position) it prints our time (`activation_patch`, engine auto =
+`patching.fast`), TransformerLens' (``transformer_lens.patching.get_act_patch_*`` on the bridge with a
+clean cache from ``run_with_cache``), the speed-up, the largest difference between the two results,
+and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
+(the native module, no grad) per intervention scaled by the fraction of layers it must recompute,
+(L - l) / L. Also attribution patching of every layer x position x head site (hook_z), in units of
+one plain ``model(tokens)`` forward. Targets print PASS / FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens' sweeps draw progress bars
+
+import pandas as pd
+import torch
+import transformer_lens.patching as tlp
+
+import interp
+from interp.models import build_native
+from interp.recipes import INDUCTION_CONFIG
+from interp.tasks import induction
+from interp.tokenizers import word_tokenizer
+from patching import activation_patch, attribution_patch, logit_diff, metrics
+
+D_VOCAB = 64
+MLP_CONFIG = dict(
+    n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=D_VOCAB, n_ctx=64, attn_only=False,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
+REGIMES = [(1, 16), (8, 32)]
+TARGET_SPEEDUP = {(1, 16): 20.0, (8, 32): 4.0}
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    out, best = None, float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def load_models():
+    tok = word_tokenizer(induction.vocabulary(D_VOCAB))
+    try:
+        ind = interp.load("induction-2l")
+    except Exception:  # not shipped yet: same architecture, random weights
+        ind = build_native(INDUCTION_CONFIG, tok, seed=0, name="induction-2l (untrained)")
+    mlp = build_native(MLP_CONFIG, tok, seed=0, name="4l-d128-mlp (random)")
+    return [ind, mlp]
+
+
+def cells_and_layers(model, kind: str, by_pos: bool, seq: int) -> list[int]:
+    """The layer of every intervention of a sweep (for the work estimate)."""
+    L, H = model.n_layers, model.n_heads
+    if kind == "resid_pre":
+        return [layer for layer in range(L) for _ in range(seq)]
+    return [layer for layer in range(L) for _ in range(seq if by_pos else 1) for _ in range(H)]
+
+
+SWEEPS = [
+    ("resid_pre [layer pos]", "resid_pre", None, tlp.get_act_patch_resid_pre),
+    ("head_out [layer head]", "head_out", False, tlp.get_act_patch_attn_head_out_all_pos),
+    ("head_out [layer pos head]", "head_out", True, tlp.get_act_patch_attn_head_out_by_pos),
+]
+
+
+def run(quick: bool, sample: int, seed: int) -> list[dict]:
+    rows = []
+    for model in load_models():
+        for n, seq in REGIMES:
+            rows += run_regime(model, n, seq, quick, sample, seed)
+    return rows
+
+
+def run_regime(model, n: int, seq: int, quick: bool, sample: int, seed: int) -> list[dict]:
+    rows = []
+    om = model.module.original_model
+    prompts = induction.induction_prompts(n, seq // 2, D_VOCAB, seed=seed)
+    assert prompts.seq_len == seq
+    with torch.no_grad():
+        t_fwd, _ = best_of(lambda: om(prompts.corrupted), 20)  # plain forward, native module
+        t_bridge, _ = best_of(lambda: model(prompts.corrupted), 10)
+    for name, kind, by_pos, tl_fn in SWEEPS:
+        rows.append(run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed))
+        print(_fmt(rows[-1]), flush=True)
+    # attribution patching of every layer x pos x head site, in plain forwards
+    t_attr, _ = best_of(lambda: attribution_patch(model, prompts, "z", logit_diff, by_pos=True), 5)
+    rows.append(dict(model=model.name, regime=f"{n}x{seq}", sweep="attribution z [layer pos head]",
+                     ours_ms=1e3 * t_attr, forwards=t_attr / t_bridge, forwards_native=t_attr / t_fwd))
+    print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed) -> dict:
+    n, seq, L = len(prompts), prompts.seq_len, model.n_layers
+    tl_metric = metrics.mean(logit_diff, prompts)
+    ours_t, ours = best_of(lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False), 5)
+    assert ours.settings.get("engine") == "fast"
+    layers = cells_and_layers(model, kind, bool(by_pos), seq)
+    subsampled = quick and bool(by_pos)
+    if subsampled:  # TL's generic patcher, same setter, on a sample of cells; time scaled up
+        g = torch.Generator().manual_seed(seed)
+        total = len(layers)
+        picks = torch.randperm(total, generator=g)[:sample].tolist()
+        cells = [(i // (seq * model.n_heads), (i // model.n_heads) % seq, i % model.n_heads) for i in picks]
+        index_df = pd.DataFrame(cells, columns=["layer", "pos", "head"])
+
+        def tl_run():
+            _, cache = model.module.run_with_cache(prompts.clean)
+            return tlp.generic_activation_patch(
+                model.module, prompts.corrupted, cache, tl_metric,
+                patch_setter=tlp.layer_pos_head_vector_patch_setter, activation_name="z", index_df=index_df,
+            )
+
+        tl_t, tl_vals = best_of(tl_run, 1)
+        tl_t *= total / len(cells)
+        ours_vals = torch.stack([ours.values[c] for c in cells])
+    else:
+
+        def tl_run():
+            _, cache = model.module.run_with_cache(prompts.clean)
+            return tl_fn(model.module, prompts.corrupted, cache, tl_metric)
+
+        tl_t, tl_vals = best_of(tl_run, 1 if by_pos else 2)
+        ours_vals = ours.values
+    diff = float((ours_vals - tl_vals.detach().float()).abs().max())
+    need = sum((L - layer) / L for layer in layers) * t_fwd
+    return dict(
+        model=model.name, regime=f"{n}x{seq}", sweep=name, cells=len(layers),
+        ours_ms=1e3 * ours_t, tl_ms=1e3 * tl_t, speedup=tl_t / ours_t, max_diff=diff,
+        work_ratio=ours_t / need, tl_sampled=subsampled, target=TARGET_SPEEDUP[(n, seq)],
+    )
+
+
+def _fmt(r: dict) -> str:
+    if "forwards" in r:
+        ok = "PASS" if r["forwards"] <= 3 else "FAIL"
+        return (f"{r['model']:<28} {r['regime']:<5} {r['sweep']:<30} ours {r['ours_ms']:8.1f} ms = "
+                f"{r['forwards']:.2f} bridge forwards ({r['forwards_native']:.1f} native)  [<=3: {ok}]")
+    ok_speed = "PASS" if r["speedup"] >= r["target"] else "FAIL"
+    ok_diff = "PASS" if r["max_diff"] <= 1e-5 else "FAIL"
+    ok_work = "PASS" if r["work_ratio"] <= 1.5 else "FAIL"
+    tl = f"{r['tl_ms']:9.1f}{'*' if r['tl_sampled'] else ' '}"
+    return (f"{r['model']:<28} {r['regime']:<5} {r['sweep']:<30} ours {r['ours_ms']:8.1f} ms  TL {tl} ms  "
+            f"x{r['speedup']:6.1f} [>={r['target']:.0f}: {ok_speed}]  diff {r['max_diff']:.1e} [{ok_diff}]  "
+            f"work {r['work_ratio']:.2f} [<=1.5: {ok_work}]")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="TL's by-position head sweep on a sample of cells (time scaled)")
+    parser.add_argument("--sample", type=int, default=48, help="cells sampled with --quick")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    rows = run(args.quick, args.sample, args.seed)
+    print(f"load after: {os.getloadavg()[0]:.2f}   (* = TL time scaled from {args.sample} sampled cells)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
