@@ -8,12 +8,27 @@ Modules: `patching.metrics` (per-prompt metrics and their normalised form), `pat
 (activation patching, batched), `patching.attribution` (attribution patching: a
 first-order estimate from one backward pass, and its agreement with exact patching),
 `patching.path` (path patching, Wang et al. 2022), `patching.fast` (the fast engine
-`activation_patch` uses on native TransformerLens models), `patching.results` (PatchResult).
+`activation_patch` uses on native TransformerLens models), `patching.results` (PatchResult),
+`patching.causal_tracing` (ROME causal tracing, Meng et al. 2022), `patching.interchange`
+(interchange interventions, optionally on a subspace) and `patching.das` (distributed alignment
+search, boundless DAS, CausalGym baselines).
 """
 
 from patching import metrics
 from patching.activation import activation_patch, reference_patch
 from patching.attribution import agreement, attribution_patch
+from patching.causal_tracing import TraceResult, causal_trace, embedding_std
+from patching.das import (
+    CounterfactualDataset,
+    DASResult,
+    RotatedSubspace,
+    baseline_directions,
+    counterfactual_dataset,
+    das_sweep,
+    evaluate_directions,
+    train_das,
+)
+from patching.interchange import interchange
 from patching.metrics import (
     MetricError,
     kl_to,
@@ -27,6 +42,9 @@ from patching.path import path_patch
 from patching.results import PatchResult
 
 __all__ = [
-    "MetricError", "PatchResult", "activation_patch", "agreement", "attribution_patch", "kl_to", "log_prob", "logit_diff", "metrics",
-    "normalized", "normalized_for", "path_patch", "prob", "reference_patch",
+    "CounterfactualDataset", "DASResult", "MetricError", "PatchResult", "RotatedSubspace", "TraceResult",
+    "activation_patch", "agreement", "attribution_patch", "baseline_directions", "causal_trace",
+    "counterfactual_dataset", "das_sweep", "embedding_std", "evaluate_directions", "interchange", "kl_to",
+    "log_prob", "logit_diff", "metrics", "normalized", "normalized_for", "path_patch", "prob",
+    "reference_patch", "train_das",
 ]
