@@ -22,6 +22,16 @@ TINY = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models gain nothing from a second BLAS thread, and on a busy 2-core machine threads
+    spinning cost far more than the arithmetic; the library itself never changes this setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
     return word_tokenizer([f"t{i}" for i in range(1, D_VOCAB)], tmp_path_factory.mktemp("tok"))

@@ -19,14 +19,6 @@ from patching.causal_tracing import (
 SUBJECT = [1, 2, 3]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: on a shared 2-core machine, BLAS threads spinning cost far more than the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def prompts(mlp_model):

@@ -30,14 +30,6 @@ D = 8
 SITE = Site("resid_post", 0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: on a shared 2-core machine, BLAS threads spinning cost 100× the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Planted(nn.Module):
     def __init__(self, m: int, c: float = 2.0, sigma: float = 2.0, alpha: float = 2.0, seed: int = 0):

@@ -18,7 +18,6 @@ import interp
 from interp import InputError, InterpError, Site, SiteError
 from interp.models import build_native
 from interp.tasks import PromptSet
-from interp.tokenizers import word_tokenizer
 from patching import (
     MetricError,
     PatchResult,
@@ -44,8 +43,8 @@ CFG = dict(
 
 # =============================================================================== fixtures
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return word_tokenizer([f"t{i}" for i in range(1, V)], tmp_path_factory.mktemp("patch-tok"))
+def tok(tokenizer):
+    return tokenizer  # the session tokenizer of conftest: ids t1..t31
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from interp import Site
 from interp.interventions import Scale
 from interp.models import build_native
 from interp.tasks import PromptSet
-from interp.tokenizers import word_tokenizer
 from patching import activation_patch, kl_to, logit_diff, normalized_for, prob
 from patching.fast import FastEngineError, answer_only, unsupported_reason
 
@@ -27,18 +26,10 @@ CFG = dict(
 ALL_KINDS = ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "head_out", "pattern"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return word_tokenizer([f"t{i}" for i in range(1, V)], tmp_path_factory.mktemp("fast-tok"))
+def tok(tokenizer):
+    return tokenizer  # the session tokenizer of conftest: ids t1..t31
 
 
 @pytest.fixture(scope="module")

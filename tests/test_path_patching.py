@@ -13,7 +13,6 @@ import torch
 from interp import InputError, Site, SiteError
 from interp.models import build_native
 from interp.tasks import PromptSet
-from interp.tokenizers import word_tokenizer
 from patching import activation_patch, logit_diff, path_patch, prob
 from patching.path import PathError
 
@@ -24,18 +23,10 @@ CFG = dict(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return word_tokenizer([f"t{i}" for i in range(1, V)], tmp_path_factory.mktemp("path-tok"))
+def tok(tokenizer):
+    return tokenizer  # the session tokenizer of conftest: ids t1..t31
 
 
 @pytest.fixture(scope="module")
