@@ -83,3 +83,84 @@ def induction_attention(out_dir: str | Path | None = None, model: str | HookedMo
     )
 
 
+
+
+def checkpoint_scores(model: str = NAME, half: int = 20, n: int = 100, seed: int = 11) -> dict[str, np.ndarray]:
+    """Per shipped checkpoint: the best induction and previous-token head scores and the
+    in-context-learning score (loss on the repeated half minus loss on the first half)."""
+    from interp.tasks.induction import induction_metrics
+
+    tokens = repeated_tokens(n, half, 64, seed=seed)
+    steps = zoo.checkpoint_steps(model)
+    rows = []
+    for step in steps:
+        m = zoo.load_model(model, step=step)
+        patterns = attention_patterns(m, tokens)
+        metrics = induction_metrics(m, tokens, half)
+        rows.append((induction_scores(patterns, half).max().item(), previous_token_scores(patterns).max().item(), metrics["icl_score"]))
+    arr = np.array(rows)
+    return {"step": np.array(steps), "induction": arr[:, 0], "prev_token": arr[:, 1], "icl": arr[:, 2]}
+
+
+@register
+def induction_phase_change(out_dir: str | Path | None = None, model: str = NAME) -> FigureResult:
+    """Olsson et al. 2022: induction-head score and in-context-learning score change together."""
+    s = checkpoint_scores(model)
+    steps = np.maximum(s["step"], 1)
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    ax.plot(steps, s["induction"], "o-", color="tab:blue", label="best induction-head score")
+    ax.plot(steps, s["prev_token"], "s-", color="tab:green", label="best previous-token score")
+    ax.set_xscale("log")
+    ax.set_xlabel("training step (log scale; step 0 drawn at 1)")
+    ax.set_ylabel("attention score (0-1)")
+    ax.set_ylim(0, 1.02)
+    twin = ax.twinx()
+    twin.plot(steps, s["icl"], "^--", color="tab:red", label="ICL score (right axis)")
+    twin.set_ylabel("ICL score: loss(repeated) - loss(first half), nats")
+    lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], loc="center left", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{model}: induction heads form as in-context learning appears\n(scores from the shipped checkpoints, repeated random tokens)", fontsize=11)
+    # The window where each quantity makes half of its total change.
+    def half_way(values: np.ndarray) -> float:
+        target = values[0] + 0.5 * (values[-1] - values[0])
+        crossed = np.nonzero((values - target) * np.sign(values[-1] - values[0]) >= 0)[0]
+        return float(s["step"][crossed[0]])
+
+    numbers = {"induction_half_step": half_way(s["induction"]), "icl_half_step": half_way(s["icl"]),
+               "final_induction": float(s["induction"][-1]), "final_icl": float(s["icl"][-1])}
+    return FigureResult(
+        "induction_phase_change", save(fig, "induction_phase_change", out_dir), numbers,
+        "Olsson et al. 2022 report that induction heads and in-context learning appear together in a "
+        f"phase change. In our checkpoints the induction score passes half its final value at step "
+        f"{numbers['induction_half_step']:.0f} and the ICL score at step {numbers['icl_half_step']:.0f}.",
+    )
+
+
+@register
+def induction_head_scores(out_dir: str | Path | None = None, model: str | HookedModel = NAME, half: int = 20, seed: int = 12) -> FigureResult:
+    """Elhage et al. 2021: previous-token, induction and duplicate-token scores of every head."""
+    from interp.heads import duplicate_token_scores
+
+    m = zoo.load_model(model) if isinstance(model, str) else model
+    patterns = attention_patterns(m, repeated_tokens(100, half, m.d_vocab, seed=seed))
+    grids = {"previous-token": previous_token_scores(patterns), "induction": induction_scores(patterns, half),
+             "duplicate-token": duplicate_token_scores(patterns, half)}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    for ax, (name, grid) in zip(axes, grids.items(), strict=True):
+        im = ax.imshow(grid.numpy(), cmap="Blues", vmin=0, vmax=1)
+        for (layer, head), value in np.ndenumerate(grid.numpy()):
+            ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=9, color="white" if value > 0.6 else "black")
+        ax.set_title(f"{name} score")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(m.n_heads))
+        ax.set_yticks(range(m.n_layers))
+    fig.colorbar(im, ax=axes, shrink=0.8, label="mean attention on the target token")
+    fig.suptitle(f"Head scores of {getattr(m, 'name', 'model')} on 100 repeated random sequences (|r| = {half})", fontsize=11)
+    numbers = {f"{name}_L{layer}H{head}": float(v) for name, g in grids.items() for (layer, head), v in np.ndenumerate(g.numpy())}
+    return FigureResult(
+        "induction_head_scores", save(fig, "induction_head_scores", out_dir), numbers,
+        "Elhage et al. 2021: a previous-token head in layer 0 composes with induction heads in layer 1. "
+        "Each cell is a head's mean attention on the detector's target token.",
+    )
