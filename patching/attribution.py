@@ -50,6 +50,9 @@ def attribution_patch(
     on the unpatched base run. Works on both backends (the gradient flows through the model's
     forward; parameters get no ``.grad``).
     """
+    result = _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers)
+    if result is not None:
+        return result
     plan, base, source_acts = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None)
     n = len(prompts)
     probes: dict[Site, Tensor] = {}
@@ -77,6 +80,110 @@ def attribution_patch(
     out = torch.empty(len(plan.cells), dtype=torch.float64)
     for i, cell in enumerate(plan.cells):
         out[i] = baseline + sum(float(_as_z(s).select(products[_as_z(s).full]).double().sum()) for s in cell)
+    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+    result.settings.update(method="attribution_patch", baseline=baseline)
+    return result
+
+
+def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers) -> PatchResult | None:
+    """`attribution_patch` on native TransformerLens models through `patching.fast`'s direct block
+    driving (no hooks): the source activations from one no-grad run stopped at the last layer read,
+    one forward of the base prompts with a zero probe added at every site kind read (parameters
+    temporarily ``requires_grad=False``, so the backward computes activation gradients only), one
+    ``torch.autograd.grad`` for all probes, and the products reduced per layer (no per-site loop for
+    sweeps). None where the fast engine does not apply (the hook path below runs instead)."""
+    from patching import fast as _fast
+
+    plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
+    keys = sorted({_as_z(s).full for cell in plan.cells for s in cell})
+    if _fast.unsupported_reason(model, keys) is not None:
+        return None
+    om = model.module.original_model
+    net = _fast._Native(om)
+    n, S = len(prompts), prompts.seq_len
+    wanted = {(k.kind, k.layer) for k in keys}
+    top = max(k.layer for k in keys)
+    frozen = [p for p in om.parameters() if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        with torch.no_grad():
+            if source == "zero":
+                src: dict = {key: None for key in wanted}
+            else:
+                other = model.check_tokens(prompts.clean if direction == "denoise" else prompts.corrupted)
+                src = {}
+
+                def record(kind: str, layer: int, act: Tensor) -> Tensor:
+                    if (kind, layer) in wanted:
+                        src[(kind, layer)] = act.mean(0, keepdim=True) if source == "mean" else act
+                    return act
+
+                record.kinds = {kind for kind, _ in wanted}
+                resid = net.embed(other)
+                for lay in range(top + 1):
+                    resid = net.block(lay, resid, 0, None, record)
+        acts: dict = {}
+        probes: dict = {}
+
+        def tap(kind: str, layer: int, act: Tensor) -> Tensor:
+            if (kind, layer) in wanted:
+                acts[(kind, layer)] = act
+                probes[(kind, layer)] = probe = torch.zeros_like(act, requires_grad=True)
+                return act + probe
+            return act
+
+        tap.kinds = {kind for kind, _ in wanted}
+        with torch.enable_grad():
+            resid = net.embed(base)
+            for lay in range(net.n_layers):
+                resid = net.block(lay, resid, 0, None, tap)
+            if _fast.answer_only(metric):
+                last = net.head(net.ln_out(resid[:, prompts.answer_pos % S]))
+                logits = net.softcap(last, om.output_logits_soft_cap)
+                logits = logits[:, None, :].expand(n, S, logits.shape[-1])
+            else:
+                logits = net.softcap(net.head(net.ln_out(resid)), om.output_logits_soft_cap)
+            values = check_values(metric(logits, prompts), n, metric)
+            order = list(probes)
+            grads = torch.autograd.grad(values.mean(), [probes[k] for k in order], allow_unused=True)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    baseline = float(values.detach().double().mean())
+    # per (kind, layer): sum over prompts (and d_head / d_model / key positions) of (src - base) * grad,
+    # laid out [pos head] for head kinds (pattern: [query head]), [pos] otherwise
+    reduced: dict = {}
+    for key, grad in zip(order, grads, strict=True):
+        act = acts[key].detach()
+        diff = -act if src[key] is None else src[key].to(act.dtype) - act
+        prod = (diff * grad).double() if grad is not None else torch.zeros_like(act, dtype=torch.float64)
+        if key[0] == "pattern":  # [batch head q k]
+            reduced[key] = prod.sum((0, 3)).T
+        elif prod.ndim == 4:  # [batch pos head d]
+            reduced[key] = prod.sum((0, 3))
+        else:  # [batch pos d]
+            reduced[key] = prod.sum((0, 2))
+    sweep = isinstance(sites, str) and plan.axes[0] == "layer"
+    if sweep:
+        rows = [reduced[(_as_z(Site(plan.kind, 0)).kind, int(lab))] for lab in plan.labels["layer"]]
+        if plan.axes == ("layer", "head"):
+            rows = [r.sum(0) for r in rows]
+        elif plan.axes == ("layer",):
+            rows = [r.sum() for r in rows]
+        out = baseline + torch.stack(rows).reshape(-1)
+    else:
+        parts = []
+        for cell in plan.cells:
+            total = torch.zeros((), dtype=torch.float64)
+            for site in cell:
+                site = _as_z(site)
+                index = site.index()[1:]
+                if site.kind == "pattern":
+                    index = index[::-1]
+                total = total + reduced[(site.kind, site.layer)][index].sum()
+            parts.append(total)
+        out = baseline + torch.stack(parts)
     result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(method="attribution_patch", baseline=baseline)
     return result

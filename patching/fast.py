@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -54,6 +53,8 @@ from patching import metrics as _metrics
 from patching.activation import _as_z, _prepare, _result
 from patching.metrics import Metric, check_values
 from patching.results import PatchResult
+
+_sdpa = torch.nn.functional.scaled_dot_product_attention
 
 FAST_KINDS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "head_out", "pattern"})
 #: kinds computed after a layer's queries, keys and values (patching them leaves that layer's attention inputs alone).
@@ -148,40 +149,75 @@ def try_fast_patch(
     only_answer = answer_only(metric)
     rowwise, repeated = _rowwise(metric), {}
     out = torch.empty(len(plan.cells), dtype=torch.float64)
+    L = net.n_layers
     with torch.no_grad():
         keys = {_as_z(s).full for cell in plan.cells for s in cell}
+        # One forward of the source and base prompts stacked: the source activations of the swept
+        # kinds, and the base run's resid_pre, keys and values of every layer.
+        want_src = set() if source == "zero" else {(key.kind, key.layer) for key in keys}
+        want_base = {(kind, layer) for layer in range(L) for kind in ("resid_pre", "k", "v")}
+        nb = 0 if source == "zero" else n
+        recorded: dict[tuple[str, int], Tensor] = {}
+        base_run: dict[Site, Tensor] = {}
+
+        def record(kind: str, layer: int, act: Tensor) -> Tensor:
+            if (kind, layer) in want_src:
+                recorded[(kind, layer)] = act[:nb]
+            if (kind, layer) in want_base:
+                base_run[Site(kind, layer)] = act[nb:]
+            return act
+
+        record.kinds = {kind for kind, _ in want_src | want_base}
+        resid = net.embed(base if source == "zero" else torch.cat([other, base]))
+        for layer in range(L):
+            resid = net.block(layer, resid, 0, None, record)
         src: dict[Site, Tensor | None] = {}
-        if source == "zero":
-            src = {key: None for key in keys}
-        else:
-            recorded = net.forward(other, record=keys)[1]
-            src = {k: (v.mean(0, keepdim=True) if source == "mean" else v) for k, v in recorded.items()}
-        _, base_run = net.forward(base, record={Site(kind, layer) for layer in range(net.n_layers) for kind in ("resid_pre", "k", "v")})
+        for key in keys:
+            act = recorded.get((key.kind, key.layer))
+            src[key] = None if act is None else (act.mean(0, keepdim=True) if source == "mean" else act)
+        # With source "other" and a metric reading only the answer position, positions before the first
+        # one where the clean and corrupted tokens differ have the same activations in both runs
+        # (attention is causal): patching them changes nothing, so the computed window starts there.
+        same = 0
+        if source == "other" and only_answer:
+            differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
+            same = int(differs[0]) if len(differs) else S
         # Interventions grouped by first layer; within a layer, by first position (latest first).
-        order = []
+        order, noop = [], []
         for i, cell in enumerate(plan.cells):
-            start = min(s.layer for s in cell)
-            p0 = min(0 if s.pos is None else s.pos % S for s in cell) if only_answer else 0
-            if only_answer and all(s.layer == net.n_layers - 1 and s.kind in AFTER_QKV for s in cell):
+            live = [s for s in cell if s.pos is None or s.pos % S >= same]
+            if not live:
+                noop.append(i)
+                continue
+            start = min(s.layer for s in live)
+            p0 = min(same if s.pos is None else s.pos % S for s in live) if only_answer else 0
+            if only_answer and all(s.layer == L - 1 and s.kind in AFTER_QKV for s in live):
                 p0 = ans  # the last layer's keys and values are unchanged: only the answer query matters
             order.append((start, -min(p0, ans), i))
+        if noop:  # the unpatched base run's metric
+            last = resid[nb:, ans] if only_answer else resid[nb:]
+            logits = net.softcap(net.head(net.ln_out(last)), net.om.output_logits_soft_cap)
+            if only_answer:
+                logits = logits[:, None, :].expand(n, S, logits.shape[-1])
+            value = check_values(metric(logits, prompts), n, metric).double().mean()
+            for i in noop:
+                out[i] = value
         order.sort()
         per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
+        flops = net.token_flops(S)
         chunks = []
         for start in sorted({o[0] for o in order}):
             group = [o for o in order if o[0] == start]
-            chunks += _chunk(group, per_chunk, n, S, net.token_flops(S))
-        for chunk in tqdm(chunks, desc=f"patching {plan.kind} (fast)", disable=not progress):
-            layer, p0 = chunk[0][0], -chunk[-1][1]
+            chunks += _chunk(group, per_chunk, n, S, flops)
+        for chunk in tqdm(_passes(chunks, per_chunk, n, flops), desc=f"patching {plan.kind} (fast)", disable=not progress):
+            p0 = min(-o[1] for o in chunk)
+            joins: dict[int, int] = {}
+            for start, _, _ in chunk:
+                joins[start] = joins.get(start, 0) + 1
             cells = [plan.cells[i] for _, _, i in chunk]
             k = len(cells)
-            resid = einops.repeat(base_run[Site("resid_pre", layer)][:, p0:], "b p d -> (k b) p d", k=k)
-            prefix = {
-                lay: tuple(einops.repeat(base_run[Site(kv, lay)][:, :, :p0], "b h p d -> (k b) h p d", k=k) for kv in ("k", "v"))
-                for lay in range(layer, net.n_layers)
-            } if p0 else None
             at = ans if only_answer else None
-            logits = net.logits_from(resid, layer, p0, prefix, _row_edits(cells, src, n, S, p0, net.n_layers - 1, at), at)
+            logits = net.run_pass(base_run, joins, n, p0, _row_edits(cells, src, n, S, p0, L - 1, at), at)
             if only_answer:
                 logits = logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
             if rowwise:  # one metric call for the whole chunk: prompts repeated k times
@@ -261,6 +297,26 @@ class _Native:
             resid = resid[:, 0]
         return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
 
+    def run_pass(
+        self, base_run: dict[Site, Tensor], joins: dict[int, int], n: int, p0: int, edit: Edit, ans: int | None,
+    ) -> Tensor:
+        """One stacked pass over positions ``p0..``: at each layer l of ``joins``, ``joins[l]`` copies of
+        the base run's resid_pre (n rows each) join the batch (after the rows already there), so an
+        intervention starting at layer l computes layers l.. only; earlier positions' keys / values
+        come from the base run. Logits as in `logits_from`."""
+        resid = None
+        for lay in range(min(joins), self.n_layers):
+            k = joins.get(lay)
+            if k:
+                new = base_run[Site("resid_pre", lay)][:, p0:].repeat(k, 1, 1)
+                resid = new if resid is None else torch.cat([resid, new])
+            prefix = tuple(base_run[Site(kv, lay)][:, :, :p0] for kv in ("k", "v")) if p0 else None
+            row = ans - p0 if ans is not None and lay == self.n_layers - 1 else None
+            resid = self.block(lay, resid, p0, prefix, edit, row)
+        if ans is not None:
+            resid = resid[:, 0]
+        return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
+
     def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit, row: int | None = None) -> Tensor:
         """``NativeBlock.forward`` (and ``NativeAttention.forward``) for query positions p0..; with
         ``row``, keys and values for all of them but everything after them for query p0 + row alone."""
@@ -277,18 +333,32 @@ class _Native:
             position_ids = torch.arange(p0, S, device=x.device).unsqueeze(0).expand(B, -1)
             q, k = attn.rotary.apply_rope(q, k, position_ids=position_ids)
         k, v = edit("k", layer, k), edit("v", layer, v)  # [batch head pos d]: recorded, not patched
-        if prefix is not None:
-            k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+        if prefix is not None:  # prefix: [b h p0 d], b dividing the batch (shared by every copy of the prompts)
+            b = prefix[0].shape[0]
+            if b == B:
+                k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+            else:
+                r, shape = B // b, (B // b, b, self.n_heads, -1, self.d_head)
+                k, v = (
+                    torch.cat([pre.expand(r, *pre.shape), new.reshape(shape)], dim=3).view(B, self.n_heads, S, self.d_head)
+                    for pre, new in ((prefix[0], k), (prefix[1], v))
+                )
         first = p0
         if row is not None:  # the last layer: only the answer position's query reaches the logits
             q, x, s, first = q[:, :, row : row + 1], x[:, row : row + 1], 1, p0 + row
-        scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
-        scores = self.softcap(scores, attn.attn_scores_soft_cap)
         mask = attn.causal_mask[first : first + s, :S]
-        scores = scores.masked_fill(mask, float("-inf"))
-        pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
-        pattern = edit("pattern", layer, pattern)
-        z = edit("z", layer, torch.matmul(pattern, v).transpose(1, 2))  # [batch pos head d_head]
+        if "pattern" in getattr(edit, "kinds", ("pattern",)) or not 0 < attn.scale or (
+            attn.attn_scores_soft_cap is not None and attn.attn_scores_soft_cap > 0
+        ):
+            scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
+            scores = self.softcap(scores, attn.attn_scores_soft_cap)
+            scores = scores.masked_fill(mask, float("-inf"))
+            pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
+            pattern = edit("pattern", layer, pattern)
+            mixed = torch.matmul(pattern, v)
+        else:  # nothing reads or edits the pattern: one fused kernel
+            mixed = _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
+        z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
         attn_out = edit("attn_out", layer, blk["o"](z.contiguous().view(B, s, -1)))
         x = x + attn_out
         if not self.attn_only:
@@ -320,6 +390,24 @@ def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, fl
         chunks.append(group[cut[j] : j])
         j = cut[j]
     return chunks[::-1]
+
+
+def _passes(chunks: list[list], per_chunk: int, n: int, flops: float) -> list[list]:
+    """Stack chunks of later first layers onto an earlier one (one pass; the later ones join the batch at
+    their layer, see `_Native.run_pass`) while the pass holds at most ``per_chunk`` interventions and a
+    joining chunk's extra positions (it computes from the pass's p0, not its own) cost less than the
+    per-chunk overhead it saves. Chunks come sorted by first layer."""
+    passes: list[list] = []
+    for chunk in chunks:
+        if passes:
+            cur = passes[-1]
+            p0, own = min(-o[1] for o in cur), min(-o[1] for o in chunk)
+            extra = len(chunk) * n * (own - p0) * flops
+            if chunk[0][0] > cur[-1][0] and len(cur) + len(chunk) <= per_chunk and own >= p0 and extra <= CHUNK_OVERHEAD_FLOPS:
+                cur.extend(chunk)
+                continue
+        passes.append(list(chunk))
+    return passes
 
 
 def _raw(module):
@@ -376,4 +464,5 @@ def _row_edits(
             rows[index] = value if isinstance(value, float) else value.to(out.dtype)
         return out
 
+    edit.kinds = {kind for kind, _ in by_key}
     return edit

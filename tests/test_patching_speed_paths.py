@@ -1,0 +1,110 @@
+"""The speed paths of patching: attribution patching through the fast engine gives the hook path's
+numbers; the fast engine's first-difference position skipping and merged source / base run keep the
+hook engine's numbers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from interp import Site
+from interp.models import build_native
+from interp.tasks import PromptSet
+from patching import activation_patch, attribution_patch, logit_diff, prob
+from patching import attribution as attr_mod
+
+V = 32
+CFG = dict(
+    n_layers=3, d_model=32, n_heads=4, d_head=8, d_vocab=V, n_ctx=32,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
+
+
+@pytest.fixture(scope="module")
+def models(tokenizer):
+    return {
+        "attn": build_native({**CFG, "attn_only": True}, tokenizer, seed=0, name="s-attn"),
+        "mlp": build_native({**CFG, "attn_only": False, "d_mlp": 64}, tokenizer, seed=1, name="s-mlp"),
+    }
+
+
+def make_prompts(n=3, seq=8, seed=0, same_until=0) -> PromptSet:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, V, (n, seq), generator=g)
+    corrupted = torch.randint(1, V, (n, seq), generator=g)
+    corrupted[:, :same_until] = clean[:, :same_until]
+    answers = torch.randint(1, V, (n,), generator=g)
+    wrong = (answers + torch.randint(1, V - 1, (n,), generator=g) - 1) % (V - 1) + 1
+    return PromptSet(clean, corrupted, answers, wrong)
+
+
+def every_position(logits, prompts):
+    return logits[:, :, 3].sum(1) - logits[:, 1:, 5].mean(1)
+
+
+MODEL_KINDS = [("attn", k) for k in ("resid_pre", "attn_out", "z", "head_out", "pattern")] + [
+    ("mlp", k) for k in ("resid_pre", "resid_mid", "attn_out", "z", "head_out", "pattern", "mlp_out")
+]  # the attention-only model has no resid_mid / mlp_out
+
+
+@pytest.mark.parametrize(("model_name", "kind"), MODEL_KINDS)
+@pytest.mark.parametrize("by_pos", [False, True])
+@pytest.mark.parametrize(("direction", "source", "metric"), [
+    ("denoise", "other", logit_diff), ("noise", "mean", prob), ("denoise", "zero", every_position),
+])
+def test_fast_attribution_equals_hook_attribution(models, monkeypatch, model_name, kind, by_pos, direction, source, metric):
+    model = models[model_name]
+    prompts = make_prompts()
+    fast = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos)
+    monkeypatch.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
+    hooks = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos)
+    assert fast.axes == hooks.axes and fast.values.shape == hooks.values.shape
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    assert fast.settings["baseline"] == pytest.approx(hooks.settings["baseline"], abs=1e-5)
+    assert all(p.requires_grad and p.grad is None for p in model.module.original_model.parameters())
+
+
+def test_fast_attribution_site_lists(models, monkeypatch):
+    model = models["mlp"]
+    prompts = make_prompts()
+    sites = [[Site("z", 1, head=2), Site("resid_pre", 2, pos=3)], [Site("pattern", 0, head=1, pos=5)], [Site("head_out", 2)]]
+    fast = attribution_patch(model, prompts, sites, logit_diff)
+    monkeypatch.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
+    hooks = attribution_patch(model, prompts, sites, logit_diff)
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["attn", "mlp"])
+@pytest.mark.parametrize("kind", ["resid_pre", "z", "head_out", "pattern", "attn_out"])
+@pytest.mark.parametrize("by_pos", [False, True])
+@pytest.mark.parametrize("same_until", [0, 4, 8])
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_fast_engine_with_shared_prefix_equals_hooks(models, model_name, kind, by_pos, same_until, direction):
+    model = models[model_name]
+    prompts = make_prompts(same_until=same_until)
+    fast = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, direction=direction, engine="fast", progress=False)
+    hooks = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, direction=direction, engine="hooks", progress=False)
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    for source in ("mean", "zero"):
+        fast = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, source=source, engine="fast", progress=False)
+        hooks = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, source=source, engine="hooks", progress=False)
+        torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [3, 6, 9, None])
+@pytest.mark.parametrize("kind", ["resid_pre", "head_out", "resid_post"])
+def test_stacked_passes_equal_hooks_at_every_batch_size(models, kind, batch_size):
+    model = models["mlp"]
+    prompts = make_prompts(same_until=3)
+    for by_pos in (False, True):
+        fast = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, batch_size=batch_size, engine="fast", progress=False)
+        hooks = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, engine="hooks", progress=False)
+        torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    sites = [[Site("z", 0, head=1), Site("resid_pre", 2, pos=5)], [Site("attn_out", 1, pos=1)], [Site("mlp_out", 2)], [Site("z", 1, head=3, pos=6)]]
+    fast = activation_patch(model, prompts, sites, logit_diff, batch_size=batch_size, engine="fast", progress=False)
+    hooks = activation_patch(model, prompts, sites, logit_diff, engine="hooks", progress=False)
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
