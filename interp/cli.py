@@ -44,6 +44,37 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _circuits(args) -> int:
+    import torch
+
+    from interp import circuits, zoo
+
+    torch.set_num_threads(args.threads)
+    names = circuits.names() if args.name == "all" else [args.name]
+    if args.model and len(names) != 1:
+        print("--model needs one card name (the model must be trained for that card's task).", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        card = circuits.get(name)
+        if args.model is None and card.model not in zoo.list_names():
+            print(f"\n{card.name}: {card.title}\n  FAIL  model {card.model!r} is not shipped (train it: interp train {card.model})")
+            failed += 1
+            continue
+        print(f"\n{card.name}: {card.title}  [{args.model or card.model}]  card: {card.path}")
+        result = circuits.evaluate(card, model=args.model)
+        for r in result.results:
+            print(f"  {'PASS' if r.passed else 'FAIL'}  {r.claim.key:<22} {r.summary}  ({r.seconds:.1f} s)")
+        failed += sum(not r.passed for r in result.results)
+        if args.write:
+            if args.model:
+                print("  (not written: --write records the shipped model's numbers only)")
+            else:
+                print(f"  wrote {circuits.write_card_table(result)}")
+    print(f"\n{'all claims hold' if not failed else f'{failed} claim(s) FAIL'}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability toolkit: shipped models, training, figures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default="all", help="a figure name, or all")
     p.add_argument("--out", default=None, help="figure directory (default: assets/figures)")
     p.set_defaults(fn=_reproduce)
+    p = sub.add_parser("circuits", help="measure every circuit card's claims live on the shipped weights (PASS/FAIL)")
+    p.add_argument("name", nargs="?", default="all", help="a card (induction, facts, binding) or all")
+    p.add_argument("--model", default=None, help="a directory saved by `interp train NAME --out DIR` instead of the shipped model")
+    p.add_argument("--write", action="store_true", help="rewrite the claims table in interp/circuits/NAME.md with the numbers")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.set_defaults(fn=_circuits)
     return parser
 
 

@@ -46,8 +46,12 @@ class ModelCard:
         return f"{self.name:<14} {self.task:<10} {self.n_params:>9,d} params {self.size_mb:6.2f} MB  {self.checkpoints:>2} ckpts  {metrics}"
 
 
-def model_dir(name: str) -> Path:
-    path = models_dir() / name
+def model_dir(name: str | Path) -> Path:
+    """The directory of shipped model ``name``; a directory saved by ``interp train --out DIR``
+    (one holding ``model.json``) is accepted too, so its checkpoints load the same way."""
+    if Path(name).is_dir() and (Path(name) / "model.json").exists():
+        return Path(name)
+    path = models_dir() / str(name)
     if not (path / "model.json").exists():
         from interp.errors import closest
 
@@ -68,7 +72,7 @@ def list_models() -> list[ModelCard]:
     return [card(n) for n in list_names()]
 
 
-def load_model(name: str, step: int | None = None):
+def load_model(name: str | Path, step: int | None = None):
     """A shipped model; ``step`` loads that training checkpoint instead of the final weights."""
     from interp.models import load_native_dir, load_weights
 
@@ -81,7 +85,7 @@ def load_model(name: str, step: int | None = None):
     return model
 
 
-def checkpoint_steps(name: str) -> list[int]:
+def checkpoint_steps(name: str | Path) -> list[int]:
     """The training steps at which ``name`` has a shipped checkpoint, ascending."""
     folder = model_dir(name) / "checkpoints"
     return sorted(int(f.stem.split("_")[1]) for f in folder.glob("step_*.safetensors")) if folder.exists() else []

@@ -61,7 +61,7 @@ def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None,
         start = time.perf_counter()
         results.append(FIGURES[name](out_dir=out_dir))
         print(f"  {name}: {time.perf_counter() - start:5.1f} s -> {results[-1].paths[0]}")
-    if report:
+    if report and names == "all":
         path = write_report(results, out_dir)
         print(f"Report: {path}")
     return results

@@ -1,0 +1,83 @@
+"""The induction card (interp/circuits/induction.md): every claim on the shipped induction-2l weights.
+
+The last tests show that the claims can fail: on a re-initialised model of the same shape, and, for
+the training-dynamics claim, on a trajectory whose two curves jump at different times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from interp import circuits, zoo
+from interp.circuits import induction
+from interp.models import build_native
+from interp.recipes import INDUCTION_CONFIG
+
+pytestmark = pytest.mark.circuits
+CARD = "induction"
+
+
+def test_previous_token_head(check_claim):
+    check_claim(CARD, "previous_token_head")
+
+
+def test_induction_head(check_claim):
+    check_claim(CARD, "induction_head")
+
+
+def test_k_composition(check_claim):
+    check_claim(CARD, "k_composition")
+
+
+def test_ablation(check_claim):
+    check_claim(CARD, "ablation")
+
+
+def test_key_path(check_claim):
+    check_claim(CARD, "key_path")
+
+
+def test_phase_change(check_claim):
+    check_claim(CARD, "phase_change")
+
+
+def test_card_table_is_what_the_shipped_weights_give(card_result):
+    card = circuits.get(CARD)
+    assert circuits.card_table_in_file(card) == card_result(CARD).table(), (
+        f"{card.path} is stale: regenerate its table with `interp circuits {CARD} --write`."
+    )
+
+
+def test_claims_fail_on_a_reinitialised_model():
+    shipped = zoo.load_model("induction-2l")
+    fresh = build_native(INDUCTION_CONFIG, shipped.tokenizer, seed=1, name="untrained")
+    weight_claims = [c.key for c in induction.CLAIMS if c.key != "phase_change"]
+    result = circuits.evaluate(CARD, model=fresh, keys=weight_claims)
+    assert [r.claim.key for r in result.results if r.passed] == [], result.table()
+
+
+def test_phase_change_claim_fails_when_the_curves_jump_apart():
+    steps = np.array([0, 100, 200, 400, 800])
+    induction_score = np.array([0.0, 0.05, 0.8, 0.85, 0.9])  # jumps between 100 and 200
+    icl = np.array([0.0, -0.1, -0.2, -0.3, -3.5])  # jumps between 400 and 800
+    numbers = induction.phase_change_numbers(steps, induction_score, icl)
+    assert not circuits.get(CARD).claim("phase_change").passes(numbers)
+    together = induction.phase_change_numbers(steps, induction_score, np.array([0.0, -0.1, -3.0, -3.3, -3.5]))
+    assert circuits.get(CARD).claim("phase_change").passes(together)
+
+
+def test_phase_change_needs_checkpoints():
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="checkpoints"):
+        circuits.evaluate(CARD, model=zoo.load_model("induction-2l"), keys=["phase_change"])
+
+
+def test_unknown_card_and_claim_are_clear_errors():
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="induction"):
+        circuits.get("inducton")
+    with pytest.raises(InputError, match="Claims: previous_token_head"):
+        circuits.get(CARD).claim("nope")
