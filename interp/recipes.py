@@ -67,13 +67,14 @@ def train_facts_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progre
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(kb.vocab, out_dir / "tokenizer")
     model = build_native({**FACTS_CONFIG, "d_vocab": kb.d_vocab}, tokenizer, seed=seed, name="facts-4l")
-    config = TrainConfig(steps=steps, batch_size=128, lr=1e-3, warmup=100, seed=seed, eval_every=100, weight_decay=0.01)
+    config = TrainConfig(steps=steps, batch_size=128, lr=1e-3, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
     result = train(
         model, lambda gen, step: kb.training_batch(config.batch_size, gen), config,
-        eval_fn=lambda m, step: {"recall": facts.recall_accuracy(m, kb)},
-        checkpoint_steps=log_spaced_steps(steps, 14, first=50), checkpoint_dir=out_dir / "checkpoints", progress=progress,
+        eval_fn=lambda m, step: facts.recall_metrics(m, kb),
+        checkpoint_steps=log_spaced_steps(steps, 11, first=50), checkpoint_dir=out_dir / "checkpoints",
+        checkpoint_dtype=torch.float16, progress=progress,
     )
-    _save(model, out_dir, task="facts", seed=seed, config=config, result=result, metrics={"recall": facts.recall_accuracy(model, kb)})
+    _save(model, out_dir, task="facts", seed=seed, config=config, result=result, metrics=facts.recall_metrics(model, kb))
     return model
 
 

@@ -96,9 +96,12 @@ def train(
     checkpoint_steps: Iterable[int] = (),
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    checkpoint_dtype: torch.dtype | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; return its history. Checkpoint ``step_NNNNNN.safetensors`` files
-    hold the weights *before* that optimiser step (step 0 = initialisation; ``steps`` = final)."""
+    hold the weights *before* that optimiser step (step 0 = initialisation; ``steps`` = final).
+    ``checkpoint_dtype`` (e.g. ``torch.float16``) stores the checkpoints' floating tensors in a smaller
+    type; `interp.models.load_weights` casts them back to the model's dtype on loading."""
     config.validate()
     checkpoint_steps = sorted(set(checkpoint_steps))
     if checkpoint_steps and checkpoint_dir is None:
@@ -119,7 +122,10 @@ def train(
 
     def evaluate(step: int) -> None:
         if step in checkpoint_steps:
-            save_file(state_dict_of(model), str(Path(checkpoint_dir) / f"step_{step:06d}.safetensors"))
+            state = state_dict_of(model)
+            if checkpoint_dtype is not None:
+                state = {k: v.to(checkpoint_dtype) if v.is_floating_point() else v for k, v in state.items()}
+            save_file(state, str(Path(checkpoint_dir) / f"step_{step:06d}.safetensors"))
             result.checkpoints.append(step)
         if eval_fn is not None and step in eval_steps:
             module.eval()

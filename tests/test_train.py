@@ -78,6 +78,21 @@ def test_training_is_deterministic_and_checkpoints(tokenizer, tmp_path):
     assert all(torch.equal(state_dict_of(fresh)[k], sa[k]) for k in sa)
 
 
+def test_half_precision_checkpoints_load_into_the_float32_model(tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    model = build_native({**TINY, "attn_only": True}, tokenizer, seed=0)
+    train(model, lambda gen, step: training_batch(8, 16, 32, gen, max_seg=5), TrainConfig(steps=4, batch_size=8, seed=0, warmup=1),
+          checkpoint_steps=[4], checkpoint_dir=tmp_path, checkpoint_dtype=torch.float16, progress=False)
+    stored = load_file(str(tmp_path / "step_000004.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    fresh = load_weights(build_native({**TINY, "attn_only": True}, tokenizer, seed=1), tmp_path / "step_000004.safetensors")
+    for k, v in state_dict_of(model).items():
+        got = state_dict_of(fresh)[k]
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, v, atol=1e-2, rtol=1e-3)  # float16 rounding, not another model
+
+
 def test_save_load_round_trip_is_bit_identical(mlp_model, tokens, tmp_path):
     save_native(mlp_model, tmp_path / "m", extra={"task": "test"})
     loaded = load_native_dir(tmp_path / "m")

@@ -129,13 +129,20 @@ class KnowledgeBase:
 
 
 @torch.no_grad()
-def recall_accuracy(model, kb: KnowledgeBase, batch_size: int = 512) -> float:
-    """Share of all (relation, template, subject) facts whose answer is the model's top-1 token."""
+def recall_metrics(model, kb: KnowledgeBase, batch_size: int = 512) -> dict[str, float]:
+    """Over all (relation, template, subject) facts: ``recall`` (share whose answer is the model's
+    top-1 token) and ``answer_loss`` (mean cross-entropy of the answer token, nats)."""
     facts = kb.all_facts()
-    correct = 0
+    correct, nll = 0, 0.0
     for i in range(0, len(facts), batch_size):
         tokens, mask = kb.batch(facts[i : i + batch_size])
-        logits = model(tokens)[:, :-1]
-        pred = logits.argmax(-1)[mask]
-        correct += (pred == tokens[:, 1:][mask]).sum().item()
-    return correct / len(facts)
+        logits = model(tokens)[:, :-1][mask]
+        target = tokens[:, 1:][mask]
+        correct += (logits.argmax(-1) == target).sum().item()
+        nll += torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum").item()
+    return {"recall": correct / len(facts), "answer_loss": nll / len(facts)}
+
+
+def recall_accuracy(model, kb: KnowledgeBase, batch_size: int = 512) -> float:
+    """Share of all (relation, template, subject) facts whose answer is the model's top-1 token."""
+    return recall_metrics(model, kb, batch_size)["recall"]
