@@ -138,6 +138,12 @@ class TraceResult:
         subj = set(self.subject_positions[index])
         if self.str_tokens is not None and (prompt is not None or n == 1):
             labels = [f"{tok}*" if t in subj else tok for t, tok in enumerate(self.str_tokens[index])]
+        elif self.str_tokens is not None:
+            # the mean over prompts: name a position by its token where every prompt has the same one
+            labels = []
+            for t in range(self.tokens.shape[1]):
+                same = len({row[t] for row in self.str_tokens}) == 1
+                labels.append(f"{self.str_tokens[0][t] if same else ('(subject)' if t in subj else f'pos {t}')}{'*' if t in subj else ''}")
         else:
             labels = [f"pos {t}{'*' if t in subj else ''}" for t in range(self.tokens.shape[1])]
         cmaps = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}

@@ -50,7 +50,7 @@ def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
 
 def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None, report: bool = True) -> list[FigureResult]:
     """Draw the named figures (or all) and, for all, write ``assets/REPORT.md``."""
-    from interp.figures import induction  # noqa: F401  (registers its figures)
+    from interp.figures import facts, induction  # noqa: F401  (registers their figures)
 
     wanted = list(FIGURES) if names == "all" else [names] if isinstance(names, str) else list(names)
     for name in wanted:
