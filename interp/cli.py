@@ -32,6 +32,13 @@ def _train(args) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else zoo.models_dir() / args.name
     kwargs = {"steps": args.steps} if args.steps else {}
+    if args.lr is not None:
+        import inspect
+
+        if "lr" not in inspect.signature(RECIPES[args.name]).parameters:
+            print(f"The {args.name} recipe has a fixed learning rate; drop --lr.", file=sys.stderr)
+            return 2
+        kwargs["lr"] = args.lr
     RECIPES[args.name](out, seed=args.seed, progress=not args.quiet, **kwargs)
     print(f"Saved {args.name} to {out}")
     return 0
@@ -68,7 +75,7 @@ def _circuits(args) -> int:
         failed += sum(not r.passed for r in result.results)
         if args.write:
             if args.model:
-                print("  (not written: --write records the shipped model's numbers only)")
+                print(f"  wrote the second-seed section of {circuits.write_seed_section(result, args.model)}")
             else:
                 print(f"  wrote {circuits.write_card_table(result)}")
     print(f"\n{'all claims hold' if not failed else f'{failed} claim(s) FAIL'}")
@@ -84,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="model name, e.g. induction-2l")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     p.add_argument("--out", default=None, help="output directory (default: assets/models/NAME)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for determinism)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("circuits", help="measure every circuit card's claims live on the shipped weights (PASS/FAIL)")
     p.add_argument("name", nargs="?", default="all", help="a card (induction, facts, binding) or all")
     p.add_argument("--model", default=None, help="a directory saved by `interp train NAME --out DIR` instead of the shipped model")
-    p.add_argument("--write", action="store_true", help="rewrite the claims table in interp/circuits/NAME.md with the numbers")
+    p.add_argument("--write", action="store_true", help="rewrite the claims table in interp/circuits/NAME.md with the numbers (with --model: its second-seed section)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(fn=_circuits)
     return parser

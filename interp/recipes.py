@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from interp.models import HookedModel, build_native, save_native
-from interp.tasks import facts, induction
+from interp.tasks import binding, facts, induction
 from interp.tokenizers import word_tokenizer
 from interp.train import TrainConfig, train
 
@@ -32,14 +32,14 @@ INDUCTION_CONFIG = dict(
 INDUCTION_EVAL = dict(n=500, half=23, seed=10_000)  # fresh sequences, never seen in training
 
 
-def train_induction_2l(out_dir: str | Path, seed: int = 0, steps: int = 6000, progress: bool = True) -> HookedModel:
+def train_induction_2l(out_dir: str | Path, seed: int = 0, steps: int = 6000, progress: bool = True, lr: float = 1e-3) -> HookedModel:
     """2-layer attention-only model on random tokens with one planted repeated segment."""
     d_vocab, seq_len = INDUCTION_CONFIG["d_vocab"], 48
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(induction.vocabulary(d_vocab), out_dir / "tokenizer")
     model = build_native(INDUCTION_CONFIG, tokenizer, seed=seed, name="induction-2l")
     probe = induction.repeated_tokens(200, 23, d_vocab, seed=seed + 5_000)
-    config = TrainConfig(steps=steps, batch_size=64, lr=1e-3, warmup=100, seed=seed, eval_every=100)
+    config = TrainConfig(steps=steps, batch_size=64, lr=lr, warmup=100, seed=seed, eval_every=100)
     result = train(
         model,
         lambda gen, step: induction.training_batch(config.batch_size, seq_len, d_vocab, gen),
@@ -61,13 +61,13 @@ FACTS_CONFIG = dict(
 )
 
 
-def train_facts_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True) -> HookedModel:
+def train_facts_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True, lr: float = 1e-3) -> HookedModel:
     """4-layer transformer with MLPs memorising a synthetic knowledge base (loss on the answer only)."""
     kb = facts.KnowledgeBase.build(seed=0)  # the knowledge base is fixed; the seed varies the model
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(kb.vocab, out_dir / "tokenizer")
     model = build_native({**FACTS_CONFIG, "d_vocab": kb.d_vocab}, tokenizer, seed=seed, name="facts-4l")
-    config = TrainConfig(steps=steps, batch_size=128, lr=1e-3, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
+    config = TrainConfig(steps=steps, batch_size=128, lr=lr, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
     result = train(
         model, lambda gen, step: kb.training_batch(config.batch_size, gen), config,
         eval_fn=lambda m, step: facts.recall_metrics(m, kb),
@@ -75,6 +75,30 @@ def train_facts_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progre
         checkpoint_dtype=torch.float16, progress=progress,
     )
     _save(model, out_dir, task="facts", seed=seed, config=config, result=result, metrics=facts.recall_metrics(model, kb))
+    return model
+
+
+BINDING_CONFIG = dict(
+    n_layers=4, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=48, attn_only=False,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
+BINDING_QUERIES = 5  # queries per training context, capped at its pairs (the first one is the evaluated task)
+
+
+def train_binding_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True, lr: float = 1e-3) -> HookedModel:
+    """4-layer transformer with MLPs binding entities to attributes in context (2-5 pairs, fresh
+    random names and attributes in every prompt; loss on the answers only)."""
+    out_dir = Path(out_dir)
+    tokenizer = word_tokenizer(binding.vocabulary(), out_dir / "tokenizer")
+    model = build_native({**BINDING_CONFIG, "d_vocab": binding.d_vocab}, tokenizer, seed=seed, name="binding-4l")
+    config = TrainConfig(steps=steps, batch_size=128, lr=lr, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
+    result = train(
+        model, lambda gen, step: binding.training_batch(config.batch_size, gen, queries=BINDING_QUERIES), config,
+        eval_fn=lambda m, step: binding.binding_metrics(m, n=200, seed=binding.EVAL_SEED + 100),
+        checkpoint_steps=log_spaced_steps(steps, 11, first=50), checkpoint_dir=out_dir / "checkpoints",
+        checkpoint_dtype=torch.float16, progress=progress,
+    )
+    _save(model, out_dir, task="binding", seed=seed, config=config, result=result, metrics=binding.binding_metrics(model))
     return model
 
 
@@ -97,4 +121,6 @@ def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: Train
     result.save(out_dir / "history.json")
 
 
-RECIPES: dict[str, Callable[..., HookedModel]] = {"induction-2l": train_induction_2l, "facts-4l": train_facts_4l}
+RECIPES: dict[str, Callable[..., HookedModel]] = {
+    "induction-2l": train_induction_2l, "facts-4l": train_facts_4l, "binding-4l": train_binding_4l,
+}

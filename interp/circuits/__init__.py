@@ -28,6 +28,7 @@ from interp.errors import InputError, closest
 
 CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circuits.facts", "binding": "interp.circuits.binding"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
 
 
 class Subject:
@@ -181,5 +182,30 @@ def write_card_table(result: CardResult) -> Path:
     text = path.read_text()
     card_table_in_file(result.card)  # checks the markers
     new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{render_table(result)}\n{END}", text, flags=re.S)
+    path.write_text(new)
+    return path
+
+
+def write_seed_section(result: CardResult, model_dir: str | Path) -> Path:
+    """Record ``result`` (the card's claims measured on another training run, saved in ``model_dir``)
+    in the card's second-seed section, between ``<!-- seed:start -->`` and ``<!-- seed:end -->``."""
+    import json
+
+    path = result.card.path
+    text = path.read_text()
+    if SEED_START not in text or SEED_END not in text:
+        raise InputError(f"{path} has no {SEED_START} ... {SEED_END} block; add the markers where the second seed goes.")
+    info_path = Path(model_dir) / "model.json"
+    config = json.loads(info_path.read_text()) if info_path.exists() else {}
+    training = config.get("training", {})
+    command = training.get("command", "interp train ...")
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in config.get("metrics", {}).items() if isinstance(v, float))
+    rows = [f"`{command}` ({training.get('time_s', float('nan')):.0f} s; {metrics or 'no metrics recorded'}), "
+            f"measured with `interp circuits {result.card.name} --model DIR`: "
+            f"{sum(r.passed for r in result.results)} of {len(result.results)} claims hold.", "",
+            "| claim | measured on the second seed | |", "|---|---|---|"]
+    rows += [f"| `{r.claim.key}` | {r.summary} | {'PASS' if r.passed else 'FAIL'} |" for r in result.results]
+    block = "\n".join(rows)
+    new = re.sub(re.escape(SEED_START) + r".*?" + re.escape(SEED_END), lambda _: f"{SEED_START}\n{block}\n{SEED_END}", text, flags=re.S)
     path.write_text(new)
     return path

@@ -2,9 +2,13 @@
 
 Each function takes ``out_dir`` (default ``assets/figures``) and ``model`` (default: the shipped
 checkpoint), draws without training, writes ``NAME.png`` and ``NAME.svg``, and returns a
-`FigureResult` with the paths and the numbers it drew, so tests can compare them.
+`FigureResult` with the paths and the numbers it drew, so tests can compare them. Every figure
+function is importable from here: ``from interp.figures import facts_causal_trace``.
 """
 
+from interp.figures import binding, facts, induction  # noqa: F401  (each registers its figures)
 from interp.figures.base import FIGURES, FigureResult, reproduce
 
-__all__ = ["FIGURES", "FigureResult", "reproduce"]
+globals().update(FIGURES)
+
+__all__ = ["FIGURES", "FigureResult", "reproduce", *FIGURES]

@@ -50,7 +50,7 @@ def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
 
 def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None, report: bool = True) -> list[FigureResult]:
     """Draw the named figures (or all) and, for all, write ``assets/REPORT.md``."""
-    from interp.figures import facts, induction  # noqa: F401  (registers their figures)
+    from interp.figures import binding, facts, induction  # noqa: F401  (registers their figures)
 
     wanted = list(FIGURES) if names == "all" else [names] if isinstance(names, str) else list(names)
     for name in wanted:
@@ -83,6 +83,7 @@ def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Pat
     for card in zoo.list_models():
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in card.metrics.items() if isinstance(v, float))
         lines.append(f"| `{card.name}` | {card.task} | {card.n_params:,} | {card.checkpoints} | {metrics} |")
+    lines += _card_lines()
     for r in results:
         rel = r.paths[0].relative_to(path.parent) if r.paths[0].is_relative_to(path.parent) else r.paths[0]
         lines += ["", f"## {r.name}", "", r.caption, "", f"![{r.name}]({rel})", ""]
@@ -90,3 +91,16 @@ def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Pat
             lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in r.numbers.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _card_lines() -> list[str]:
+    """The circuit cards, linked, with their claims (measured live by ``interp circuits``)."""
+    from interp import circuits
+
+    lines = ["", "## Circuit cards", "",
+             "Each claim is measured on the shipped weights by `interp circuits NAME` and checked by `pytest -m circuits`.", "",
+             "| card | model | claims |", "|---|---|---|"]
+    for name in circuits.names():
+        card = circuits.get(name)
+        lines.append(f"| [{name}](../interp/circuits/{name}.md) | `{card.model}` | {', '.join(c.key for c in card.claims)} |")
+    return lines

@@ -1,0 +1,282 @@
+"""Entity binding in ``binding-4l`` (Feng & Steinhardt 2023; Gur-Arieh et al. 2025), as measured claims.
+
+The prompts are `interp.tasks.binding`'s: ``<bos> A1 : E1 . A2 : E2 . ... who likes Aq`` -> ``Eq``,
+with fresh random names and attributes in every prompt. The *query position* is the last token (the
+queried attribute), where the answer is read.
+
+Gur-Arieh et al. (2025) separate three ways a model can retrieve the bound entity, and we test them
+with interchange interventions at the query position, counting which answer the patched run gives:
+
+- *positional* (`interp.tasks.binding.positional_pairs`): the source holds the base's queried
+  attribute in another slot and asks about it. A slot-carrying activation moves the answer to the
+  base entity in the source's slot;
+- *lexical* (`interp.tasks.binding.lexical_pairs`): the source holds the base's attributes in
+  shuffled slots and asks about another of them. An attribute-carrying activation moves the answer
+  to the base entity bound to that attribute (never the entity in the source's slot);
+- in both, the *source's own answer* (absent from the base context) means that the activation
+  already holds the retrieved entity.
+
+DAS (Geiger et al. 2023) then looks for a low-dimensional subspace of the query position that
+carries the variable the interchanges point to; the same training with positional labels is the
+control. The CausalGym comparison (Arora et al. 2024) scores 1-D directions of DAS and of methods
+without interventions by the same interchange.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from interp.circuits import Card, Claim, Subject
+from interp.sites import Site
+from interp.tasks import binding
+
+N_EVAL = 500  # prompts per context size for accuracy
+N_SHARE = 400  # positional pairs per context size for the interchange shares
+SHARE_SEED = 70_000
+LEXICAL_SEED = 73_000
+DAS_PAIRS, DAS_TEST = 1200, 400  # DAS training pairs and held-out pairs
+DAS_SIZE = 3  # context size of the DAS claim
+DAS_SEED = 71_000
+DAS_KS = (1, 2, 4, 8)
+OUTCOMES = ("positional", "base", "source")
+LEXICAL_OUTCOMES = ("lexical", "positional", "base", "source")
+
+
+def query_sites(model) -> list[Site]:
+    """The residual stream at the query position before each layer and after the last one."""
+    return [Site("resid_pre", layer, pos=-1) for layer in range(model.n_layers)] + [Site("resid_post", model.n_layers - 1, pos=-1)]
+
+
+def site_label(site: Site) -> str:
+    return f"before L{site.layer}" if site.kind == "resid_pre" else f"after L{site.layer}"
+
+
+@torch.no_grad()
+def outcome_shares(model, pairs: binding.PositionalPairs, site: Site) -> dict[str, torch.Tensor]:
+    """Per prompt, whether the interchanged run's top-1 answer is each outcome: ``{outcome: Bool[n]}``."""
+    from patching import interchange
+
+    top = interchange(model, pairs.base.clean, pairs.source, site)[:, -1].argmax(-1)
+    meta = pairs.base.metadata
+    return {"positional": top == pairs.positional_answer, "base": top == pairs.base.answers,
+            "source": top == meta["source_answer"]}
+
+
+def _pairs(k: int, n: int = N_SHARE) -> binding.PositionalPairs:
+    return binding.positional_pairs(n, k, seed=SHARE_SEED + k)
+
+
+def share_table(s: Subject) -> dict[int, np.ndarray]:
+    """``{k: [site, outcome]}``: share of each outcome per query-position site, per context size."""
+
+    def compute():
+        sites = query_sites(s.model)
+        out = {}
+        for k in binding.SIZES:
+            pairs = _pairs(k)
+            out[k] = np.array([[float(v.float().mean()) for v in outcome_shares(s.model, pairs, site).values()] for site in sites])
+        return out
+
+    return s.memo("shares", compute)
+
+
+@torch.no_grad()
+def accuracy_by_slot(s: Subject) -> dict[int, np.ndarray]:
+    """``{k: [slot]}``: held-out accuracy by the queried slot, per context size."""
+
+    def compute():
+        out = {}
+        for k in binding.SIZES:
+            p = binding.binding_prompts(N_EVAL, k, seed=binding.EVAL_SEED + k)
+            correct = (s.model(p.clean)[:, -1].argmax(-1) == p.answers).float()
+            q = p.metadata["query_index"]
+            out[k] = np.array([float(correct[q == slot].mean()) for slot in range(k)])
+        return out
+
+    return s.memo("acc_slots", compute)
+
+
+@torch.no_grad()
+def lexical_outcomes(model, pairs: binding.LexicalPairs, site: Site) -> dict[str, torch.Tensor]:
+    """Per prompt, whether the interchanged run's top-1 answer is each lexical-pair outcome: ``{outcome: Bool[n]}``."""
+    from patching import interchange
+
+    top = interchange(model, pairs.base.clean, pairs.source, site)[:, -1].argmax(-1)
+    meta = pairs.base.metadata
+    return {"lexical": top == pairs.lexical_answer, "positional": top == pairs.positional_answer,
+            "base": top == pairs.base.answers, "source": top == meta["source_answer"]}
+
+
+def lexical_table(s: Subject) -> dict[int, np.ndarray]:
+    """``{k: [site, outcome]}``: share of each lexical-pair outcome per query-position site, per context size."""
+
+    def compute():
+        sites = query_sites(s.model)
+        out = {}
+        for k in binding.SIZES:
+            pairs = binding.lexical_pairs(N_SHARE, k, seed=LEXICAL_SEED + k)
+            out[k] = np.array([[float(v.float().mean()) for v in lexical_outcomes(s.model, pairs, site).values()] for site in sites])
+        return out
+
+    return s.memo("lexical", compute)
+
+
+def lexical_by_slot(s: Subject, site: Site) -> dict[int, np.ndarray]:
+    """``{k: [slot]}``: lexical share at ``site`` by the base's queried slot, per context size."""
+
+    def compute():
+        out = {}
+        for k in binding.SIZES:
+            pairs = binding.lexical_pairs(N_SHARE, k, seed=LEXICAL_SEED + k)
+            hit = lexical_outcomes(s.model, pairs, site)["lexical"].float()
+            q = pairs.base.metadata["query_index"]
+            out[k] = np.array([float(hit[q == slot].mean()) for slot in range(k)])
+        return out
+
+    return s.memo(f"lexical_slots_{site}", compute)
+
+
+def das_dataset(k: int, n: int, seed: int, variable: str = "lexical"):
+    """Interchange pairs as a `CounterfactualDataset` for DAS: ``variable="lexical"`` uses
+    `lexical_pairs` labelled with the lexical answer; ``"positional"`` uses `positional_pairs`
+    labelled with the positional answer. The base label is the base answer."""
+    from patching.das import CounterfactualDataset
+
+    if variable == "lexical":
+        pairs = binding.lexical_pairs(n, k, seed=seed)
+        return CounterfactualDataset(pairs.base.clean, pairs.source, pairs.lexical_answer, pairs.base.answers, answer_pos=-1)
+    pairs = binding.positional_pairs(n, k, seed=seed)
+    return CounterfactualDataset(pairs.base.clean, pairs.source, pairs.positional_answer, pairs.base.answers, answer_pos=-1)
+
+
+def retrieval_layer(s: Subject) -> int:
+    """The first layer after which the query position holds the retrieved entity (source share ≥ 0.5
+    in the positional interchanges, averaged over sizes); ``n_layers`` if it never does."""
+    mean = np.mean([share_table(s)[k][:, 2] for k in binding.SIZES], axis=0)  # [site]
+    hits = np.nonzero(mean >= 0.5)[0]
+    return int(hits[0]) - 1 if len(hits) else s.model.n_layers
+
+
+def das_site(s: Subject) -> Site:
+    """The query position just before the retrieval layer (where the lexical variable must live)."""
+    return Site("resid_pre", min(max(retrieval_layer(s), 0), s.model.n_layers - 1), pos=-1)
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def measure_accuracy(s: Subject) -> dict[str, float]:
+    return s.memo("accuracy", lambda: binding.binding_accuracy(s.model, n=N_EVAL))
+
+
+def measure_positional(s: Subject) -> dict[str, float]:
+    mean = np.mean([share_table(s)[k] for k in binding.SIZES], axis=0)  # [site, outcome]
+    out = {f"positional_{i}": float(mean[i, 0]) for i in range(len(mean))}
+    out.update(max_positional=float(mean[:, 0].max()), max_positional_any_size=float(max(share_table(s)[k][:, 0].max() for k in binding.SIZES)))
+    # the other outcomes account for the answers: base (before retrieval) or source (after it)
+    out["explained_min"] = float(min((share_table(s)[k][:, 1] + share_table(s)[k][:, 2]).min() for k in binding.SIZES))
+    return out
+
+
+def measure_lexical(s: Subject) -> dict[str, float]:
+    table = lexical_table(s)
+    layer = retrieval_layer(s)
+    out = {"retrieval_layer": layer}
+    before = slice(0, layer + 1)  # sites before L0 .. before the retrieval layer
+    out["lexical_min_before"] = float(min(table[k][before, 0].min() for k in binding.SIZES)) if layer >= 0 else float("nan")
+    out["positional_max"] = float(max(table[k][:, 1].max() for k in binding.SIZES))
+    mean_shares = np.mean([share_table(s)[k] for k in binding.SIZES], axis=0)
+    out["source_min_after"] = float(mean_shares[layer + 1 :, 2].min()) if layer + 1 < len(mean_shares) else float("nan")
+    out["base_min_before"] = float(mean_shares[: layer + 1, 1].min()) if layer >= 0 else float("nan")
+    return out
+
+
+def measure_das(s: Subject) -> dict[str, float]:
+    from patching.das import train_das
+
+    def compute():
+        site = das_site(s)
+        out = {"layer": site.layer}
+        for variable in ("lexical", "positional"):
+            train = das_dataset(DAS_SIZE, DAS_PAIRS, DAS_SEED, variable)
+            test = das_dataset(DAS_SIZE, DAS_TEST, DAS_SEED + 1, variable)
+            for k in DAS_KS if variable == "lexical" else (max(DAS_KS),):
+                r = train_das(s.model, site, train, k=k, eval_dataset=test, epochs=8, lr=1e-2, seed=0, progress=False)
+                out[f"{variable}_iia_{k}"] = r.iia
+        out["smallest_k_090"] = next((k for k in DAS_KS if out[f"lexical_iia_{k}"] >= 0.9), float("nan"))
+        return out
+
+    return s.memo("das", compute)
+
+
+def measure_by_slot(s: Subject) -> dict[str, float]:
+    acc = accuracy_by_slot(s)
+    lexical = lexical_by_slot(s, das_site(s))
+    out = {}
+    for k in binding.SIZES:
+        out[f"acc_min_{k}"] = float(acc[k].min())
+        out[f"lexical_min_{k}"] = float(lexical[k].min())
+    out["acc_min"] = min(out[f"acc_min_{k}"] for k in binding.SIZES)
+    out["lexical_min"] = min(out[f"lexical_min_{k}"] for k in binding.SIZES)
+    out["acc_middle_5"] = float(acc[5][1:-1].mean())
+    out["acc_edges_5"] = float((acc[5][0] + acc[5][-1]) / 2)
+    return out
+
+
+def _fmt_shares(n: dict[str, float]) -> str:
+    count = sum(key.startswith("positional_") and key[len("positional_"):].isdigit() for key in n)
+    return ", ".join(f"{n[f'positional_{i}']:.2f}" for i in range(count))
+
+
+CARD = Card(
+    name="binding",
+    model="binding-4l",
+    title="Entity binding in binding-4l",
+    claims=(
+        Claim(
+            key="accuracy",
+            statement="The model answers held-out prompts (fresh names and attributes) correctly for every context size, 2 to 5 pairs (≥ 0.95 each)",
+            figure="binding_positional",
+            measure=measure_accuracy,
+            passes=lambda n: min(n.values()) >= 0.95,
+            summary=lambda n: ", ".join(f"{k[-1]} pairs {v:.3f}" for k, v in sorted(n.items())),
+        ),
+        Claim(
+            key="positional",
+            statement="Unlike the positional retrieval that Feng & Steinhardt and Gur-Arieh et al. find in LLMs, interchanging the query position's residual stream from a context with the queried attribute in another slot never moves the answer to the entity in that slot (positional share ≤ 0.05 at every layer and context size); the answer is always the base's or the source's own (≥ 0.9 together)",
+            figure="binding_positional",
+            measure=measure_positional,
+            passes=lambda n: n["max_positional_any_size"] <= 0.05 and n["explained_min"] >= 0.9,
+            summary=lambda n: (f"positional share by site, mean over 2-5 pairs (before L0 .. after the last layer): {_fmt_shares(n)}; "
+                               f"largest for any size {n['max_positional_any_size']:.2f}; base or source answer ≥ {n['explained_min']:.2f}"),
+        ),
+        Claim(
+            key="lexical",
+            statement="Retrieval is lexical, in one layer: up to the retrieval layer the query position carries which attribute is asked (interchanging it from a shuffled context moves the answer to the base entity bound to the source's attribute, ≥ 0.9 for every size, never to the entity in the source's slot), and after it the retrieved entity itself (the source's own answer, ≥ 0.9)",
+            figure="binding_positional",
+            measure=measure_lexical,
+            passes=lambda n: n["lexical_min_before"] >= 0.9 and n["positional_max"] <= 0.05 and n["source_min_after"] >= 0.9,
+            summary=lambda n: (f"retrieval in layer {int(n['retrieval_layer'])}; before it, lexical share ≥ {n['lexical_min_before']:.2f} "
+                               f"(positional ≤ {n['positional_max']:.2f}); after it, source answer ≥ {n['source_min_after']:.2f}"),
+        ),
+        Claim(
+            key="das",
+            statement=f"DAS finds a subspace of at most 8 dimensions at the query position before the retrieval layer that carries the queried attribute (IIA ≥ 0.9 on held-out {DAS_SIZE}-pair lexical pairs); the same training with positional labels fails (IIA < 0.1 at k = 8)",
+            figure="binding_causalgym",
+            measure=measure_das,
+            passes=lambda n: n["smallest_k_090"] <= 8 and n["positional_iia_8"] < 0.1,
+            summary=lambda n: (f"before layer {int(n['layer'])}: lexical IIA " + ", ".join(f"k={k} {n[f'lexical_iia_{k}']:.2f}" for k in DAS_KS)
+                               + f"; positional IIA k=8 {n['positional_iia_8']:.2f}"),
+        ),
+        Claim(
+            key="by_slot",
+            statement="Gur-Arieh et al. find LLMs' retrieval weakest for middle slots of long contexts; here accuracy and the lexical interchange hold at every slot of every context size (each ≥ 0.95), with no dip in the middle",
+            figure="binding_positional",
+            measure=measure_by_slot,
+            passes=lambda n: n["acc_min"] >= 0.95 and n["lexical_min"] >= 0.95,
+            summary=lambda n: (f"lowest accuracy over slots and sizes {n['acc_min']:.3f} (5 pairs: middle slots {n['acc_middle_5']:.3f}, "
+                               f"first and last {n['acc_edges_5']:.3f}); lowest lexical share {n['lexical_min']:.3f}"),
+        ),
+    ),
+)

@@ -1,0 +1,398 @@
+"""In-context entity binding, after Feng & Steinhardt 2023 ("How do language models bind entities
+in context?").
+
+    prompts = binding_prompts(n=100, n_pairs=3, seed=0)     # PromptSet; answer = the bound entity
+    # BOS tea : ann . jam : bob . figs : cal . who likes jam   -> bob
+    base, source, source_query, positional = positional_pairs(n=100, n_pairs=3, seed=0)
+    tokens, mask = training_batch(128, gen, queries=5)  # context sizes 2..5 mixed; loss on the answers only
+    binding_accuracy(model)                     # held-out accuracy per size: {"acc_2": ..., "acc_5": ...}
+
+Every prompt draws its entities and attributes at random (all distinct within the prompt) from
+pools of 30 one-token names and 30 one-token attributes, so no binding can be memorised: the model
+has to read it from the context. With ``k = n_pairs`` pairs, every position is fixed by ``k``::
+
+    0              BOS
+    1 + 4i         attribute of pair i       (i = 0 .. k-1, the pair's "slot")
+    2 + 4i         :
+    3 + 4i         entity of pair i
+    4 + 4i         .
+    1+4k .. 3+4k   who likes <attribute of the queried pair>    (query position: 3 + 4k, the last)
+
+so a prompt has ``4 + 4k`` tokens and the answer (the queried pair's entity) is the next token.
+
+Why the attribute comes first (``tea : ann .``, not ``ann likes tea .``) and the query has no ``?``:
+with the entity first, the answer must be copied *backwards* (from the entity into the attribute
+after it, then to the query). Every 4-layer model tried that way sat at ``1/k`` accuracy (it
+answered with *some* entity of the context) for 1,250 to 5,000 steps: learning rates 1e-3 to
+5e-3, widths 64 and 128, 1, 3 or 5 queries per context, half of them "forward" queries, with or
+without the trailing ``?``; a 2-layer attention-only model stalled too. In this layout the query
+token is the attribute itself and each entity follows its attribute, so the model can match the
+query against the context and read the entity after it (an induction-like circuit); the same
+4-layer model reaches 1.0 within 500 steps. The task is unchanged: name the entity bound to the
+queried attribute, read from a context it has never seen.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from interp.errors import InputError
+from interp.tasks.promptset import PromptSet
+
+NAMES = "ann bob cal dee eli fay gus hal ivy jan kim lou max ned oda pam quin rex sal tom uma val wes xia yul zed ada ben cyd dot".split()
+ATTRIBUTES = "tea jam rice milk cake soup pie figs corn beans kale plums eggs ham nuts oats pears limes tuna yams honey bread salt peas grapes dates cocoa mint olives leeks".split()
+FILLER = ["likes", ".", "who", ":"]
+#: Words of ids 1..d_vocab-1 (id 0 is ``<bos>``, also the padding of `training_batch`).
+VOCAB: list[str] = NAMES + ATTRIBUTES + FILLER
+d_vocab: int = len(VOCAB) + 1
+IDS: dict[str, int] = {w: i + 1 for i, w in enumerate(VOCAB)}
+BOS = 0
+MIN_PAIRS, MAX_PAIRS = 2, 5
+SIZES: tuple[int, ...] = tuple(range(MIN_PAIRS, MAX_PAIRS + 1))
+#: Base seed of the held-out evaluation prompts (size k uses ``EVAL_SEED + k``); never used in training.
+EVAL_SEED = 90_000
+
+_NAME_IDS = torch.tensor([IDS[w] for w in NAMES])
+_ATTR_IDS = torch.tensor([IDS[w] for w in ATTRIBUTES])
+_LIKES, _DOT, _WHO, _COLON = (IDS[w] for w in FILLER)
+
+
+def vocabulary() -> list[str]:
+    """The words of ids 1..d_vocab-1, for `interp.tokenizers.word_tokenizer`."""
+    return list(VOCAB)
+
+
+def prompt_length(n_pairs: int) -> int:
+    """Tokens in a prompt with ``n_pairs`` pairs (BOS up to and including the queried attribute)."""
+    _check_pairs(n_pairs)
+    return 4 + 4 * n_pairs
+
+
+def entity_positions(n_pairs: int) -> list[int]:
+    """Token position of each pair's entity, slot 0 first."""
+    _check_pairs(n_pairs)
+    return [3 + 4 * i for i in range(n_pairs)]
+
+
+def attribute_positions(n_pairs: int) -> list[int]:
+    """Token position of each pair's attribute, slot 0 first."""
+    _check_pairs(n_pairs)
+    return [1 + 4 * i for i in range(n_pairs)]
+
+
+def to_text(tokens: Int[Tensor, " pos"]) -> str:
+    """The words of one prompt (ids 0 shown as ``<bos>``)."""
+    return " ".join("<bos>" if t == BOS else VOCAB[t - 1] for t in tokens.tolist())
+
+
+# =============================================================================== validation
+def _check_pairs(n_pairs) -> None:
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or not MIN_PAIRS <= n_pairs <= MAX_PAIRS:
+        raise InputError(
+            f"n_pairs must be an integer from {MIN_PAIRS} to {MAX_PAIRS} (the context sizes the "
+            f"binding task and binding-4l cover), got {n_pairs!r}."
+        )
+
+
+def _check_n(n, name: str = "n") -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{name} (the number of prompts) must be a positive integer, got {n!r}.")
+
+
+def _check_query(query_index, n_pairs: int) -> None:
+    if query_index is None:
+        return
+    if isinstance(query_index, bool) or not isinstance(query_index, int) or not 0 <= query_index < n_pairs:
+        raise InputError(
+            f"query_index picks the queried pair (0-based) and must lie in 0..{n_pairs - 1} for "
+            f"n_pairs={n_pairs}, got {query_index!r}; pass None to draw it at random per prompt."
+        )
+
+
+# =============================================================================== sampling
+def _distinct(n: int, k: int, pool: Tensor, gen: torch.Generator, avoid: Tensor | None = None) -> Tensor:
+    """``[n, k]`` ids drawn from ``pool`` without replacement per row, never any id in ``avoid[row]``."""
+    scores = torch.rand(n, len(pool), generator=gen)
+    if avoid is not None:
+        scores = scores + (pool[None, :, None] == avoid[:, None, :]).any(-1).float() * 2  # sorts them last
+    return pool[scores.argsort(-1)[:, :k]]
+
+
+def _assemble(entities: Int[Tensor, "n k"], attributes: Int[Tensor, "n k"], query: Int[Tensor, " n"]) -> Int[Tensor, "n pos"]:
+    n, k = entities.shape
+    tokens = torch.zeros(n, 4 + 4 * k, dtype=torch.long)
+    attr = torch.tensor(attribute_positions(k))
+    tokens[:, attr] = attributes
+    tokens[:, attr + 1] = _COLON
+    tokens[:, attr + 2] = entities
+    tokens[:, attr + 3] = _DOT
+    tokens[:, -3], tokens[:, -2] = _WHO, _LIKES
+    tokens[:, -1] = attributes.gather(1, query[:, None])[:, 0]
+    return tokens
+
+
+def _sample(n: int, k: int, gen: torch.Generator, query_index: int | None = None):
+    entities = _distinct(n, k, _NAME_IDS, gen)
+    attributes = _distinct(n, k, _ATTR_IDS, gen)
+    query = torch.randint(0, k, (n,), generator=gen) if query_index is None else torch.full((n,), query_index)
+    return entities, attributes, query
+
+
+def _other_slot(query: Int[Tensor, " n"], k: int, gen: torch.Generator) -> Int[Tensor, " n"]:
+    """A slot other than ``query`` in each row, uniform over the ``k - 1`` others."""
+    return (query + torch.randint(1, k, query.shape, generator=gen)) % k
+
+
+# =============================================================================== public API
+def training_batch(
+    batch: int, gen: torch.Generator, sizes: tuple[int, ...] = SIZES, queries: int = 1
+) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos_minus_1"]]:
+    """Fresh random prompts followed by their answers, context sizes drawn uniformly from ``sizes``.
+
+    With ``queries = q > 1`` each context is followed by ``min(q, k)`` queries about distinct
+    pairs, each answered: ``who likes A E who likes A' E' ...``. The first query and its answer
+    are exactly a `binding_prompts` prompt and its answer, so evaluation stays the single-query
+    task; later queries only add training signal per context.
+
+    Parameters
+    ----------
+    batch : int
+        Number of sequences.
+    gen : torch.Generator
+        Source of randomness (the training loop's data generator).
+    sizes : tuple of int
+        Context sizes (numbers of pairs) to mix, each in 2..5.
+    queries : int
+        Queries per context (at least 1; capped at the context's number of pairs).
+
+    Returns
+    -------
+    tokens : Int[Tensor, "batch pos"]
+        ``BOS context (query answer)*``, right-padded with 0 to ``pos = 1 + 4*5 + 4*min(q, 5)``
+        tokens (a fixed width whatever sizes are drawn; 25 for one query).
+    mask : Bool[Tensor, "batch pos-1"]
+        True at each query's attribute: the next-token predictions that count in the loss.
+    """
+    _check_n(batch, "batch")
+    _check_n(queries, "queries")
+    if not sizes:
+        raise InputError("sizes must name at least one context size from 2 to 5.")
+    for k in sizes:
+        _check_pairs(k)
+    width = 1 + 4 * MAX_PAIRS + 4 * min(queries, MAX_PAIRS)
+    tokens = torch.zeros(batch, width, dtype=torch.long)
+    mask = torch.zeros(batch, width - 1, dtype=torch.bool)
+    which = torch.randint(0, len(sizes), (batch,), generator=gen)
+    for j, k in enumerate(sizes):
+        rows = (which == j).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        entities, attributes, query = _sample(len(rows), k, gen)
+        n_q = min(queries, k)
+        later = (query[:, None] + _distinct(len(rows), n_q - 1, torch.arange(1, k), gen)) % k
+        order = torch.cat([query[:, None], later], 1)  # distinct slots, the first one `query`
+        start = 1 + 4 * k
+        tokens[rows, :start] = _assemble(entities, attributes, query)[:, :start]
+        for q in range(n_q):
+            slot = order[:, q : q + 1]
+            at = start + 4 * q
+            tokens[rows, at], tokens[rows, at + 1] = _WHO, _LIKES
+            tokens[rows, at + 2] = attributes.gather(1, slot)[:, 0]
+            tokens[rows, at + 3] = entities.gather(1, slot)[:, 0]
+            mask[rows, at + 2] = True
+    return tokens, mask
+
+
+def binding_prompts(n: int, n_pairs: int, query_index: int | None = None, seed: int = 0) -> PromptSet:
+    """Patching prompts of one context size (all of length ``prompt_length(n_pairs)``).
+
+    Clean: a random context and a query about pair ``query_index`` (random per prompt if None);
+    answer: that pair's entity. Corrupted: the same context queried about another pair's attribute
+    (clean and corrupted differ only at the queried attribute, the last position); wrong: that other
+    pair's entity.
+
+    Parameters
+    ----------
+    n : int
+        Number of prompts (at least 1).
+    n_pairs : int
+        Entity-attribute pairs in the context, 2..5.
+    query_index : int or None
+        Queried slot (0-based, ``< n_pairs``) for every prompt, or None to draw it per prompt.
+    seed : int
+        Seed of the prompts; the same seed gives the same prompts.
+
+    Returns
+    -------
+    PromptSet
+        ``clean``, ``corrupted``: ``[n, 4 + 4*n_pairs]``; ``answers``, ``wrong``: ``[n]``.
+        ``metadata``: ``query_index`` and ``corrupted_query_index`` ``[n]``; ``entity_pos`` and
+        ``attribute_pos`` ``[n, n_pairs]`` (token positions per slot); ``entities`` and
+        ``attributes`` ``[n, n_pairs]`` (token ids per slot); ``query_pos`` (int, the last
+        position: the queried attribute, where the answer is read);
+        ``n_pairs`` (int).
+    """
+    _check_n(n)
+    _check_pairs(n_pairs)
+    _check_query(query_index, n_pairs)
+    gen = torch.Generator().manual_seed(int(seed))
+    entities, attributes, query = _sample(n, n_pairs, gen, query_index)
+    other = _other_slot(query, n_pairs, gen)
+    clean = _assemble(entities, attributes, query)
+    corrupted = _assemble(entities, attributes, other)
+    return PromptSet(
+        clean, corrupted, entities.gather(1, query[:, None])[:, 0], entities.gather(1, other[:, None])[:, 0],
+        metadata=_metadata(n, n_pairs, entities, attributes, query, corrupted_query_index=other),
+    )
+
+
+class PositionalPairs(NamedTuple):
+    """What `positional_pairs` returns (unpacks as a 4-tuple)."""
+
+    base: PromptSet
+    source: Int[Tensor, "n pos"]
+    source_query_index: Int[Tensor, " n"]
+    positional_answer: Int[Tensor, " n"]
+
+
+def positional_pairs(n: int, n_pairs: int, seed: int = 0) -> PositionalPairs:
+    """(base, source) prompt pairs for the positional-retrieval test (Feng & Steinhardt 2023).
+
+    The source is a fresh context (its entities and its other attributes share nothing with the
+    base) that places the base's queried attribute in a different slot, and queries that same
+    attribute. Patching the query-position activation from source into base then predicts:
+
+    - the base answer if the query position carries *which attribute* is asked (content);
+    - ``positional_answer``, the base entity at the source's queried slot, if it carries *which
+      slot* is asked (position);
+    - the source's own answer (``base.metadata["source_answer"]``, absent from the base) if it
+      carries the answer itself.
+
+    Parameters
+    ----------
+    n : int
+        Number of pairs (at least 1).
+    n_pairs : int
+        Entity-attribute pairs in both contexts, 2..5.
+    seed : int
+        Seed of the prompts.
+
+    Returns
+    -------
+    PositionalPairs
+        ``base``: the base `PromptSet` ``[n, 4 + 4*n_pairs]``, with ``corrupted`` = the source
+        tokens, ``answers`` = the base answer and ``wrong`` = the positional answer, metadata as in
+        `binding_prompts` plus ``source_query_index``, ``positional_answer`` and ``source_answer``
+        ``[n]``; ``source``: the source tokens ``[n, 4 + 4*n_pairs]`` (same length as the base);
+        ``source_query_index``: ``[n]``, always different from ``base.metadata["query_index"]``;
+        ``positional_answer``: ``[n]``.
+    """
+    _check_n(n)
+    _check_pairs(n_pairs)
+    gen = torch.Generator().manual_seed(int(seed))
+    entities, attributes, query = _sample(n, n_pairs, gen)
+    source_query = _other_slot(query, n_pairs, gen)
+    source_entities = _distinct(n, n_pairs, _NAME_IDS, gen, avoid=entities)
+    source_attributes = _distinct(n, n_pairs, _ATTR_IDS, gen, avoid=attributes)
+    rows = torch.arange(n)
+    source_attributes[rows, source_query] = attributes[rows, query]
+    base_tokens = _assemble(entities, attributes, query)
+    source = _assemble(source_entities, source_attributes, source_query)
+    answers = entities[rows, query]
+    positional = entities[rows, source_query]
+    meta = _metadata(n, n_pairs, entities, attributes, query)
+    meta.update(source_query_index=source_query, positional_answer=positional, source_answer=source_entities[rows, source_query])
+    base = PromptSet(base_tokens, source, answers, positional, metadata=meta)
+    return PositionalPairs(base, source, source_query, positional)
+
+
+class LexicalPairs(NamedTuple):
+    """What `lexical_pairs` returns (unpacks as a 4-tuple)."""
+
+    base: PromptSet
+    source: Int[Tensor, "n pos"]
+    lexical_answer: Int[Tensor, " n"]
+    positional_answer: Int[Tensor, " n"]
+
+
+def lexical_pairs(n: int, n_pairs: int, seed: int = 0) -> LexicalPairs:
+    """(base, source) pairs that tell *which attribute is asked* apart from *which slot is asked*.
+
+    The source holds the base's attributes in a shuffled order (no attribute keeps its slot) with
+    fresh entities, and queries one of the base's *other* attributes ``A_r``. Interchanging the
+    query position from source into base then predicts:
+
+    - ``lexical_answer``, the base entity bound to ``A_r``, if the activation carries the attribute;
+    - ``positional_answer``, the base entity in the slot where ``A_r`` sits in the source, if it
+      carries the slot (always a different entity from the lexical answer);
+    - the source's own answer (``base.metadata["source_answer"]``, absent from the base) if it
+      already carries the retrieved entity.
+
+    Returns
+    -------
+    LexicalPairs
+        ``base``: `PromptSet` ``[n, 4 + 4*n_pairs]`` with ``corrupted`` = the source tokens,
+        ``answers`` = the base answer and ``wrong`` = the lexical answer, metadata as in
+        `binding_prompts` plus ``lexical_answer``, ``positional_answer``, ``source_answer``
+        ``[n]``; ``source`` ``[n, 4 + 4*n_pairs]``; ``lexical_answer`` and ``positional_answer`` ``[n]``.
+    """
+    _check_n(n)
+    _check_pairs(n_pairs)
+    gen = torch.Generator().manual_seed(int(seed))
+    k = n_pairs
+    entities, attributes, query = _sample(n, k, gen)
+    other = _other_slot(query, k, gen)  # the base slot r of the attribute the source asks about
+    shift = torch.randint(1, k, (n, 1), generator=gen)  # a cyclic shift moves every slot
+    perm = (torch.arange(k)[None, :] + shift) % k  # source slot j holds base slot perm[j]
+    rows = torch.arange(n)
+    source_attributes = attributes.gather(1, perm)
+    source_entities = _distinct(n, k, _NAME_IDS, gen, avoid=entities)
+    source_query = (perm == other[:, None]).float().argmax(1)  # where A_r sits in the source
+    base_tokens = _assemble(entities, attributes, query)
+    source = _assemble(source_entities, source_attributes, source_query)
+    lexical = entities[rows, other]
+    positional = entities[rows, source_query]
+    meta = _metadata(n, k, entities, attributes, query)
+    meta.update(lexical_answer=lexical, positional_answer=positional, source_answer=source_entities[rows, source_query])
+    base = PromptSet(base_tokens, source, entities[rows, query], lexical, metadata=meta)
+    return LexicalPairs(base, source, lexical, positional)
+
+
+def _metadata(n: int, k: int, entities: Tensor, attributes: Tensor, query: Tensor, **extra) -> dict:
+    length = prompt_length(k)
+    return {
+        "query_index": query,
+        **extra,
+        "entity_pos": torch.tensor(entity_positions(k)).expand(n, k).clone(),
+        "attribute_pos": torch.tensor(attribute_positions(k)).expand(n, k).clone(),
+        "entities": entities,
+        "attributes": attributes,
+        "query_pos": length - 1,
+        "n_pairs": k,
+    }
+
+
+@torch.no_grad()
+def binding_metrics(model, n: int = 500, seed: int = EVAL_SEED, sizes: tuple[int, ...] = SIZES) -> dict[str, float]:
+    """Per context size k: ``acc_k``, the share of fresh prompts (`binding_prompts` with seed
+    ``seed + k``) whose answer is the model's top-1 next token at the query position, and
+    ``loss_k``, the mean cross-entropy of the answer (nats)."""
+    _check_n(n)
+    out: dict[str, float] = {}
+    for k in sizes:
+        prompts = binding_prompts(n, k, seed=seed + k)
+        logits = model(prompts.clean)[:, -1].float()
+        out[f"acc_{k}"] = (logits.argmax(-1) == prompts.answers).float().mean().item()
+        out[f"loss_{k}"] = torch.nn.functional.cross_entropy(logits, prompts.answers).item()
+    return out
+
+
+def binding_accuracy(model, n: int = 500, seed: int = EVAL_SEED) -> dict[str, float]:
+    """Held-out accuracy per context size, ``{"acc_2": ..., "acc_3": ..., "acc_4": ..., "acc_5": ...}``:
+    the share of ``n`` fresh prompts per size (seed ``seed + k``, never used in training) whose
+    bound entity is the model's top-1 prediction at the query position."""
+    return {k: v for k, v in binding_metrics(model, n, seed).items() if k.startswith("acc_")}
