@@ -83,17 +83,32 @@ BINDING_CONFIG = dict(
     normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
 )
 BINDING_QUERIES = 5  # queries per training context, capped at its pairs (the first one is the evaluated task)
+BINDING_INDUCTION_ROWS = 64  # of the 128 rows of each batch: plain induction sequences over the same tokens
+
+
+def binding_batch(gen: torch.Generator, batch: int = 128, induction_rows: int = BINDING_INDUCTION_ROWS):
+    """A training batch of ``binding-4l``: binding contexts with several queries (loss on the answers)
+    and ``induction_rows`` random-token sequences with one repeated segment (loss on every token),
+    drawn from the binding vocabulary. The induction rows form the match-and-copy circuit that the
+    attribute-first binding task needs, which ends the ``1/k`` plateau for every seed tried."""
+    tokens, mask = binding.training_batch(batch - induction_rows, gen, queries=BINDING_QUERIES)
+    if induction_rows:
+        width = tokens.shape[1]
+        rows = induction.training_batch(induction_rows, width, binding.d_vocab, gen, max_seg=(width - 1) // 2)
+        tokens = torch.cat([tokens, rows])
+        mask = torch.cat([mask, torch.ones(induction_rows, width - 1, dtype=torch.bool)])
+    return tokens, mask
 
 
 def train_binding_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True, lr: float = 1e-3) -> HookedModel:
     """4-layer transformer with MLPs binding entities to attributes in context (2-5 pairs, fresh
-    random names and attributes in every prompt; loss on the answers only)."""
+    random names and attributes in every prompt), with induction sequences mixed into every batch."""
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(binding.vocabulary(), out_dir / "tokenizer")
     model = build_native({**BINDING_CONFIG, "d_vocab": binding.d_vocab}, tokenizer, seed=seed, name="binding-4l")
     config = TrainConfig(steps=steps, batch_size=128, lr=lr, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
     result = train(
-        model, lambda gen, step: binding.training_batch(config.batch_size, gen, queries=BINDING_QUERIES), config,
+        model, lambda gen, step: binding_batch(gen, config.batch_size), config,
         eval_fn=lambda m, step: binding.binding_metrics(m, n=200, seed=binding.EVAL_SEED + 100),
         checkpoint_steps=log_spaced_steps(steps, 11, first=50), checkpoint_dir=out_dir / "checkpoints",
         checkpoint_dtype=torch.float16, progress=progress,

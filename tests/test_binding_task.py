@@ -52,7 +52,7 @@ def test_prompts_read_back_through_the_word_tokenizer(tmp_path):
     for row in p.clean:
         assert tok(binding.to_text(row))["input_ids"] == row.tolist()
     text = binding.to_text(p.clean[0])
-    assert text.startswith("<bos> ") and " : " in text and " who likes " in text
+    assert text.startswith("<bos> ") and " who likes " in text and text.split()[3] == "."
     assert text.split()[-1] in binding.ATTRIBUTES
 
 
@@ -79,7 +79,7 @@ def test_training_batch_mixes_sizes_and_masks_only_the_answer():
     assert tokens.shape == (400, width) and mask.shape == (400, width - 1)
     assert (tokens[:, 0] == binding.BOS).all() and (mask.sum(1) == 1).all()
     query_pos = mask.float().argmax(1)
-    sizes = ((query_pos + 1 - 4) // 4).tolist()
+    sizes = ((query_pos + 1 - 4) // 3).tolist()
     assert set(sizes) == set(binding.SIZES)
     who, likes = binding.IDS["who"], binding.IDS["likes"]
     for row, (pos, k) in enumerate(zip(query_pos.tolist(), sizes, strict=True)):
@@ -97,13 +97,13 @@ def test_training_batch_mixes_sizes_and_masks_only_the_answer():
 def test_training_batch_with_several_queries_asks_about_distinct_pairs():
     gen = torch.Generator().manual_seed(1)
     tokens, mask = training_batch(300, gen, queries=3)
-    assert tokens.shape == (300, 1 + 4 * binding.MAX_PAIRS + 4 * 3)
+    assert tokens.shape == (300, 1 + 3 * binding.MAX_PAIRS + 4 * 3)
     single, _ = training_batch(1, torch.Generator().manual_seed(0))
     for row in range(300):
         t, m = tokens[row], mask[row]
-        k = (m.nonzero()[0].item() - 3) // 4  # the first query's attribute sits at 3 + 4k
-        assert t[1 + 4 * k - 1] == binding.IDS["."] and set(t[2 : 4 * k : 4].tolist()) == {binding.IDS[":"]}
-        assert (t[1 + 4 * k] == binding.IDS["who"]) and m.sum() == min(3, k)
+        k = (m.nonzero()[0].item() - 3) // 3  # the first query's attribute sits at 3 + 3k
+        assert t[3 * k] == binding.IDS["."] and set(t[2 : 3 * k : 3].tolist()) <= {binding.IDS[w] for w in binding.NAMES}
+        assert (t[1 + 3 * k] == binding.IDS["who"]) and m.sum() == min(3, k)
         ent, attr = binding.entity_positions(k), binding.attribute_positions(k)
         bound = {t[a].item(): t[e].item() for e, a in zip(ent, attr, strict=True)}
         asked = []
@@ -176,3 +176,21 @@ def test_binding_accuracy_of_a_blank_model_is_near_chance(tmp_path):
 def test_bad_input_raises_a_helpful_input_error(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_recipe_batch_mixes_binding_and_induction_rows():
+    from interp.recipes import BINDING_INDUCTION_ROWS, binding_batch
+
+    tokens, mask = binding_batch(torch.Generator().manual_seed(0), batch=128)
+    n_bind = 128 - BINDING_INDUCTION_ROWS
+    assert tokens.shape[0] == 128 and mask.shape == (128, tokens.shape[1] - 1)
+    # binding rows: loss only on the answers (2..5 per row); induction rows: loss on every token
+    assert ((mask[:n_bind].sum(1) >= 2) & (mask[:n_bind].sum(1) <= 5)).all()
+    assert mask[n_bind:].all()
+    ind = tokens[n_bind:]
+    assert (ind[:, 0] == binding.BOS).all() and (ind[:, 1:] >= 1).all() and (ind < binding.d_vocab).all()
+    # every induction row repeats a segment of at least 4 tokens
+    for row in ind.tolist():
+        body = row[1:]
+        grams = [tuple(body[i : i + 4]) for i in range(len(body) - 3)]
+        assert len(set(grams)) < len(grams)

@@ -1,6 +1,6 @@
 """Entity binding in ``binding-4l`` (Feng & Steinhardt 2023; Gur-Arieh et al. 2025), as measured claims.
 
-The prompts are `interp.tasks.binding`'s: ``<bos> A1 : E1 . A2 : E2 . ... who likes Aq`` -> ``Eq``,
+The prompts are `interp.tasks.binding`'s: ``<bos> A1 E1 . A2 E2 . ... who likes Aq`` -> ``Eq``,
 with fresh random names and attributes in every prompt. The *query position* is the last token (the
 queried attribute), where the answer is read.
 

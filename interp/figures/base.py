@@ -34,6 +34,17 @@ def register(fn: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
     return fn
 
 
+def subject_of(model):
+    """A circuit-card `Subject` for a shipped model's name or a HookedModel, so that a figure reuses
+    the card's measurements (and a shipped model's checkpoints)."""
+    from interp.circuits import Subject
+    from interp.models import HookedModel
+
+    if isinstance(model, HookedModel):
+        return Subject(model)
+    return Subject(zoo.load_model(model), name=str(zoo.model_dir(model)))
+
+
 def default_out_dir() -> Path:
     return zoo.assets_dir() / "figures"
 

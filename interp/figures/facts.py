@@ -16,17 +16,11 @@ from tqdm.auto import tqdm
 
 from interp import zoo
 from interp.figures.base import FigureResult, register, save
+from interp.figures.base import subject_of as _subject
 from interp.models import HookedModel
 
 NAME = "facts-4l"
 
-
-def _subject(model: str | HookedModel):
-    from interp.circuits import Subject
-
-    if isinstance(model, HookedModel):
-        return Subject(model)
-    return Subject(zoo.load_model(model), name=str(zoo.model_dir(model)))
 
 
 @register

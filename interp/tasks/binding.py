@@ -2,7 +2,7 @@
 in context?").
 
     prompts = binding_prompts(n=100, n_pairs=3, seed=0)     # PromptSet; answer = the bound entity
-    # BOS tea : ann . jam : bob . figs : cal . who likes jam   -> bob
+    # BOS tea ann . jam bob . figs cal . who likes jam   -> bob
     base, source, source_query, positional = positional_pairs(n=100, n_pairs=3, seed=0)
     tokens, mask = training_batch(128, gen, queries=5)  # context sizes 2..5 mixed; loss on the answers only
     binding_accuracy(model)                     # held-out accuracy per size: {"acc_2": ..., "acc_5": ...}
@@ -12,24 +12,26 @@ pools of 30 one-token names and 30 one-token attributes, so no binding can be me
 has to read it from the context. With ``k = n_pairs`` pairs, every position is fixed by ``k``::
 
     0              BOS
-    1 + 4i         attribute of pair i       (i = 0 .. k-1, the pair's "slot")
-    2 + 4i         :
-    3 + 4i         entity of pair i
-    4 + 4i         .
-    1+4k .. 3+4k   who likes <attribute of the queried pair>    (query position: 3 + 4k, the last)
+    1 + 3i         attribute of pair i       (i = 0 .. k-1, the pair's "slot")
+    2 + 3i         entity of pair i
+    3 + 3i         .
+    1+3k .. 3+3k   who likes <attribute of the queried pair>    (query position: 3 + 3k, the last)
 
-so a prompt has ``4 + 4k`` tokens and the answer (the queried pair's entity) is the next token.
+so a prompt has ``4 + 3k`` tokens and the answer (the queried pair's entity) is the next token.
 
-Why the attribute comes first (``tea : ann .``, not ``ann likes tea .``) and the query has no ``?``:
+Why the attribute comes first (``tea ann .``, not ``ann likes tea .``) and the query has no ``?``:
 with the entity first, the answer must be copied *backwards* (from the entity into the attribute
 after it, then to the query). Every 4-layer model tried that way sat at ``1/k`` accuracy (it
 answered with *some* entity of the context) for 1,250 to 5,000 steps: learning rates 1e-3 to
 5e-3, widths 64 and 128, 1, 3 or 5 queries per context, half of them "forward" queries, with or
-without the trailing ``?``; a 2-layer attention-only model stalled too. In this layout the query
-token is the attribute itself and each entity follows its attribute, so the model can match the
-query against the context and read the entity after it (an induction-like circuit); the same
-4-layer model reaches 1.0 within 500 steps. The task is unchanged: name the entity bound to the
-queried attribute, read from a context it has never seen.
+without a trailing ``?``; a 2-layer attention-only model stalled too. In this layout the query
+token is the attribute itself and each entity directly follows its attribute, so the task is the
+induction pattern (``jam bob ... jam`` -> ``bob``): match the query against the context and copy
+the token after the match. It is learnable, but how long the ``1/k`` plateau lasts still depends on
+the initialisation (500 steps for one seed, over 750 for two others), so `binding-4l`'s recipe
+mixes plain induction sequences into every batch (`interp.recipes.train_binding_4l`), which ends
+the plateau by step 1,000 for every seed tried. The task itself is unchanged: name the entity bound
+to the queried attribute, read from a context the model has never seen.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from interp.tasks.promptset import PromptSet
 
 NAMES = "ann bob cal dee eli fay gus hal ivy jan kim lou max ned oda pam quin rex sal tom uma val wes xia yul zed ada ben cyd dot".split()
 ATTRIBUTES = "tea jam rice milk cake soup pie figs corn beans kale plums eggs ham nuts oats pears limes tuna yams honey bread salt peas grapes dates cocoa mint olives leeks".split()
-FILLER = ["likes", ".", "who", ":"]
+FILLER = ["likes", ".", "who"]
 #: Words of ids 1..d_vocab-1 (id 0 is ``<bos>``, also the padding of `training_batch`).
 VOCAB: list[str] = NAMES + ATTRIBUTES + FILLER
 d_vocab: int = len(VOCAB) + 1
@@ -58,7 +60,7 @@ EVAL_SEED = 90_000
 
 _NAME_IDS = torch.tensor([IDS[w] for w in NAMES])
 _ATTR_IDS = torch.tensor([IDS[w] for w in ATTRIBUTES])
-_LIKES, _DOT, _WHO, _COLON = (IDS[w] for w in FILLER)
+_LIKES, _DOT, _WHO = (IDS[w] for w in FILLER)
 
 
 def vocabulary() -> list[str]:
@@ -69,19 +71,19 @@ def vocabulary() -> list[str]:
 def prompt_length(n_pairs: int) -> int:
     """Tokens in a prompt with ``n_pairs`` pairs (BOS up to and including the queried attribute)."""
     _check_pairs(n_pairs)
-    return 4 + 4 * n_pairs
+    return 4 + 3 * n_pairs
 
 
 def entity_positions(n_pairs: int) -> list[int]:
     """Token position of each pair's entity, slot 0 first."""
     _check_pairs(n_pairs)
-    return [3 + 4 * i for i in range(n_pairs)]
+    return [2 + 3 * i for i in range(n_pairs)]
 
 
 def attribute_positions(n_pairs: int) -> list[int]:
     """Token position of each pair's attribute, slot 0 first."""
     _check_pairs(n_pairs)
-    return [1 + 4 * i for i in range(n_pairs)]
+    return [1 + 3 * i for i in range(n_pairs)]
 
 
 def to_text(tokens: Int[Tensor, " pos"]) -> str:
@@ -124,12 +126,11 @@ def _distinct(n: int, k: int, pool: Tensor, gen: torch.Generator, avoid: Tensor 
 
 def _assemble(entities: Int[Tensor, "n k"], attributes: Int[Tensor, "n k"], query: Int[Tensor, " n"]) -> Int[Tensor, "n pos"]:
     n, k = entities.shape
-    tokens = torch.zeros(n, 4 + 4 * k, dtype=torch.long)
+    tokens = torch.zeros(n, 4 + 3 * k, dtype=torch.long)
     attr = torch.tensor(attribute_positions(k))
     tokens[:, attr] = attributes
-    tokens[:, attr + 1] = _COLON
-    tokens[:, attr + 2] = entities
-    tokens[:, attr + 3] = _DOT
+    tokens[:, attr + 1] = entities
+    tokens[:, attr + 2] = _DOT
     tokens[:, -3], tokens[:, -2] = _WHO, _LIKES
     tokens[:, -1] = attributes.gather(1, query[:, None])[:, 0]
     return tokens
@@ -172,8 +173,8 @@ def training_batch(
     Returns
     -------
     tokens : Int[Tensor, "batch pos"]
-        ``BOS context (query answer)*``, right-padded with 0 to ``pos = 1 + 4*5 + 4*min(q, 5)``
-        tokens (a fixed width whatever sizes are drawn; 25 for one query).
+        ``BOS context (query answer)*``, right-padded with 0 to ``pos = 1 + 3*5 + 4*min(q, 5)``
+        tokens (a fixed width whatever sizes are drawn; 20 for one query).
     mask : Bool[Tensor, "batch pos-1"]
         True at each query's attribute: the next-token predictions that count in the loss.
     """
@@ -183,7 +184,7 @@ def training_batch(
         raise InputError("sizes must name at least one context size from 2 to 5.")
     for k in sizes:
         _check_pairs(k)
-    width = 1 + 4 * MAX_PAIRS + 4 * min(queries, MAX_PAIRS)
+    width = 1 + 3 * MAX_PAIRS + 4 * min(queries, MAX_PAIRS)
     tokens = torch.zeros(batch, width, dtype=torch.long)
     mask = torch.zeros(batch, width - 1, dtype=torch.bool)
     which = torch.randint(0, len(sizes), (batch,), generator=gen)
@@ -195,7 +196,7 @@ def training_batch(
         n_q = min(queries, k)
         later = (query[:, None] + _distinct(len(rows), n_q - 1, torch.arange(1, k), gen)) % k
         order = torch.cat([query[:, None], later], 1)  # distinct slots, the first one `query`
-        start = 1 + 4 * k
+        start = 1 + 3 * k
         tokens[rows, :start] = _assemble(entities, attributes, query)[:, :start]
         for q in range(n_q):
             slot = order[:, q : q + 1]
@@ -229,7 +230,7 @@ def binding_prompts(n: int, n_pairs: int, query_index: int | None = None, seed: 
     Returns
     -------
     PromptSet
-        ``clean``, ``corrupted``: ``[n, 4 + 4*n_pairs]``; ``answers``, ``wrong``: ``[n]``.
+        ``clean``, ``corrupted``: ``[n, 4 + 3*n_pairs]``; ``answers``, ``wrong``: ``[n]``.
         ``metadata``: ``query_index`` and ``corrupted_query_index`` ``[n]``; ``entity_pos`` and
         ``attribute_pos`` ``[n, n_pairs]`` (token positions per slot); ``entities`` and
         ``attributes`` ``[n, n_pairs]`` (token ids per slot); ``query_pos`` (int, the last
@@ -284,10 +285,10 @@ def positional_pairs(n: int, n_pairs: int, seed: int = 0) -> PositionalPairs:
     Returns
     -------
     PositionalPairs
-        ``base``: the base `PromptSet` ``[n, 4 + 4*n_pairs]``, with ``corrupted`` = the source
+        ``base``: the base `PromptSet` ``[n, 4 + 3*n_pairs]``, with ``corrupted`` = the source
         tokens, ``answers`` = the base answer and ``wrong`` = the positional answer, metadata as in
         `binding_prompts` plus ``source_query_index``, ``positional_answer`` and ``source_answer``
-        ``[n]``; ``source``: the source tokens ``[n, 4 + 4*n_pairs]`` (same length as the base);
+        ``[n]``; ``source``: the source tokens ``[n, 4 + 3*n_pairs]`` (same length as the base);
         ``source_query_index``: ``[n]``, always different from ``base.metadata["query_index"]``;
         ``positional_answer``: ``[n]``.
     """
@@ -335,10 +336,10 @@ def lexical_pairs(n: int, n_pairs: int, seed: int = 0) -> LexicalPairs:
     Returns
     -------
     LexicalPairs
-        ``base``: `PromptSet` ``[n, 4 + 4*n_pairs]`` with ``corrupted`` = the source tokens,
+        ``base``: `PromptSet` ``[n, 4 + 3*n_pairs]`` with ``corrupted`` = the source tokens,
         ``answers`` = the base answer and ``wrong`` = the lexical answer, metadata as in
         `binding_prompts` plus ``lexical_answer``, ``positional_answer``, ``source_answer``
-        ``[n]``; ``source`` ``[n, 4 + 4*n_pairs]``; ``lexical_answer`` and ``positional_answer`` ``[n]``.
+        ``[n]``; ``source`` ``[n, 4 + 3*n_pairs]``; ``lexical_answer`` and ``positional_answer`` ``[n]``.
     """
     _check_n(n)
     _check_pairs(n_pairs)
