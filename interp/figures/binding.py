@@ -49,6 +49,7 @@ def binding_positional(out_dir: str | Path | None = None, model: str | HookedMod
     ax.set_xticks(x, [card.site_label(st) for st in sites])
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("share of interchanges (mean over 2-5 pairs)")
+    ax.set_xlabel("residual stream at the query position")
     ax.set_title("interchanging the query position's residual stream")
     ax.legend(fontsize=7, loc="center right")
     for ax, data, title in [(axes[1], by_slot, f"lexical share by queried slot ({card.site_label(site)})"),
@@ -65,7 +66,7 @@ def binding_positional(out_dir: str | Path | None = None, model: str | HookedMod
         ax.set_xlabel("queried slot")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"{getattr(s.model, 'name', 'model')}: how the bound entity is retrieved (after Gur-Arieh et al. 2025)", y=1.02)
+    fig.suptitle(f"{getattr(s.model, 'name', 'model')}: how the bound entity is retrieved (after Gur-Arieh et al. 2025)")
     paths = save(fig, "binding_positional", out_dir)
     numbers = {}
     for i, st in enumerate(sites):
@@ -124,8 +125,9 @@ def binding_causalgym(out_dir: str | Path | None = None, model: str | HookedMode
         style = dict(lw=2.5, color="k") if method == "DAS" else dict(lw=1.5, color="k", ls=":") if method == "DAS k=8" else {}
         axes[0].plot(range(len(sites)), group.iia.to_numpy(), marker="o", label=method, **style)
         axes[1].plot(range(len(sites)), group.log_odds.to_numpy(), marker="o", label=method, **style)
-    for ax, label in [(axes[0], "IIA (held-out pairs)"), (axes[1], "log-odds effect")]:
+    for ax, label in [(axes[0], "IIA (share of held-out pairs)"), (axes[1], "log-odds effect (nats)")]:
         ax.set_xticks(range(len(sites)), sites)
+        ax.set_xlabel("residual stream at the query position")
         ax.set_ylabel(label)
         ax.axhline(0, color="gray", lw=0.5)
     axes[0].set_ylim(-0.02, 1.02)
