@@ -33,11 +33,6 @@ def _train(args) -> int:
     out = Path(args.out) if args.out else zoo.models_dir() / args.name
     kwargs = {"steps": args.steps} if args.steps else {}
     if args.lr is not None:
-        import inspect
-
-        if "lr" not in inspect.signature(RECIPES[args.name]).parameters:
-            print(f"The {args.name} recipe has a fixed learning rate; drop --lr.", file=sys.stderr)
-            return 2
         kwargs["lr"] = args.lr
     RECIPES[args.name](out, seed=args.seed, progress=not args.quiet, **kwargs)
     print(f"Saved {args.name} to {out}")

@@ -167,23 +167,30 @@ def render_table(result: CardResult) -> str:
     return "\n".join(rows)
 
 
+def _block(path: Path, start: str, end: str, what: str) -> re.Match:
+    """The text between the ``start`` and ``end`` markers of ``path`` (a clear error if they are missing)."""
+    match = re.search(re.escape(start) + r"(.*?)" + re.escape(end), path.read_text(), flags=re.S)
+    if match is None:
+        raise InputError(f"{path} has no {start} ... {end} block; add the markers where {what} goes.")
+    return match
+
+
+def _write_block(path: Path, start: str, end: str, what: str, body: str) -> Path:
+    """Replace the text between the markers of ``path`` with ``body``."""
+    match = _block(path, start, end, what)
+    text = match.string
+    path.write_text(text[: match.start()] + f"{start}\n{body}\n{end}" + text[match.end() :])
+    return path
+
+
 def card_table_in_file(card: Card) -> str:
     """The table currently committed in the card's markdown file."""
-    text = card.path.read_text()
-    match = re.search(re.escape(START) + r"(.*?)" + re.escape(END), text, flags=re.S)
-    if match is None:
-        raise InputError(f"{card.path} has no {START} ... {END} block; add the markers where the table goes.")
-    return match.group(1).strip("\n")
+    return _block(card.path, START, END, "the table").group(1).strip("\n")
 
 
 def write_card_table(result: CardResult) -> Path:
     """Replace the table in the card's markdown file with ``result``'s."""
-    path = result.card.path
-    text = path.read_text()
-    card_table_in_file(result.card)  # checks the markers
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{render_table(result)}\n{END}", text, flags=re.S)
-    path.write_text(new)
-    return path
+    return _write_block(result.card.path, START, END, "the table", render_table(result))
 
 
 def write_seed_section(result: CardResult, model_dir: str | Path) -> Path:
@@ -191,10 +198,6 @@ def write_seed_section(result: CardResult, model_dir: str | Path) -> Path:
     in the card's second-seed section, between ``<!-- seed:start -->`` and ``<!-- seed:end -->``."""
     import json
 
-    path = result.card.path
-    text = path.read_text()
-    if SEED_START not in text or SEED_END not in text:
-        raise InputError(f"{path} has no {SEED_START} ... {SEED_END} block; add the markers where the second seed goes.")
     info_path = Path(model_dir) / "model.json"
     config = json.loads(info_path.read_text()) if info_path.exists() else {}
     training = config.get("training", {})
@@ -205,7 +208,4 @@ def write_seed_section(result: CardResult, model_dir: str | Path) -> Path:
             f"{sum(r.passed for r in result.results)} of {len(result.results)} claims hold.", "",
             "| claim | measured on the second seed | |", "|---|---|---|"]
     rows += [f"| `{r.claim.key}` | {r.summary} | {'PASS' if r.passed else 'FAIL'} |" for r in result.results]
-    block = "\n".join(rows)
-    new = re.sub(re.escape(SEED_START) + r".*?" + re.escape(SEED_END), lambda _: f"{SEED_START}\n{block}\n{SEED_END}", text, flags=re.S)
-    path.write_text(new)
-    return path
+    return _write_block(result.card.path, SEED_START, SEED_END, "the second seed", "\n".join(rows))

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
 
 from interp.circuits import Card, Claim, Subject
 from interp.sites import Site
@@ -39,8 +41,9 @@ DAS_PAIRS, DAS_TEST = 1200, 400  # DAS training pairs and held-out pairs
 DAS_SIZE = 3  # context size of the DAS claim
 DAS_SEED = 71_000
 DAS_KS = (1, 2, 4, 8)
-OUTCOMES = ("positional", "base", "source")
-LEXICAL_OUTCOMES = ("lexical", "positional", "base", "source")
+#: The outcomes counted for each kind of interchange pair, in the column order of the tables.
+OUTCOMES = {"positional": ("positional", "base", "source"), "lexical": ("lexical", "positional", "base", "source")}
+PAIR_SEEDS = {"positional": SHARE_SEED, "lexical": LEXICAL_SEED}
 
 
 def query_sites(model) -> list[Site]:
@@ -52,33 +55,61 @@ def site_label(site: Site) -> str:
     return f"before L{site.layer}" if site.kind == "resid_pre" else f"after L{site.layer}"
 
 
+def _pairs(family: str, k: int) -> binding.PositionalPairs | binding.LexicalPairs:
+    make = binding.positional_pairs if family == "positional" else binding.lexical_pairs
+    return make(N_SHARE, k, seed=PAIR_SEEDS[family] + k)
+
+
 @torch.no_grad()
-def outcome_shares(model, pairs: binding.PositionalPairs, site: Site) -> dict[str, torch.Tensor]:
-    """Per prompt, whether the interchanged run's top-1 answer is each outcome: ``{outcome: Bool[n]}``."""
+def interchange_hits(model, base: Int[Tensor, "n pos"], source: Int[Tensor, "n pos"], site: Site,
+                     answers: dict[str, Int[Tensor, " n"]]) -> dict[str, Bool[Tensor, " n"]]:
+    """Per prompt, whether the interchanged run's top-1 answer is each named answer: ``{name: Bool[n]}``."""
     from patching import interchange
 
-    top = interchange(model, pairs.base.clean, pairs.source, site)[:, -1].argmax(-1)
-    meta = pairs.base.metadata
-    return {"positional": top == pairs.positional_answer, "base": top == pairs.base.answers,
-            "source": top == meta["source_answer"]}
+    top = interchange(model, base, source, site)[:, -1].argmax(-1)
+    return {name: top == ids for name, ids in answers.items()}
 
 
-def _pairs(k: int, n: int = N_SHARE) -> binding.PositionalPairs:
-    return binding.positional_pairs(n, k, seed=SHARE_SEED + k)
+def _hits(s: Subject, family: str, k: int) -> dict:
+    """``family`` ("positional" or "lexical") pairs of size ``k``, interchanged at every query site:
+    ``{"query_index": [n], "sites": [{outcome: Bool[n]} per site]}`` (computed once per subject)."""
+
+    def compute():
+        pairs = _pairs(family, k)
+        meta = pairs.base.metadata
+        answers = {name: pairs.base.answers if name == "base" else meta[f"{name}_answer"] for name in OUTCOMES[family]}
+        return {"query_index": meta["query_index"],
+                "sites": [interchange_hits(s.model, pairs.base.clean, pairs.source, site, answers) for site in query_sites(s.model)]}
+
+    return s.memo(f"hits_{family}_{k}", compute)
+
+
+def _table(s: Subject, family: str) -> dict[int, np.ndarray]:
+    return {k: np.array([[float(hit.float().mean()) for hit in hits.values()] for hits in _hits(s, family, k)["sites"]])
+            for k in binding.SIZES}
 
 
 def share_table(s: Subject) -> dict[int, np.ndarray]:
-    """``{k: [site, outcome]}``: share of each outcome per query-position site, per context size."""
+    """``{k: [site, outcome]}``: share of each positional-pair outcome (``OUTCOMES["positional"]``)
+    per query-position site, per context size."""
+    return _table(s, "positional")
 
-    def compute():
-        sites = query_sites(s.model)
-        out = {}
-        for k in binding.SIZES:
-            pairs = _pairs(k)
-            out[k] = np.array([[float(v.float().mean()) for v in outcome_shares(s.model, pairs, site).values()] for site in sites])
-        return out
 
-    return s.memo("shares", compute)
+def lexical_table(s: Subject) -> dict[int, np.ndarray]:
+    """``{k: [site, outcome]}``: share of each lexical-pair outcome (``OUTCOMES["lexical"]``) per
+    query-position site, per context size."""
+    return _table(s, "lexical")
+
+
+def lexical_by_slot(s: Subject, site: Site) -> dict[int, np.ndarray]:
+    """``{k: [slot]}``: lexical share at ``site`` by the base's queried slot, per context size."""
+    index = query_sites(s.model).index(site)
+    out = {}
+    for k in binding.SIZES:
+        hits = _hits(s, "lexical", k)
+        hit, q = hits["sites"][index]["lexical"].float(), hits["query_index"]
+        out[k] = np.array([float(hit[q == slot].mean()) for slot in range(k)])
+    return out
 
 
 @torch.no_grad()
@@ -95,46 +126,6 @@ def accuracy_by_slot(s: Subject) -> dict[int, np.ndarray]:
         return out
 
     return s.memo("acc_slots", compute)
-
-
-@torch.no_grad()
-def lexical_outcomes(model, pairs: binding.LexicalPairs, site: Site) -> dict[str, torch.Tensor]:
-    """Per prompt, whether the interchanged run's top-1 answer is each lexical-pair outcome: ``{outcome: Bool[n]}``."""
-    from patching import interchange
-
-    top = interchange(model, pairs.base.clean, pairs.source, site)[:, -1].argmax(-1)
-    meta = pairs.base.metadata
-    return {"lexical": top == pairs.lexical_answer, "positional": top == pairs.positional_answer,
-            "base": top == pairs.base.answers, "source": top == meta["source_answer"]}
-
-
-def lexical_table(s: Subject) -> dict[int, np.ndarray]:
-    """``{k: [site, outcome]}``: share of each lexical-pair outcome per query-position site, per context size."""
-
-    def compute():
-        sites = query_sites(s.model)
-        out = {}
-        for k in binding.SIZES:
-            pairs = binding.lexical_pairs(N_SHARE, k, seed=LEXICAL_SEED + k)
-            out[k] = np.array([[float(v.float().mean()) for v in lexical_outcomes(s.model, pairs, site).values()] for site in sites])
-        return out
-
-    return s.memo("lexical", compute)
-
-
-def lexical_by_slot(s: Subject, site: Site) -> dict[int, np.ndarray]:
-    """``{k: [slot]}``: lexical share at ``site`` by the base's queried slot, per context size."""
-
-    def compute():
-        out = {}
-        for k in binding.SIZES:
-            pairs = binding.lexical_pairs(N_SHARE, k, seed=LEXICAL_SEED + k)
-            hit = lexical_outcomes(s.model, pairs, site)["lexical"].float()
-            q = pairs.base.metadata["query_index"]
-            out[k] = np.array([float(hit[q == slot].mean()) for slot in range(k)])
-        return out
-
-    return s.memo(f"lexical_slots_{site}", compute)
 
 
 def das_dataset(k: int, n: int, seed: int, variable: str = "lexical"):

@@ -60,9 +60,8 @@ def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
 
 
 def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None, report: bool = True) -> list[FigureResult]:
-    """Draw the named figures (or all) and, for all, write ``assets/REPORT.md``."""
-    from interp.figures import binding, facts, induction  # noqa: F401  (registers their figures)
-
+    """Draw the named figures (or all) and, for all, write ``assets/REPORT.md``. (Importing this
+    module runs ``interp/figures/__init__.py`` first, which registers every figure.)"""
     wanted = list(FIGURES) if names == "all" else [names] if isinstance(names, str) else list(names)
     for name in wanted:
         if name not in FIGURES:

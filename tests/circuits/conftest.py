@@ -16,18 +16,25 @@ def _card_result(name: str) -> circuits.CardResult:
 
 
 @pytest.fixture
-def card_result():
-    """``card_result(name)``: every claim of card ``name`` measured on its shipped model (once per session)."""
-    return _card_result
-
-
-@pytest.fixture
 def check_claim():
     """``check_claim(card, key)`` fails with the claim and the measured numbers unless the claim holds."""
 
     def check(name: str, key: str) -> None:
         result = _card_result(name)[key]
         assert result.passed, f"{name}/{key}: {result.claim.statement} -- measured: {result.summary}"
+
+    return check
+
+
+@pytest.fixture
+def check_table():
+    """``check_table(card)`` fails unless the card's committed table is what the shipped weights give."""
+
+    def check(name: str) -> None:
+        card = circuits.get(name)
+        assert circuits.card_table_in_file(card) == _card_result(name).table(), (
+            f"{card.path} is stale: regenerate its table with `interp circuits {name} --write`."
+        )
 
     return check
 
