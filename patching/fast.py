@@ -40,8 +40,10 @@ run by this engine: pass ``engine="hooks"`` to keep them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -142,234 +144,299 @@ def try_fast_patch(
         if required:
             raise FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
         return None
-    other = model.check_tokens(prompts.clean if direction == "denoise" else prompts.corrupted)
+    other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
     net = _Native(model.module.original_model)
     n, S = len(prompts), prompts.seq_len
     ans = prompts.answer_pos % S
     only_answer = answer_only(metric)
-    rowwise, repeated = _rowwise(metric), {}
+    nb = 0 if source == "zero" else n
+    # With source "other" and a metric reading only the answer position, positions before the first
+    # one where the clean and corrupted tokens differ have the same activations in both runs
+    # (attention is causal): patching them changes nothing, so the computed window starts there.
+    same = 0
+    if source == "other" and only_answer:
+        differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
+        same = int(differs[0]) if len(differs) else S
+    order, noop = _order(plan.cells, S, ans, same, only_answer, net.n_layers)
+    per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
+    passes = _plan_passes(order, per_chunk, n, S, net.token_flops(S), nb + n)
+    store = _Store(
+        n=n, nb=nb, S=S, mean=source == "mean", keep=len(passes) > 1,
+        want_src=set() if source == "zero" else {(s.kind, s.layer) for cell in plan.cells for s in map(_as_z, cell)},
+    )
+    at = ans if only_answer else None
     out = torch.empty(len(plan.cells), dtype=torch.float64)
-    L = net.n_layers
+    rowwise, repeated = _rowwise(metric), {}
+    bar = tqdm(total=len(plan.cells), desc=f"patching {plan.kind} (fast)") if progress else None
     with torch.no_grad():
-        keys = {_as_z(s).full for cell in plan.cells for s in cell}
-        # One forward of the source and base prompts stacked: the source activations of the swept
-        # kinds, and the base run's resid_pre, keys and values of every layer.
-        want_src = set() if source == "zero" else {(key.kind, key.layer) for key in keys}
-        want_base = {(kind, layer) for layer in range(L) for kind in ("resid_pre", "k", "v")}
-        nb = 0 if source == "zero" else n
-        recorded: dict[tuple[str, int], Tensor] = {}
-        base_run: dict[Site, Tensor] = {}
-
-        def record(kind: str, layer: int, act: Tensor) -> Tensor:
-            if (kind, layer) in want_src:
-                recorded[(kind, layer)] = act[:nb]
-            if (kind, layer) in want_base:
-                base_run[Site(kind, layer)] = act[nb:]
-            return act
-
-        record.kinds = {kind for kind, _ in want_src | want_base}
-        resid = net.embed(base if source == "zero" else torch.cat([other, base]))
-        for layer in range(L):
-            resid = net.block(layer, resid, 0, None, record)
-        src: dict[Site, Tensor | None] = {}
-        for key in keys:
-            act = recorded.get((key.kind, key.layer))
-            src[key] = None if act is None else (act.mean(0, keepdim=True) if source == "mean" else act)
-        # With source "other" and a metric reading only the answer position, positions before the first
-        # one where the clean and corrupted tokens differ have the same activations in both runs
-        # (attention is causal): patching them changes nothing, so the computed window starts there.
-        same = 0
-        if source == "other" and only_answer:
-            differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
-            same = int(differs[0]) if len(differs) else S
-        # Interventions grouped by first layer; within a layer, by first position (latest first).
-        order, noop = [], []
-        for i, cell in enumerate(plan.cells):
-            live = [s for s in cell if s.pos is None or s.pos % S >= same]
-            if not live:
-                noop.append(i)
-                continue
-            start = min(s.layer for s in live)
-            p0 = min(same if s.pos is None else s.pos % S for s in live) if only_answer else 0
-            if only_answer and all(s.layer == L - 1 and s.kind in AFTER_QKV for s in live):
-                p0 = ans  # the last layer's keys and values are unchanged: only the answer query matters
-            order.append((start, -min(p0, ans), i))
-        if noop:  # the unpatched base run's metric
-            last = resid[nb:, ans] if only_answer else resid[nb:]
-            logits = net.softcap(net.head(net.ln_out(last)), net.om.output_logits_soft_cap)
-            if only_answer:
-                logits = logits[:, None, :].expand(n, S, logits.shape[-1])
-            value = check_values(metric(logits, prompts), n, metric).double().mean()
-            for i in noop:
-                out[i] = value
-        order.sort()
-        per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
-        flops = net.token_flops(S)
-        chunks = []
-        for start in sorted({o[0] for o in order}):
-            group = [o for o in order if o[0] == start]
-            chunks += _chunk(group, per_chunk, n, S, flops)
-        for chunk in tqdm(_passes(chunks, per_chunk, n, flops), desc=f"patching {plan.kind} (fast)", disable=not progress):
-            p0 = min(-o[1] for o in chunk)
-            joins: dict[int, int] = {}
-            for start, _, _ in chunk:
-                joins[start] = joins.get(start, 0) + 1
-            cells = [plan.cells[i] for _, _, i in chunk]
-            k = len(cells)
-            at = ans if only_answer else None
-            logits = net.run_pass(base_run, joins, n, p0, _row_edits(cells, src, n, S, p0, L - 1, at), at)
-            if only_answer:
-                logits = logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
-            if rowwise:  # one metric call for the whole chunk: prompts repeated k times
-                if k not in repeated:
-                    repeated[k] = _repeat(prompts, k)
-                values = check_values(metric(logits, repeated[k]), k * n, metric).double().reshape(k, n).mean(1)
-                for j, (_, _, i) in enumerate(chunk):
-                    out[i] = values[j]
-                continue
-            for j, (_, _, i) in enumerate(chunk):
-                values = check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric)
-                out[i] = values.double().mean()
+        for number, segs in enumerate(passes):
+            first = number == 0  # the first pass also runs the source and base prompts (its segment 0)
+            tokens = (base if nb == 0 else torch.cat([other, base])) if first else None
+            edits = _Edits([plan.cells[i] for seg in segs for i in seg.cells], segs, n, S, first)
+            logits = net.run_flat(segs, tokens, store, edits, at)
+            if first and noop:  # the unpatched base run's metric
+                value = _metric_values(metric, _expand(logits[nb : nb + n], S, at), prompts, n, 1, {}, True)[0]
+                out[noop] = value
+            cells = [i for seg in segs for i in seg.cells]
+            if cells:
+                rows = logits[(nb + n if first else 0) :]
+                out[cells] = _metric_values(metric, _expand(rows, S, at), prompts, n, len(cells), repeated, rowwise)
+            if bar is not None:
+                bar.update(len(cells) + (len(noop) if first else 0))
+    if bar is not None:
+        bar.close()
     result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
 
 
+def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Each live intervention as (first layer, -first position, cell index); and the cells that patch only
+    positions before ``same`` (no-ops: their value is the base run's)."""
+    order, noop = [], []
+    for i, cell in enumerate(cells):
+        live = [s for s in cell if s.pos is None or s.pos % S >= same]
+        if not live:
+            noop.append(i)
+            continue
+        start = min(s.layer for s in live)
+        p0 = min(same if s.pos is None else s.pos % S for s in live) if only_answer else 0
+        if only_answer and all(s.layer == L - 1 and s.kind in AFTER_QKV for s in live):
+            p0 = ans  # the last layer's keys and values are unchanged: only the answer query matters
+        order.append((start, -min(p0, ans), i))
+    order.sort()
+    return order, noop
+
+
+def _expand(logits: Tensor, S: int, ans: int | None) -> Tensor:
+    """Answer-position logits ``[batch vocab]`` as the ``[batch pos vocab]`` a metric takes (a broadcast view)."""
+    return logits if ans is None else logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
+
+
+def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, n: int, k: int, repeated: dict, rowwise: bool) -> Tensor:
+    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows: ``[k]`` (float64)."""
+    if rowwise and k > 1:  # one metric call for all blocks: prompts repeated k times
+        if k not in repeated:
+            repeated[k] = _repeat(prompts, k)
+        return check_values(metric(logits, repeated[k]), k * n, metric).double().reshape(k, n).mean(1)
+    return torch.stack([
+        check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
+    ])
+
+
 # =============================================================================== the model, driven directly
 class _Native:
-    """The forward of a ``NativeModel``, block by block, with an edit callback at every site."""
+    """The forward of a ``NativeModel`` driven directly: `block` (one layer of ``[batch pos d_model]``,
+    an edit callback at every site; attribution patching uses it) and `run_flat` (many segments of
+    different lengths through the layers at once; the activation-patching passes)."""
 
     def __init__(self, om):
         from transformer_lens.utilities.activation_functions import apply_softcap
 
         self.om, self.softcap = om, apply_softcap
-        self.n_layers, self.attn_only = len(om.layers), bool(om.cfg.attn_only)
-        self.n_heads, self.d_head = om.cfg.n_heads, om.cfg.d_head
-        # The bridge wraps every submodule in place (with hook points); call the wrapped originals.
+        self.cfg = cfg = om.cfg
+        self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
+        # plain Linear / LayerNorm as functions (no Module.__call__ per use).
         self.tok_embed, self.pos = _raw(om.tok_embed), None if om.pos is None else _raw(om.pos)
-        self.ln_out, self.head = _raw(om.ln_out), _raw(om.head)
+        self.ln_out, self.head = _fn(_raw(om.ln_out)), _fn(_raw(om.head))
         self.layers = []
         for blk in om.layers:
             attn = _raw(blk.attn)
             mlp = None if self.attn_only else _raw(blk.mlp)
             self.layers.append(dict(
-                ln1=_raw(blk.ln1), attn=attn, q=_raw(attn.q), k=_raw(attn.k), v=_raw(attn.v), o=_raw(attn.o),
-                ln2=None if self.attn_only else _raw(blk.ln2), mlp=None if mlp is None else _mlp_fn(mlp),
+                ln1=_fn(_raw(blk.ln1)), attn=attn, q=_fn(_raw(attn.q)), k=_fn(_raw(attn.k)), v=_fn(_raw(attn.v)),
+                o=_fn(_raw(attn.o)), ln2=None if self.attn_only else _fn(_raw(blk.ln2)),
+                mlp=None if mlp is None else _mlp_fn(mlp),
+                fused=0 < attn.scale and not (attn.attn_scores_soft_cap is not None and attn.attn_scores_soft_cap > 0),
             ))
 
     def token_flops(self, S: int) -> float:
         """Floating-point operations of one token through one layer (projections, attention, MLP)."""
-        cfg = self.om.cfg
+        cfg = self.cfg
         d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
         mlp = 0 if self.attn_only else (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
         return 2.0 * (4 * d * hd + 2 * S * hd + mlp)
 
-    def forward(self, tokens: Int[Tensor, "batch pos"], record: set[Site]) -> tuple[Tensor, dict[Site, Tensor]]:
-        """Plain forward; returns logits and the full activations of ``record`` (Sites without head/pos)."""
-        cache: dict[Site, Tensor] = {}
-        wanted = {(s.kind, s.layer) for s in record}
-
-        def edit(kind: str, layer: int, act: Tensor) -> Tensor:
-            if (kind, layer) in wanted:
-                cache[Site(kind, layer)] = act
-            return act
-
-        resid = self.embed(tokens)
-        logits = self.logits_from(resid, 0, 0, None, edit, None)
-        return logits, cache
-
-    def embed(self, tokens: Tensor) -> Tensor:
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         resid = self.tok_embed(tokens)
         if self.pos is not None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
             resid = resid + self.pos(position_ids)
         return resid
 
-    def logits_from(
-        self, resid: Float[Tensor, "batch pos d_model"], layer: int, p0: int, prefix: dict | None, edit: Edit, ans: int | None,
-    ) -> Tensor:
-        """Run layers ``layer..`` on positions ``p0..`` (earlier keys / values from ``prefix``); logits
-        of the answer position ``[batch vocab]`` if ``ans`` is given, else ``[batch pos vocab]``."""
-        for lay in range(layer, self.n_layers):
-            row = ans - p0 if ans is not None and lay == self.n_layers - 1 else None
-            resid = self.block(lay, resid, p0, None if prefix is None else prefix[lay], edit, row)
-        if ans is not None:
-            resid = resid[:, 0]
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
 
-    def run_pass(
-        self, base_run: dict[Site, Tensor], joins: dict[int, int], n: int, p0: int, edit: Edit, ans: int | None,
-    ) -> Tensor:
-        """One stacked pass over positions ``p0..``: at each layer l of ``joins``, ``joins[l]`` copies of
-        the base run's resid_pre (n rows each) join the batch (after the rows already there), so an
-        intervention starting at layer l computes layers l.. only; earlier positions' keys / values
-        come from the base run. Logits as in `logits_from`."""
-        resid = None
-        for lay in range(min(joins), self.n_layers):
-            k = joins.get(lay)
-            if k:
-                new = base_run[Site("resid_pre", lay)][:, p0:].repeat(k, 1, 1)
-                resid = new if resid is None else torch.cat([resid, new])
-            prefix = tuple(base_run[Site(kv, lay)][:, :, :p0] for kv in ("k", "v")) if p0 else None
-            row = ans - p0 if ans is not None and lay == self.n_layers - 1 else None
-            resid = self.block(lay, resid, p0, prefix, edit, row)
-        if ans is not None:
-            resid = resid[:, 0]
-        return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
-
-    def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit, row: int | None = None) -> Tensor:
-        """``NativeBlock.forward`` (and ``NativeAttention.forward``) for query positions p0..; with
-        ``row``, keys and values for all of them but everything after them for query p0 + row alone."""
+    def _attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, first: int, pattern_edit=None) -> Tensor:
+        """Causal attention of queries at positions ``first..`` (``[b head s d_head]``) over keys / values
+        ``[b head S d_head]``; ``pattern_edit(pattern)`` (``[b head s S]``) where the pattern is read or
+        edited. Returns the mixed values ``[b head s d_head]``."""
         blk = self.layers[layer]
         attn = blk["attn"]
+        mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
+        if pattern_edit is None and blk["fused"]:  # nothing reads or edits the pattern: one fused kernel
+            return _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
+        scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
+        scores = self.softcap(scores, attn.attn_scores_soft_cap)
+        scores = scores.masked_fill(mask, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
+        if pattern_edit is not None:
+            pattern = pattern_edit(pattern)
+        return torch.matmul(pattern, v)
+
+    def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit) -> Tensor:
+        """``NativeBlock.forward`` (and ``NativeAttention.forward``) for query positions p0.. of
+        ``x: [batch s d_model]``, earlier keys / values ``[batch head p0 d_head]`` from ``prefix``;
+        ``edit(kind, layer, act)`` sees (and may replace) every site's activation."""
+        blk = self.layers[layer]
         B, s, _ = x.shape
-        S = p0 + s
+        H, dh = self.n_heads, self.d_head
         x = edit("resid_pre", layer, x)
         h = blk["ln1"](x)
-        q = blk["q"](h).view(B, s, self.n_heads, self.d_head).transpose(1, 2)
-        k = blk["k"](h).view(B, s, self.n_heads, self.d_head).transpose(1, 2)
-        v = blk["v"](h).view(B, s, self.n_heads, self.d_head).transpose(1, 2)
-        if attn.rotary is not None:
-            position_ids = torch.arange(p0, S, device=x.device).unsqueeze(0).expand(B, -1)
-            q, k = attn.rotary.apply_rope(q, k, position_ids=position_ids)
-        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch head pos d]: recorded, not patched
-        if prefix is not None:  # prefix: [b h p0 d], b dividing the batch (shared by every copy of the prompts)
-            b = prefix[0].shape[0]
-            if b == B:
-                k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
-            else:
-                r, shape = B // b, (B // b, b, self.n_heads, -1, self.d_head)
-                k, v = (
-                    torch.cat([pre.expand(r, *pre.shape), new.reshape(shape)], dim=3).view(B, self.n_heads, S, self.d_head)
-                    for pre, new in ((prefix[0], k), (prefix[1], v))
-                )
-        first = p0
-        if row is not None:  # the last layer: only the answer position's query reaches the logits
-            q, x, s, first = q[:, :, row : row + 1], x[:, row : row + 1], 1, p0 + row
-        mask = attn.causal_mask[first : first + s, :S]
-        if "pattern" in getattr(edit, "kinds", ("pattern",)) or not 0 < attn.scale or (
-            attn.attn_scores_soft_cap is not None and attn.attn_scores_soft_cap > 0
-        ):
-            scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
-            scores = self.softcap(scores, attn.attn_scores_soft_cap)
-            scores = scores.masked_fill(mask, float("-inf"))
-            pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
-            pattern = edit("pattern", layer, pattern)
-            mixed = torch.matmul(pattern, v)
-        else:  # nothing reads or edits the pattern: one fused kernel
-            mixed = _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
+        q, k, v = (blk[name](h).view(B, s, H, dh).transpose(1, 2) for name in ("q", "k", "v"))
+        if blk["attn"].rotary is not None:
+            position_ids = torch.arange(p0, p0 + s, device=x.device).unsqueeze(0).expand(B, -1)
+            q, k = blk["attn"].rotary.apply_rope(q, k, position_ids=position_ids)
+        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch head pos d]
+        if prefix is not None:
+            k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+        wants_pattern = "pattern" in getattr(edit, "kinds", ("pattern",))
+        mixed = self._attend(layer, q, k, v, p0, (lambda p: edit("pattern", layer, p)) if wants_pattern else None)
         z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
-        attn_out = edit("attn_out", layer, blk["o"](z.contiguous().view(B, s, -1)))
-        x = x + attn_out
+        x = x + edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
         if not self.attn_only:
             mlp_in = edit("resid_mid", layer, x)  # the bridge's hook_resid_mid is ln2's input
             x = x + edit("mlp_out", layer, blk["mlp"](blk["ln2"](mlp_in)))
         return edit("resid_post", layer, x)
 
+    def run_flat(self, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None) -> Tensor:
+        """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
+        tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
 
-#: fixed cost of one chunk through one layer (Python and kernel launches), in floating-point operations:
-#: about 250 microseconds at 30 GFLOP/s on one CPU core.
-CHUNK_OVERHEAD_FLOPS = 7.5e6
+        A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major);
+        it joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
+        and reads the keys / values of positions < p0 from the base run. With ``tokens`` (the first
+        pass), segment 0 is the source and base prompts themselves (all positions from layer 0) and
+        fills ``store`` as it goes; later passes read ``store``. With ``ans``, the last layer computes
+        keys / values for every position but everything after them for the answer query alone, and
+        the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``. Rows come in segment
+        order."""
+        S, L = store.S, self.n_layers
+        H, dh = self.n_heads, self.d_head
+        d = self.cfg.d_model
+        x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
+        if tokens is not None:
+            x = self.embed(tokens).reshape(-1, d)
+            layout.append([segs[0], 0, S, 0])
+        todo = [seg for seg in segs if seg.cells]
+        for lay in range(min(seg.start for seg in segs), L):
+            last = ans is not None and lay == L - 1
+            if tokens is not None:
+                store.record_base("resid_pre", lay, x[store.nb * S : (store.nb + store.n) * S].view(store.n, S, d))
+            joining = [seg for seg in todo if seg.start == lay]
+            if joining:
+                at = 0 if x is None else x.shape[0]
+                parts = [] if x is None else [x]
+                for seg in joining:
+                    new = store.resid_pre[lay][:, seg.p0 :].repeat(seg.rows // store.n, 1, 1)
+                    parts.append(new.reshape(-1, d))
+                    layout.append([seg, at, S - seg.p0, seg.p0])
+                    at += parts[-1].shape[0]
+                x = torch.cat(parts) if len(parts) > 1 else parts[0]
+            x = edits.point("resid_pre", lay, x, layout, store)
+            blk = self.layers[lay]
+            h = blk["ln1"](x)
+            q, k, v = blk["q"](h), blk["k"](h), blk["v"](h)
+            zs = []
+            for gi, (seg, off, tok, _) in enumerate(layout):
+                rows = seg.rows
+                qg, kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (q, k, v))
+                if blk["attn"].rotary is not None:
+                    position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
+                    qg, kg = blk["attn"].rotary.apply_rope(qg, kg, position_ids=position_ids)
+                if not seg.cells:  # the base segment: record the base run's keys and values
+                    store.record_base("k", lay, kg[store.nb :])
+                    store.record_base("v", lay, vg[store.nb :])
+                elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
+                    kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
+                first = S - tok
+                if last:
+                    row = ans - first
+                    qg, first = qg[:, :, row : row + 1], ans
+                mixed = self._attend(lay, qg, kg, vg, first, edits.pattern_edit(lay, gi, first, store))
+                zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
+            if last:  # from here on each row holds its answer position alone
+                x = x[_answer_index(layout, ans, x.device)]
+                at = 0
+                for entry in layout:
+                    entry[1], entry[2], entry[3] = at, 1, ans
+                    at += entry[0].rows
+            z = edits.point("z", lay, torch.cat(zs) if len(zs) > 1 else zs[0], layout, store)
+            x = x + edits.point("attn_out", lay, blk["o"](z.view(-1, H * dh)), layout, store)
+            if not self.attn_only:
+                mlp_in = edits.point("resid_mid", lay, x, layout, store, copy=True)  # ln2's input only
+                x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
+            x = edits.point("resid_post", lay, x, layout, store)
+        rows = sum(entry[0].rows for entry in layout)
+        return self.unembed(x if ans is not None else x.view(rows, S, d))
+
+
+def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
+    """Keys or values ``[B head s d]`` of a segment preceded by the base run's ``prefix [n head p0 d]``
+    (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
+    n, H, p0, dh = prefix.shape
+    B, _, s, _ = new.shape
+    if B == n:
+        return torch.cat([prefix, new], dim=2)
+    r = B // n
+    return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
+
+
+def _answer_index(layout: list, ans: int, device) -> Tensor:
+    """The flat token index of each row's answer position, rows in segment order."""
+    parts = [off + (ans - p) + tok * torch.arange(seg.rows, device=device) for seg, off, tok, p in layout]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+# =============================================================================== plans, base run, edits
+@dataclass
+class _Seg:
+    """Sequences computed together: ``cells`` (interventions, ``n`` prompts each; none for the source
+    and base prompts themselves), from layer ``start`` and query position ``p0``."""
+
+    start: int
+    p0: int
+    cells: list[int]
+    rows: int
+
+
+#: fixed cost of one segment through one layer (its attention's Python and kernel launches), in
+#: floating-point operations: about 50 microseconds at 30 GFLOP/s on one CPU core.
+SEGMENT_OVERHEAD_FLOPS = 1.5e6
+
+
+def _plan_passes(
+    order: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, flops: float, base_rows: int,
+) -> list[list[_Seg]]:
+    """Segments (per first layer, split by `_chunk`) packed into passes of at most ``per_chunk``
+    interventions; the first pass starts with the source / base segment of ``base_rows`` sequences
+    (it may hold nothing else)."""
+    segs = []
+    for start in sorted({o[0] for o in order}):
+        group = [o for o in order if o[0] == start]
+        for chunk in _chunk(group, per_chunk, n, S, flops):
+            segs.append(_Seg(start, -chunk[-1][1], [i for _, _, i in chunk], len(chunk) * n))
+    passes: list[list[_Seg]] = [[_Seg(0, 0, [], base_rows)]]
+    count = 0
+    for seg in segs:
+        if count + len(seg.cells) > per_chunk:
+            passes.append([])
+            count = 0
+        passes[-1].append(seg)
+        count += len(seg.cells)
+    return passes
 
 
 def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, flops: float) -> list[list]:
@@ -382,7 +449,7 @@ def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, fl
     for j in range(1, m + 1):
         p0 = -group[j - 1][1]  # the chunk group[i:j] starts at the smallest p0, its last entry
         for i in range(max(0, j - per_chunk), j):
-            cost = best[i] + CHUNK_OVERHEAD_FLOPS + (j - i) * n * (S - p0) * flops
+            cost = best[i] + SEGMENT_OVERHEAD_FLOPS + (j - i) * n * (S - p0) * flops
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     chunks, j = [], m
@@ -392,22 +459,125 @@ def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, fl
     return chunks[::-1]
 
 
-def _passes(chunks: list[list], per_chunk: int, n: int, flops: float) -> list[list]:
-    """Stack chunks of later first layers onto an earlier one (one pass; the later ones join the batch at
-    their layer, see `_Native.run_pass`) while the pass holds at most ``per_chunk`` interventions and a
-    joining chunk's extra positions (it computes from the pass's p0, not its own) cost less than the
-    per-chunk overhead it saves. Chunks come sorted by first layer."""
-    passes: list[list] = []
-    for chunk in chunks:
-        if passes:
-            cur = passes[-1]
-            p0, own = min(-o[1] for o in cur), min(-o[1] for o in chunk)
-            extra = len(chunk) * n * (own - p0) * flops
-            if chunk[0][0] > cur[-1][0] and len(cur) + len(chunk) <= per_chunk and own >= p0 and extra <= CHUNK_OVERHEAD_FLOPS:
-                cur.extend(chunk)
-                continue
-        passes.append(list(chunk))
-    return passes
+@dataclass
+class _Store:
+    """What the first pass's source / base segment leaves for the edits and the later passes: per layer
+    the base run's resid_pre ``[n S d_model]`` and keys / values ``[n head S d_head]``, and the source
+    activations of the swept kinds with the position of their first entry."""
+
+    n: int
+    nb: int
+    S: int
+    mean: bool
+    keep: bool  # copy what is kept (later passes read it after the first pass's tensors are gone)
+    want_src: set[tuple[str, int]]
+    resid_pre: dict[int, Tensor] = field(default_factory=dict)
+    kv: dict[int, list[Tensor]] = field(default_factory=dict)
+    src: dict[tuple[str, int], tuple[Tensor, int]] = field(default_factory=dict)
+
+    def record_base(self, kind: str, layer: int, act: Tensor) -> None:
+        act = act.clone() if self.keep else act
+        if kind == "resid_pre":
+            self.resid_pre[layer] = act
+        else:
+            self.kv.setdefault(layer, [None, None])[int(kind == "v")] = act
+
+    def record_src(self, kind: str, layer: int, act: Tensor, first: int) -> None:
+        """``act``: the source rows ``[nb pos ...]`` (pattern: ``[nb head q k]``), positions from ``first``."""
+        if self.mean:
+            act = act.mean(0, keepdim=True)
+        elif self.keep:
+            act = act.clone()
+        self.src[(kind, layer)] = (act, first)
+
+
+class _Edits:
+    """The writes of one pass: intervention j of segment g overwrites its own n rows of each of its sites
+    with the source activation (or zero) at the same positions. Writes are batched: per (kind, layer)
+    and segment, the interventions that select the same axes (a position or not, a head or not) are
+    written by one indexed assignment."""
+
+    def __init__(self, cells, segs: list[_Seg], n: int, S: int, first_pass: bool):
+        self.n, self.S, self.first_pass = n, S, first_pass
+        groups: dict[tuple[str, int], dict[tuple[int, bool, bool], tuple[list, list, list]]] = {}
+        k = 0
+        for gi, seg in enumerate(segs):
+            for j in range(len(seg.cells)):
+                for site in cells[k]:
+                    site = _as_z(site)
+                    key = (gi, site.pos is not None, site.head is not None)
+                    js, ps, hs = groups.setdefault((site.kind, site.layer), {}).setdefault(key, ([], [], []))
+                    js.append(j)
+                    ps.append(None if site.pos is None else site.pos % S)
+                    hs.append(site.head)
+                k += 1
+        self.groups = groups
+        self.kinds = {kind for kind, _ in groups}
+
+    def _record(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store) -> None:
+        if self.first_pass and store.nb and (kind, layer) in store.want_src:
+            _, off, tok, first = layout[0]  # flat tokens: the source rows are the first nb * tok
+            store.record_src(kind, layer, act[off : off + store.nb * tok].view(store.nb, tok, *act.shape[1:]), first)
+
+    def point(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store, copy: bool = False) -> Tensor:
+        """The flat activation ``[tokens ...]`` of (kind, layer) after this pass's writes (in place, or on a
+        copy with ``copy``); the first pass records the source rows first."""
+        self._record(kind, layer, act, layout, store)
+        groups = self.groups.get((kind, layer))
+        if not groups:
+            return act
+        if copy:
+            act = act.clone()
+        for (gi, _, _), entries in groups.items():
+            seg, off, tok, first = layout[gi]
+            block = act[off : off + seg.rows * tok].view(seg.rows // self.n, self.n, tok, *act.shape[1:])
+            self._write(block, entries, kind, layer, first, tok, store, pos_axis=0, head_axis=1)
+        return act
+
+    def pattern_edit(self, layer: int, gi: int, first: int, store: _Store):
+        """The pattern edit of segment ``gi`` at ``layer`` (queries from ``first``), or None if nothing
+        reads or writes that pattern."""
+        groups = {key: e for key, e in self.groups.get(("pattern", layer), {}).items() if key[0] == gi}
+        record = gi == 0 and self.first_pass and store.nb and ("pattern", layer) in store.want_src
+        if not groups and not record:
+            return None
+
+        def edit(pattern: Tensor) -> Tensor:  # [rows head q k]
+            if record:
+                store.record_src("pattern", layer, pattern[: store.nb], first)
+            block = pattern.view(pattern.shape[0] // self.n, self.n, *pattern.shape[1:])
+            for entries in groups.values():
+                self._write(block, entries, "pattern", layer, first, pattern.shape[2], store, pos_axis=1, head_axis=0)
+            return pattern
+
+        return edit
+
+    def _write(self, block: Tensor, entries, kind: str, layer: int, first: int, tok: int, store: _Store,
+               pos_axis: int, head_axis: int) -> None:
+        """``block[j, :, <site>] = source[<site>]`` for every entry (j, position, head) at once. ``block``:
+        ``[interventions n *row]``; in a row, the position axis (from ``first``, ``tok`` long) and the
+        head axis are ``pos_axis`` and ``head_axis``."""
+        js, ps, hs = entries
+        if ps[0] is not None:  # drop positions outside the computed window: they cannot reach the answer
+            keep = [i for i, p in enumerate(ps) if 0 <= p - first < tok]
+            if len(keep) < len(ps):
+                js, ps, hs = ([seq[i] for i in keep] for seq in (js, ps, hs))
+            if not js:
+                return
+        row: list = [slice(None)] * (block.ndim - 2)
+        if ps[0] is not None:
+            row[pos_axis] = torch.tensor(ps) - first
+        if hs[0] is not None:
+            row[head_axis] = torch.tensor(hs)
+        index = (torch.tensor(js), slice(None), *row)
+        if (kind, layer) not in store.src:  # zero ablation
+            block[index] = 0.0
+            return
+        act, src_first = store.src[(kind, layer)]
+        window = act.narrow(pos_axis + 1, first - src_first, tok)  # [b *row], b = n (or 1 for the mean)
+        m = len(js)
+        value = window.unsqueeze(0).expand(m, *window.shape)[(torch.arange(m), *index[1:])]
+        block[index] = value.to(block.dtype)
 
 
 def _raw(module):
@@ -415,11 +585,22 @@ def _raw(module):
     return getattr(module, "original_component", None) or module
 
 
+def _fn(module) -> Callable[[Tensor], Tensor]:
+    """A plain ``nn.Linear`` / ``nn.LayerNorm`` as a function of its input (any other module as itself)."""
+    if type(module) is torch.nn.Linear:
+        weight, bias = module.weight, module.bias
+        return lambda x: F.linear(x, weight, bias)
+    if type(module) is torch.nn.LayerNorm:
+        shape, weight, bias, eps = module.normalized_shape, module.weight, module.bias, module.eps
+        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+    return module
+
+
 def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
     """``NativeMLP`` / ``NativeGatedMLP.forward`` on the unwrapped linear layers."""
     act = mlp.act
     if hasattr(mlp, "fc_in"):
-        fc_in, fc_out, ln = _raw(mlp.fc_in), _raw(mlp.fc_out), mlp.ln
+        fc_in, fc_out, ln = _fn(_raw(mlp.fc_in)), _fn(_raw(mlp.fc_out)), mlp.ln
         ln = None if ln is None else _raw(ln)
 
         def forward(x: Tensor) -> Tensor:
@@ -427,42 +608,5 @@ def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
             return fc_out(mid if ln is None else ln(mid))
 
         return forward
-    gate, up, out = _raw(mlp.gate), _raw(getattr(mlp, "in")), _raw(mlp.out)
+    gate, up, out = _fn(_raw(mlp.gate)), _fn(_raw(getattr(mlp, "in"))), _fn(_raw(mlp.out))
     return lambda x: out(act(gate(x)) * up(x))
-
-
-def _row_edits(
-    cells: list[tuple[Site, ...]], src: dict[Site, Tensor | None], n: int, S: int, p0: int, last: int, ans: int | None,
-) -> Edit:
-    """Intervention j overwrites rows j*n .. (j+1)*n - 1 of its sites, positions shifted by ``p0``
-    (by ``ans`` after the last layer's keys and values, when only the answer position is computed)."""
-    by_key: dict[tuple[str, int], list[tuple[int, tuple, Tensor | float]]] = {}
-    for j, cell in enumerate(cells):
-        for site in cell:
-            site = _as_z(site)
-            start, stop = p0, S
-            if ans is not None and site.layer == last and site.kind in AFTER_QKV:
-                start, stop = ans, ans + 1  # the last layer after its keys and values runs the answer query alone
-            if site.pos is not None and not start <= site.pos % S < stop:
-                continue  # outside the computed window: cannot reach the answer (see the choice of p0)
-            shifted = Site(site.kind, site.layer, site.head, None if site.pos is None else site.pos % S - start)
-            full = src[site.full]
-            if full is None:
-                value: Tensor | float = 0.0
-            else:
-                view = full[:, :, start:stop] if site.kind == "pattern" else full[:, start:stop]
-                value = view[shifted.index()]
-            by_key.setdefault((site.kind, site.layer), []).append((j, shifted.index(), value))
-
-    def edit(kind: str, layer: int, act: Tensor) -> Tensor:
-        entries = by_key.get((kind, layer))
-        if not entries:
-            return act
-        out = act.clone()
-        for j, index, value in entries:
-            rows = out[j * n : (j + 1) * n]  # a view: writing into it writes into out
-            rows[index] = value if isinstance(value, float) else value.to(out.dtype)
-        return out
-
-    edit.kinds = {kind for kind, _ in by_key}
-    return edit
