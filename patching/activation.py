@@ -176,7 +176,9 @@ def _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, b
     corrupted = model.check_tokens(prompts.corrupted)
     plan = _plan(model, prompts, sites, by_pos, layers)
     seq = prompts.seq_len
-    for cell in plan.cells:
+    # A sweep's sites are in range by construction (its layers were checked): one site checks its kind.
+    checked = plan.cells[:1] if isinstance(sites, str) else plan.cells
+    for cell in checked:
         for site in cell:
             (_as_z(site) if map_heads else site).validate(model, seq)
     base = corrupted if direction == "denoise" else clean
@@ -259,19 +261,19 @@ def _sweep_plan(model, prompts: PromptSet, kind: str, by_pos, layers) -> _Plan:
             raise InputError(f"layer {layer!r} is out of range; this model has layers 0 to {model.n_layers - 1}.")
     positions = list(range(prompts.seq_len))
     heads = list(range(model.n_heads))
-    pos_labels = _pos_labels(model, prompts)
     layer_labels = [str(layer) for layer in layers]
     head_labels = [str(h) for h in heads]
     if kind in HEAD_KINDS:
         if by_pos:
             cells = [(Site(kind, layer, head=h, pos=p),) for layer in layers for p in positions for h in heads]
             return _Plan(cells, (len(layers), len(positions), len(heads)), ("layer", "pos", "head"),
-                         {"layer": layer_labels, "pos": pos_labels, "head": head_labels}, kind)
+                         {"layer": layer_labels, "pos": _pos_labels(model, prompts), "head": head_labels}, kind)
         cells = [(Site(kind, layer, head=h),) for layer in layers for h in heads]
         return _Plan(cells, (len(layers), len(heads)), ("layer", "head"), {"layer": layer_labels, "head": head_labels}, kind)
     if by_pos is None or by_pos:
         cells = [(Site(kind, layer, pos=p),) for layer in layers for p in positions]
-        return _Plan(cells, (len(layers), len(positions)), ("layer", "pos"), {"layer": layer_labels, "pos": pos_labels}, kind)
+        return _Plan(cells, (len(layers), len(positions)), ("layer", "pos"),
+                     {"layer": layer_labels, "pos": _pos_labels(model, prompts)}, kind)
     cells = [(Site(kind, layer),) for layer in layers]
     return _Plan(cells, (len(layers),), ("layer",), {"layer": layer_labels}, kind)
 

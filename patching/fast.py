@@ -104,13 +104,6 @@ def _rowwise(metric: Metric) -> bool:
     return False
 
 
-def _repeat(prompts: PromptSet, k: int) -> PromptSet:
-    return PromptSet(
-        prompts.clean.repeat(k, 1), prompts.corrupted.repeat(k, 1), prompts.answers.repeat(k),
-        None if prompts.wrong is None else prompts.wrong.repeat(k), prompts.answer_pos,
-    )
-
-
 def unsupported_reason(model, sites: Sequence[Site] = ()) -> str | None:
     """Why the fast engine cannot run ``sites`` on ``model`` (None when it can)."""
     if getattr(model, "backend_name", None) != "transformer_lens":
@@ -217,7 +210,7 @@ def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, n: int, k
     """The mean metric of each of ``k`` consecutive blocks of ``n`` rows: ``[k]`` (float64)."""
     if rowwise and k > 1:  # one metric call for all blocks: prompts repeated k times
         if k not in repeated:
-            repeated[k] = _repeat(prompts, k)
+            repeated[k] = prompts.repeat(k)
         return check_values(metric(logits, repeated[k]), k * n, metric).double().reshape(k, n).mean(1)
     return torch.stack([
         check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
@@ -239,7 +232,7 @@ class _Native:
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
-        self.tok_embed, self.pos = _raw(om.tok_embed), None if om.pos is None else _raw(om.pos)
+        self.tok_embed, self.pos = _fn(_raw(om.tok_embed)), None if om.pos is None else _raw(om.pos)
         self.ln_out, self.head = _fn(_raw(om.ln_out)), _fn(_raw(om.head))
         self.layers = []
         for blk in om.layers:
@@ -261,6 +254,8 @@ class _Native:
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         resid = self.tok_embed(tokens)
+        if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
+            return resid + self.pos.weight[: tokens.shape[1]]
         if self.pos is not None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
             resid = resid + self.pos(position_ids)
@@ -511,7 +506,7 @@ class _Edits:
                     ps.append(None if site.pos is None else site.pos % S)
                     hs.append(site.head)
                 k += 1
-        self.groups = groups
+        self.groups = {key: {g: _Writes(*lists) for g, lists in by_axes.items()} for key, by_axes in groups.items()}
         self.kinds = {kind for kind, _ in groups}
 
     def _record(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store) -> None:
@@ -552,41 +547,61 @@ class _Edits:
 
         return edit
 
-    def _write(self, block: Tensor, entries, kind: str, layer: int, first: int, tok: int, store: _Store,
+    def _write(self, block: Tensor, w: _Writes, kind: str, layer: int, first: int, tok: int, store: _Store,
                pos_axis: int, head_axis: int) -> None:
-        """``block[j, :, <site>] = source[<site>]`` for every entry (j, position, head) at once. ``block``:
+        """``block[j, :, <site>] = source[<site>]`` for every write (j, position, head) at once. ``block``:
         ``[interventions n *row]``; in a row, the position axis (from ``first``, ``tok`` long) and the
         head axis are ``pos_axis`` and ``head_axis``."""
-        js, ps, hs = entries
-        if ps[0] is not None:  # drop positions outside the computed window: they cannot reach the answer
-            keep = [i for i, p in enumerate(ps) if 0 <= p - first < tok]
-            if len(keep) < len(ps):
-                js, ps, hs = ([seq[i] for i in keep] for seq in (js, ps, hs))
-            if not js:
+        js, hs, ps = w.js, w.hs, w.ps
+        if ps is not None and not (first <= w.p_min and w.p_max < first + tok):
+            # drop positions outside the computed window: they cannot reach the answer
+            keep = [i for i, p in enumerate(w.pos) if first <= p < first + tok]
+            if not keep:
                 return
+            keep_t = torch.tensor(keep)
+            js, ps = js[keep_t], ps[keep_t]
+            hs = None if hs is None else hs[keep_t]
         row: list = [slice(None)] * (block.ndim - 2)
-        if ps[0] is not None:
-            row[pos_axis] = torch.tensor(ps) - first
-        if hs[0] is not None:
-            row[head_axis] = torch.tensor(hs)
-        index = (torch.tensor(js), slice(None), *row)
+        if ps is not None:
+            row[pos_axis] = ps - first
+        if hs is not None:
+            row[head_axis] = hs
+        index = (js, slice(None), *row)
         if (kind, layer) not in store.src:  # zero ablation
             block[index] = 0.0
             return
         act, src_first = store.src[(kind, layer)]
         window = act.narrow(pos_axis + 1, first - src_first, tok)  # [b *row], b = n (or 1 for the mean)
         m = len(js)
-        value = window.unsqueeze(0).expand(m, *window.shape)[(torch.arange(m), *index[1:])]
+        rows = w.arange if m == len(w.js) else torch.arange(m)
+        value = window.unsqueeze(0).expand(m, *window.shape)[(rows, *index[1:])]
         block[index] = value.to(block.dtype)
+
+
+class _Writes:
+    """The writes of one (kind, layer) and segment that select the same axes: intervention ``js[i]``
+    writes position ``pos[i]`` (or every position) of head ``heads[i]`` (or every head)."""
+
+    def __init__(self, js: list[int], pos: list[int | None], heads: list[int | None]):
+        self.pos = pos
+        self.js, self.arange = torch.tensor(js), torch.arange(len(js))
+        self.ps = None if pos[0] is None else torch.tensor(pos)
+        self.p_min, self.p_max = (None, None) if pos[0] is None else (min(pos), max(pos))
+        self.hs = None if heads[0] is None else torch.tensor(heads)
 
 
 def _raw(module):
     """The module a bridge component wraps (itself if it wraps nothing)."""
-    return getattr(module, "original_component", None) or module
+    inner = module.__dict__.get("_modules", {}).get("_original_component")  # the bridge's original_component
+    return module if inner is None else inner
 
 
 def _fn(module) -> Callable[[Tensor], Tensor]:
-    """A plain ``nn.Linear`` / ``nn.LayerNorm`` as a function of its input (any other module as itself)."""
+    """A plain ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` as a function of its input (any other
+    module as itself)."""
+    if type(module) is torch.nn.Embedding and module.max_norm is None:
+        table = module.weight
+        return lambda ids: F.embedding(ids, table)
     if type(module) is torch.nn.Linear:
         weight, bias = module.weight, module.bias
         return lambda x: F.linear(x, weight, bias)
