@@ -272,6 +272,8 @@ class _Native:
         attn = blk["attn"]
         mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
         if pattern_edit is None and blk["fused"]:  # nothing reads or edits the pattern: one fused kernel
+            if first == 0 and q.shape[2] == k.shape[2]:
+                return _sdpa(q, k, v, is_causal=True, scale=1.0 / attn.scale)
             return _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
         scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
         scores = self.softcap(scores, attn.attn_scores_soft_cap)
@@ -334,12 +336,12 @@ class _Native:
             if joining:
                 at = 0 if x is None else x.shape[0]
                 parts = [] if x is None else [x]
-                for seg in joining:
-                    new = store.resid_pre[lay][:, seg.p0 :].repeat(seg.rows // store.n, 1, 1)
-                    parts.append(new.reshape(-1, d))
+                for seg in joining:  # each intervention's copy of the base run from p0 on
+                    new = store.resid_pre[lay][:, seg.p0 :].reshape(-1, d)
+                    parts += [new] * (seg.rows // store.n)
                     layout.append([seg, at, S - seg.p0, seg.p0])
-                    at += parts[-1].shape[0]
-                x = torch.cat(parts) if len(parts) > 1 else parts[0]
+                    at += seg.rows * (S - seg.p0)
+                x = torch.cat(parts)  # a new tensor even for one part: edits write into x in place
             x = edits.point("resid_pre", lay, x, layout, store)
             blk = self.layers[lay]
             h = blk["ln1"](x)

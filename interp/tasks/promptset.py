@@ -83,7 +83,7 @@ class PromptSet:
         n = len(self)
 
         def rep(t):
-            return t.repeat(k, *([1] * (t.ndim - 1))) if isinstance(t, Tensor) and t.shape[:1] == (n,) else t
+            return torch.cat([t] * k) if isinstance(t, Tensor) and t.shape[:1] == (n,) else t
 
         out = copy.copy(self)  # a dataclass copy: no __post_init__ (the fields are valid already)
         out.clean, out.corrupted, out.answers, out.wrong = (rep(t) for t in (self.clean, self.corrupted, self.answers, self.wrong))
