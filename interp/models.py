@@ -463,7 +463,7 @@ class HookedModel(nn.Module):
             )
         if tokens.device != self.device:
             raise InputError(f"Tokens are on {tokens.device} but the model is on {self.device}; use tokens.to(model.device).")
-        lo, hi = int(tokens.min()), int(tokens.max())
+        lo, hi = (int(t) for t in torch.aminmax(tokens))
         if lo < 0 or hi >= self.d_vocab:
             raise InputError(f"Token ids must lie in [0, {self.d_vocab}) for this model's vocabulary; got values from {lo} to {hi}.")
         return tokens.long()

@@ -150,12 +150,13 @@ def try_fast_patch(
     if source == "other" and only_answer:
         differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
         same = int(differs[0]) if len(differs) else S
-    order, noop = _order(plan.cells, S, ans, same, only_answer, net.n_layers)
+    cells = [tuple(map(_as_z, cell)) for cell in plan.cells]  # head_out patched as z (same effect)
+    order, noop = _order(cells, S, ans, same, only_answer, net.n_layers)
     per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
     passes = _plan_passes(order, per_chunk, n, S, net.token_flops(S), nb + n)
     store = _Store(
         n=n, nb=nb, S=S, mean=source == "mean", keep=len(passes) > 1,
-        want_src=set() if source == "zero" else {(s.kind, s.layer) for cell in plan.cells for s in map(_as_z, cell)},
+        want_src=set() if source == "zero" else {(s.kind, s.layer) for cell in cells for s in cell},
     )
     at = ans if only_answer else None
     out = torch.empty(len(plan.cells), dtype=torch.float64)
@@ -165,17 +166,17 @@ def try_fast_patch(
         for number, segs in enumerate(passes):
             first = number == 0  # the first pass also runs the source and base prompts (its segment 0)
             tokens = (base if nb == 0 else torch.cat([other, base])) if first else None
-            edits = _Edits([plan.cells[i] for seg in segs for i in seg.cells], segs, n, S, first)
+            edits = _Edits([cells[i] for seg in segs for i in seg.cells], segs, n, S, first)
             logits = net.run_flat(segs, tokens, store, edits, at)
             if first and noop:  # the unpatched base run's metric
                 value = _metric_values(metric, _expand(logits[nb : nb + n], S, at), prompts, n, 1, {}, True)[0]
                 out[noop] = value
-            cells = [i for seg in segs for i in seg.cells]
-            if cells:
+            done = [i for seg in segs for i in seg.cells]
+            if done:
                 rows = logits[(nb + n if first else 0) :]
-                out[cells] = _metric_values(metric, _expand(rows, S, at), prompts, n, len(cells), repeated, rowwise)
+                out[done] = _metric_values(metric, _expand(rows, S, at), prompts, n, len(done), repeated, rowwise)
             if bar is not None:
-                bar.update(len(cells) + (len(noop) if first else 0))
+                bar.update(len(done) + (len(noop) if first else 0))
     if bar is not None:
         bar.close()
     result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
@@ -501,7 +502,6 @@ class _Edits:
         for gi, seg in enumerate(segs):
             for j in range(len(seg.cells)):
                 for site in cells[k]:
-                    site = _as_z(site)
                     key = (gi, site.pos is not None, site.head is not None)
                     js, ps, hs = groups.setdefault((site.kind, site.layer), {}).setdefault(key, ([], [], []))
                     js.append(j)
