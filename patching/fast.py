@@ -61,6 +61,8 @@ _sdpa = torch.nn.functional.scaled_dot_product_attention
 FAST_KINDS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "head_out", "pattern"})
 #: kinds computed after a layer's queries, keys and values (patching them leaves that layer's attention inputs alone).
 AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp_out", "resid_post"})
+#: kinds computed from a layer's z on (an intervention patching only these at its first layer joins there).
+LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 _ANSWER_ONLY = (_metrics.logit_diff, _metrics.log_prob, _metrics.prob)
 
 Edit = Callable[[str, int, Tensor], Tensor]
@@ -155,7 +157,7 @@ def try_fast_patch(
     per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
     passes = _plan_passes(order, per_chunk, n, S, net.token_flops(S), nb + n)
     store = _Store(
-        n=n, nb=nb, S=S, mean=source == "mean", keep=len(passes) > 1,
+        n=n, nb=nb, S=S, mean=source == "mean", keep=len(passes) > 1, late=any(seg.late for ps in passes for seg in ps),
         want_src=set() if source == "zero" else {(s.kind, s.layer) for cell in cells for s in cell},
     )
     at = ans if only_answer else None
@@ -184,9 +186,10 @@ def try_fast_patch(
     return result
 
 
-def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, int, int]], list[int]]:
-    """Each live intervention as (first layer, -first position, cell index); and the cells that patch only
-    positions before ``same`` (no-ops: their value is the base run's)."""
+def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, bool, int, int]], list[int]]:
+    """Each live intervention as (first layer, late, -first position, cell index), *late* when it patches
+    nothing at its first layer before z (it can start from the base run's z there); and the cells that
+    patch only positions before ``same`` (no-ops: their value is the base run's)."""
     order, noop = [], []
     for i, cell in enumerate(cells):
         live = [s for s in cell if s.pos is None or s.pos % S >= same]
@@ -197,7 +200,8 @@ def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tup
         p0 = min(same if s.pos is None else s.pos % S for s in live) if only_answer else 0
         if only_answer and all(s.layer == L - 1 and s.kind in AFTER_QKV for s in live):
             p0 = ans  # the last layer's keys and values are unchanged: only the answer query matters
-        order.append((start, -min(p0, ans), i))
+        late = all(s.kind in LATE_KINDS for s in live if s.layer == start)
+        order.append((start, late, -min(p0, ans), i))
     order.sort()
     return order, noop
 
@@ -313,73 +317,83 @@ class _Native:
         """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
         tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
 
-        A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major);
-        it joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
-        and reads the keys / values of positions < p0 from the base run. With ``tokens`` (the first
-        pass), segment 0 is the source and base prompts themselves (all positions from layer 0) and
-        fills ``store`` as it goes; later passes read ``store``. With ``ans``, the last layer computes
-        keys / values for every position but everything after them for the answer query alone, and
-        the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``. Rows come in segment
-        order."""
-        S, L = store.S, self.n_layers
-        H, dh = self.n_heads, self.d_head
-        d = self.cfg.d_model
+        A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major).
+        It joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
+        and reads the keys / values of positions < p0 from the base run; a *late* segment (nothing
+        patched before that layer's z) joins after the attention instead, with the base run's z. With
+        ``tokens`` (the first pass), segment 0 is the source and base prompts themselves (all positions
+        from layer 0) and fills ``store`` as it goes; later passes read ``store``. With ``ans``, the
+        last layer computes keys / values for every position but everything after them for the answer
+        query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
+        Rows come in segment order."""
+        S, L, d = store.S, self.n_layers, self.cfg.d_model
         x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
         if tokens is not None:
             x = self.embed(tokens).reshape(-1, d)
             layout.append([segs[0], 0, S, 0])
-        todo = [seg for seg in segs if seg.cells]
         for lay in range(min(seg.start for seg in segs), L):
             last = ans is not None and lay == L - 1
             if tokens is not None:
                 store.record_base("resid_pre", lay, x[store.nb * S : (store.nb + store.n) * S].view(store.n, S, d))
-            joining = [seg for seg in todo if seg.start == lay]
-            if joining:
-                at = 0 if x is None else x.shape[0]
-                parts = [] if x is None else [x]
-                for seg in joining:  # each intervention's copy of the base run from p0 on
-                    new = store.resid_pre[lay][:, seg.p0 :].reshape(-1, d)
-                    parts += [new] * (seg.rows // store.n)
-                    layout.append([seg, at, S - seg.p0, seg.p0])
-                    at += seg.rows * (S - seg.p0)
-                x = torch.cat(parts)  # a new tensor even for one part: edits write into x in place
-            x = edits.point("resid_pre", lay, x, layout, store)
-            blk = self.layers[lay]
-            h = blk["ln1"](x)
-            q, k, v = blk["q"](h), blk["k"](h), blk["v"](h)
+            early = [seg for seg in segs if seg.cells and seg.start == lay and not seg.late]
+            if early:  # each intervention's copy of the base run from p0 on
+                x = _join(x, layout, early, [(store.resid_pre[lay][:, seg.p0 :], seg.p0) for seg in early], store.n)
             zs = []
-            for gi, (seg, off, tok, _) in enumerate(layout):
-                rows = seg.rows
-                qg, kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (q, k, v))
-                if blk["attn"].rotary is not None:
-                    position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
-                    qg, kg = blk["attn"].rotary.apply_rope(qg, kg, position_ids=position_ids)
-                if not seg.cells:  # the base segment: record the base run's keys and values
-                    store.record_base("k", lay, kg[store.nb :])
-                    store.record_base("v", lay, vg[store.nb :])
-                elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
-                    kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
-                first = S - tok
-                if last:
-                    row = ans - first
-                    qg, first = qg[:, :, row : row + 1], ans
-                mixed = self._attend(lay, qg, kg, vg, first, edits.pattern_edit(lay, gi, first, store))
-                zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
-            if last:  # from here on each row holds its answer position alone
+            if layout:
+                x = edits.point("resid_pre", lay, x, layout, store)
+                zs = self._attention(lay, x, layout, store, edits, ans if last else None)
+            if last and layout:  # from here on each row holds its answer position alone
                 x = x[_answer_index(layout, ans, x.device)]
                 at = 0
                 for entry in layout:
                     entry[1], entry[2], entry[3] = at, 1, ans
                     at += entry[0].rows
-            z = edits.point("z", lay, torch.cat(zs) if len(zs) > 1 else zs[0], layout, store)
-            x = x + edits.point("attn_out", lay, blk["o"](z.view(-1, H * dh)), layout, store)
+            late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
+            if late:  # the base run's residual stream and z from p0 on (the answer position on the last layer)
+                windows = [(ans, 1) if last else (seg.p0, S - seg.p0) for seg in late]
+                starts = [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows]
+                x = _join(x, layout, late, starts, store.n)
+                zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)
+                       for seg, w in zip(late, windows, strict=True) for _ in range(seg.rows // store.n)]
+            z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
+            x = x + edits.point("attn_out", lay, self.layers[lay]["o"](z.view(z.shape[0], -1)), layout, store)
             if not self.attn_only:
+                blk = self.layers[lay]
                 mlp_in = edits.point("resid_mid", lay, x, layout, store, copy=True)  # ln2's input only
                 x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
             x = edits.point("resid_post", lay, x, layout, store)
         rows = sum(entry[0].rows for entry in layout)
         return self.unembed(x if ans is not None else x.view(rows, S, d))
 
+    def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None) -> list[Tensor]:
+        """Each segment's z ``[rows * queries, head, d_head]`` at layer ``lay``: queries, keys and values of
+        all segments' tokens at once, attention per segment (the base segment records the base run's
+        keys, values and z). With ``ans`` (the last layer), the answer query alone."""
+        S, H, dh = store.S, self.n_heads, self.d_head
+        blk = self.layers[lay]
+        h = blk["ln1"](x)
+        q, k, v = blk["q"](h), blk["k"](h), blk["v"](h)
+        zs = []
+        for gi, (seg, off, tok, _) in enumerate(layout):
+            rows = seg.rows
+            qg, kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (q, k, v))
+            if blk["attn"].rotary is not None:
+                position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
+                qg, kg = blk["attn"].rotary.apply_rope(qg, kg, position_ids=position_ids)
+            if not seg.cells:  # the base segment: record the base run's keys and values
+                store.record_base("k", lay, kg[store.nb :])
+                store.record_base("v", lay, vg[store.nb :])
+            elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
+                kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
+            first = S - tok
+            if ans is not None:
+                row = ans - first
+                qg, first = qg[:, :, row : row + 1], ans
+            mixed = self._attend(lay, qg, kg, vg, first, edits.pattern_edit(lay, gi, first, store))
+            zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
+            if not seg.cells and store.late:
+                store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[store.nb :], first)
+        return zs
 
 def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
     """Keys or values ``[B head s d]`` of a segment preceded by the base run's ``prefix [n head p0 d]``
@@ -390,6 +404,25 @@ def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
         return torch.cat([prefix, new], dim=2)
     r = B // n
     return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
+
+
+def _join(x: Tensor | None, layout: list, segs: list[_Seg], starts: list[tuple[Tensor, int]], n: int) -> Tensor:
+    """``x`` with ``segs`` appended (and entered in ``layout``): each of a segment's rows // n
+    interventions starts as a copy of its entry in ``starts``: the base run's ``[n tok d_model]`` and
+    the position of its first token. A new tensor even for one part (edits write into x in place)."""
+    at = 0 if x is None else x.shape[0]
+    parts = [] if x is None else [x]
+    for seg, (start, first) in zip(segs, starts, strict=True):
+        tok = start.shape[1]
+        parts += [start.reshape(-1, start.shape[-1])] * (seg.rows // n)
+        layout.append([seg, at, tok, first])
+        at += seg.rows * tok
+    return torch.cat(parts)
+
+
+def _narrow(act: Tensor, act_first: int, first: int, tok: int) -> Tensor:
+    """Positions first..first+tok-1 of ``act [n pos ...]`` whose position axis starts at ``act_first``."""
+    return act.narrow(1, first - act_first, tok)
 
 
 def _answer_index(layout: list, ans: int, device) -> Tensor:
@@ -408,6 +441,7 @@ class _Seg:
     p0: int
     cells: list[int]
     rows: int
+    late: bool = False  # joins after the attention of layer ``start``, from the base run's z
 
 
 #: fixed cost of one segment through one layer (its attention's Python and kernel launches), in
@@ -416,16 +450,16 @@ SEGMENT_OVERHEAD_FLOPS = 1.5e6
 
 
 def _plan_passes(
-    order: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, flops: float, base_rows: int,
+    order: list[tuple[int, bool, int, int]], per_chunk: int, n: int, S: int, flops: float, base_rows: int,
 ) -> list[list[_Seg]]:
     """Segments (per first layer, split by `_chunk`) packed into passes of at most ``per_chunk``
     interventions; the first pass starts with the source / base segment of ``base_rows`` sequences
     (it may hold nothing else)."""
     segs = []
-    for start in sorted({o[0] for o in order}):
-        group = [o for o in order if o[0] == start]
+    for start, late in sorted({o[:2] for o in order}):
+        group = [o for o in order if o[:2] == (start, late)]
         for chunk in _chunk(group, per_chunk, n, S, flops):
-            segs.append(_Seg(start, -chunk[-1][1], [i for _, _, i in chunk], len(chunk) * n))
+            segs.append(_Seg(start, -chunk[-1][2], [o[3] for o in chunk], len(chunk) * n, late))
     passes: list[list[_Seg]] = [[_Seg(0, 0, [], base_rows)]]
     count = 0
     for seg in segs:
@@ -437,7 +471,7 @@ def _plan_passes(
     return passes
 
 
-def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, flops: float) -> list[list]:
+def _chunk(group: list[tuple[int, bool, int, int]], per_chunk: int, n: int, S: int, flops: float) -> list[list]:
     """Split one layer's interventions (sorted by first position, latest first) into chunks of at most
     ``per_chunk``, minimising sum(overhead + rows * (S - p0) * flops) by dynamic programming: a
     chunk computes positions p0.. of its earliest-starting intervention for all its rows."""
@@ -445,7 +479,7 @@ def _chunk(group: list[tuple[int, int, int]], per_chunk: int, n: int, S: int, fl
     best = [0.0] + [float("inf")] * m
     cut = [0] * (m + 1)
     for j in range(1, m + 1):
-        p0 = -group[j - 1][1]  # the chunk group[i:j] starts at the smallest p0, its last entry
+        p0 = -group[j - 1][2]  # the chunk group[i:j] starts at the smallest p0, its last entry
         for i in range(max(0, j - per_chunk), j):
             cost = best[i] + SEGMENT_OVERHEAD_FLOPS + (j - i) * n * (S - p0) * flops
             if cost < best[j]:
@@ -469,14 +503,18 @@ class _Store:
     mean: bool
     keep: bool  # copy what is kept (later passes read it after the first pass's tensors are gone)
     want_src: set[tuple[str, int]]
+    late: bool = False  # keep the base run's z too (late segments start from it)
     resid_pre: dict[int, Tensor] = field(default_factory=dict)
     kv: dict[int, list[Tensor]] = field(default_factory=dict)
+    z: dict[int, tuple[Tensor, int]] = field(default_factory=dict)
     src: dict[tuple[str, int], tuple[Tensor, int]] = field(default_factory=dict)
 
-    def record_base(self, kind: str, layer: int, act: Tensor) -> None:
+    def record_base(self, kind: str, layer: int, act: Tensor, first: int = 0) -> None:
         act = act.clone() if self.keep else act
         if kind == "resid_pre":
             self.resid_pre[layer] = act
+        elif kind == "z":
+            self.z[layer] = (act, first)
         else:
             self.kv.setdefault(layer, [None, None])[int(kind == "v")] = act
 
