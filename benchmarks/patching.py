@@ -11,7 +11,8 @@ over all positions; head_out by position) it prints our time (`activation_patch`
 clean cache from ``run_with_cache``), the speed-up, the largest difference between the two results,
 and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
 (the native module, no grad) per intervention scaled by the fraction of layers it must recompute,
-(L - l) / L. Also attribution patching of every layer x position x head site (hook_z), in units of
+(L - l) / L. Times are medians (`timed`: a warm-up call, then at least 3 calls, up to 1 s).
+``--differ-at-start`` corrupts the token after BOS as well (no shared prefix). Also attribution patching of every layer x position x head site (hook_z), in units of
 one plain ``model(tokens)`` forward. Targets print PASS / FAIL.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +33,7 @@ import transformer_lens.patching as tlp
 import interp
 from interp.models import build_native
 from interp.recipes import INDUCTION_CONFIG
-from interp.tasks import induction
+from interp.tasks import PromptSet, induction
 from interp.tokenizers import word_tokenizer
 from patching import activation_patch, attribution_patch, logit_diff, metrics
 
@@ -44,13 +46,17 @@ REGIMES = [(1, 16), (8, 32)]
 TARGET_SPEEDUP = {(1, 16): 20.0, (8, 32): 4.0}
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    out, best = None, float("inf")
-    for _ in range(repeats):
+def timed(fn, budget: float = 1.0, min_runs: int = 3, max_runs: int = 101) -> tuple[float, object]:
+    """Median wall time of ``fn()`` and its last result: one untimed warm-up call (first-call costs such
+    as allocations are not the steady state), then at least ``min_runs`` timed calls, more (up to
+    ``max_runs``) while their total stays under ``budget`` seconds. The same rule for ours and for TL."""
+    out = fn()
+    times: list[float] = []
+    while len(times) < min_runs or (sum(times) < budget and len(times) < max_runs):
         t = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
 
 
 def load_models():
@@ -78,27 +84,31 @@ SWEEPS = [
 ]
 
 
-def run(quick: bool, sample: int, seed: int) -> list[dict]:
+def run(quick: bool, sample: int, seed: int, differ_at_start: bool = False) -> list[dict]:
     rows = []
     for model in load_models():
         for n, seq in REGIMES:
-            rows += run_regime(model, n, seq, quick, sample, seed)
+            rows += run_regime(model, n, seq, quick, sample, seed, differ_at_start)
     return rows
 
 
-def run_regime(model, n: int, seq: int, quick: bool, sample: int, seed: int) -> list[dict]:
+def run_regime(model, n: int, seq: int, quick: bool, sample: int, seed: int, differ_at_start: bool = False) -> list[dict]:
     rows = []
     om = model.module.original_model
     prompts = induction.induction_prompts(n, seq // 2, D_VOCAB, seed=seed)
+    if differ_at_start:  # also change the token after BOS: no shared prefix for the engine to skip
+        corrupted = prompts.corrupted.clone()
+        corrupted[:, 1] = corrupted[:, 1] % (D_VOCAB - 1) + 1
+        prompts = PromptSet(prompts.clean, corrupted, prompts.answers, prompts.wrong)
     assert prompts.seq_len == seq
     with torch.no_grad():
-        t_fwd, _ = best_of(lambda: om(prompts.corrupted), 20)  # plain forward, native module
-        t_bridge, _ = best_of(lambda: model(prompts.corrupted), 10)
+        t_fwd, _ = timed(lambda: om(prompts.corrupted))  # plain forward, native module
+        t_bridge, _ = timed(lambda: model(prompts.corrupted))
     for name, kind, by_pos, tl_fn in SWEEPS:
         rows.append(run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed))
         print(_fmt(rows[-1]), flush=True)
     # attribution patching of every layer x pos x head site, in plain forwards
-    t_attr, _ = best_of(lambda: attribution_patch(model, prompts, "z", logit_diff, by_pos=True), 5)
+    t_attr, _ = timed(lambda: attribution_patch(model, prompts, "z", logit_diff, by_pos=True))
     rows.append(dict(model=model.name, regime=f"{n}x{seq}", sweep="attribution z [layer pos head]",
                      ours_ms=1e3 * t_attr, forwards=t_attr / t_bridge, forwards_native=t_attr / t_fwd))
     print(_fmt(rows[-1]), flush=True)
@@ -108,7 +118,7 @@ def run_regime(model, n: int, seq: int, quick: bool, sample: int, seed: int) -> 
 def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed) -> dict:
     n, seq, L = len(prompts), prompts.seq_len, model.n_layers
     tl_metric = metrics.mean(logit_diff, prompts)
-    ours_t, ours = best_of(lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False), 5)
+    ours_t, ours = timed(lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False))
     assert ours.settings.get("engine") == "fast"
     layers = cells_and_layers(model, kind, bool(by_pos), seq)
     subsampled = quick and bool(by_pos)
@@ -126,7 +136,7 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
                 patch_setter=tlp.layer_pos_head_vector_patch_setter, activation_name="z", index_df=index_df,
             )
 
-        tl_t, tl_vals = best_of(tl_run, 1)
+        tl_t, tl_vals = timed(tl_run)
         tl_t *= total / len(cells)
         ours_vals = torch.stack([ours.values[c] for c in cells])
     else:
@@ -135,7 +145,7 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
             _, cache = model.module.run_with_cache(prompts.clean)
             return tl_fn(model.module, prompts.corrupted, cache, tl_metric)
 
-        tl_t, tl_vals = best_of(tl_run, 1 if by_pos else 2)
+        tl_t, tl_vals = timed(tl_run)
         ours_vals = ours.values
     diff = float((ours_vals - tl_vals.detach().float()).abs().max())
     need = sum((L - layer) / L for layer in layers) * t_fwd
@@ -166,11 +176,14 @@ def main(argv=None) -> None:
     parser.add_argument("--sample", type=int, default=48, help="cells sampled with --quick")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--differ-at-start", action="store_true",
+                        help="corrupt the token after BOS too, so clean and corrupted share no prefix but BOS")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
-    rows = run(args.quick, args.sample, args.seed)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}, "
+          f"prompts {'differing from position 1' if args.differ_at_start else 'differing from position seq/2'}, times: medians")
+    rows = run(args.quick, args.sample, args.seed, args.differ_at_start)
     print(f"load after: {os.getloadavg()[0]:.2f}   (* = TL time scaled from {args.sample} sampled cells)")
     return rows
 
