@@ -237,16 +237,16 @@ class _Native:
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
-        self.tok_embed, self.pos = _fn(_raw(om.tok_embed)), None if om.pos is None else _raw(om.pos)
-        self.ln_out, self.head = _fn(_raw(om.ln_out)), _fn(_raw(om.head))
+        self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
+        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(_part(om, "head"))
         self.layers = []
-        for blk in om.layers:
-            attn = _raw(blk.attn)
-            mlp = None if self.attn_only else _raw(blk.mlp)
+        for blk in _part(om, "layers"):
+            attn = _part(blk, "attn")
             self.layers.append(dict(
-                ln1=_fn(_raw(blk.ln1)), attn=attn, q=_fn(_raw(attn.q)), k=_fn(_raw(attn.k)), v=_fn(_raw(attn.v)),
-                o=_fn(_raw(attn.o)), ln2=None if self.attn_only else _fn(_raw(blk.ln2)),
-                mlp=None if mlp is None else _mlp_fn(mlp),
+                ln1=_fn(_part(blk, "ln1")), attn=attn,
+                q=_fn(_part(attn, "q")), k=_fn(_part(attn, "k")), v=_fn(_part(attn, "v")), o=_fn(_part(attn, "o")),
+                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
+                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
                 fused=0 < attn.scale and not (attn.attn_scores_soft_cap is not None and attn.attn_scores_soft_cap > 0),
             ))
 
@@ -630,6 +630,15 @@ class _Writes:
         self.hs = None if heads[0] is None else torch.tensor(heads)
 
 
+def _part(module, name: str):
+    """The submodule ``name`` of ``module``, unwrapped (`_raw`); None if it is None. Read from
+    ``_modules`` first: the bridge's components answer attribute lookups in Python, slowly."""
+    sub = module.__dict__["_modules"].get(name)
+    if sub is None:
+        sub = getattr(module, name, None)
+    return None if sub is None else _raw(sub)
+
+
 def _raw(module):
     """The module a bridge component wraps (itself if it wraps nothing)."""
     inner = module.__dict__.get("_modules", {}).get("_original_component")  # the bridge's original_component
@@ -639,29 +648,39 @@ def _raw(module):
 def _fn(module) -> Callable[[Tensor], Tensor]:
     """A plain ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` as a function of its input (any other
     module as itself)."""
-    if type(module) is torch.nn.Embedding and module.max_norm is None:
-        table = module.weight
+    kind = type(module)
+    if kind is torch.nn.Embedding and module.max_norm is None:
+        table = _tensor(module, "weight")
         return lambda ids: F.embedding(ids, table)
-    if type(module) is torch.nn.Linear:
-        weight, bias = module.weight, module.bias
+    if kind is torch.nn.Linear:
+        weight, bias = _tensor(module, "weight"), _tensor(module, "bias")
         return lambda x: F.linear(x, weight, bias)
-    if type(module) is torch.nn.LayerNorm:
-        shape, weight, bias, eps = module.normalized_shape, module.weight, module.bias, module.eps
+    if kind is torch.nn.LayerNorm:
+        shape, weight, bias, eps = module.normalized_shape, _tensor(module, "weight"), _tensor(module, "bias"), module.eps
         return lambda x: F.layer_norm(x, shape, weight, bias, eps)
     return module
+
+
+def _tensor(module, name: str) -> Tensor | None:
+    """``module.<name>``, a parameter, a buffer (the unembedding's bias is one) or a plain attribute,
+    looked up without ``Module.__getattr__``."""
+    state = module.__dict__
+    for store in ("_parameters", "_buffers"):
+        if name in state[store]:
+            return state[store][name]
+    return state.get(name)
 
 
 def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
     """``NativeMLP`` / ``NativeGatedMLP.forward`` on the unwrapped linear layers."""
     act = mlp.act
-    if hasattr(mlp, "fc_in"):
-        fc_in, fc_out, ln = _fn(_raw(mlp.fc_in)), _fn(_raw(mlp.fc_out)), mlp.ln
-        ln = None if ln is None else _raw(ln)
+    if _part(mlp, "fc_in") is not None:
+        fc_in, fc_out, ln = _fn(_part(mlp, "fc_in")), _fn(_part(mlp, "fc_out")), _part(mlp, "ln")
 
         def forward(x: Tensor) -> Tensor:
             mid = act(fc_in(x))
             return fc_out(mid if ln is None else ln(mid))
 
         return forward
-    gate, up, out = _fn(_raw(mlp.gate)), _fn(_raw(getattr(mlp, "in"))), _fn(_raw(mlp.out))
+    gate, up, out = _fn(_part(mlp, "gate")), _fn(_part(mlp, "in")), _fn(_part(mlp, "out"))
     return lambda x: out(act(gate(x)) * up(x))

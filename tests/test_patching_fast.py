@@ -78,6 +78,28 @@ def test_fast_engine_equals_hook_engine_for_every_kind(models, model_name, direc
                     assert hooks.values.std() > 1e-4, kind  # the comparison is not between constants
 
 
+def test_fast_engine_reads_every_weight_including_buffers(tok):
+    """Biases that are buffers (the unembedding's) and LayerNorm scales start at 0 / 1 in a fresh model;
+    with random values, a fast path that skipped any of them would differ from the hook engine."""
+    model = build_native({**CFG, "attn_only": False, "d_mlp": 64}, tok, seed=3, name="f-buffers")
+    g = torch.Generator().manual_seed(0)
+    touched = 0
+    with torch.no_grad():
+        for module in model.module.original_model.modules():
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None and t.is_floating_point() and (name == "bias" or isinstance(module, torch.nn.LayerNorm)):
+                        t.copy_(torch.randn(t.shape, generator=g))
+                        touched += 1
+    assert touched >= 10
+    p = make_prompts(n=2, seq=6, seed=9)
+    for kind, by_pos in (("resid_pre", True), ("head_out", False), ("mlp_out", True)):
+        for metric in (logit_diff, every_position):
+            fast = activation_patch(model, p, kind, metric, by_pos=by_pos, engine="fast", progress=False)
+            hooks = activation_patch(model, p, kind, metric, by_pos=by_pos, engine="hooks", progress=False)
+            assert (fast.values - hooks.values).abs().max() <= 1e-5, (kind, metric.__name__)
+
+
 def test_position_skipping_with_an_early_answer_position_sets_and_sources(models):
     model = models["mlp"]
     p = make_prompts(n=2, seq=9, seed=5, answer_pos=4)  # positions after the answer cannot matter
