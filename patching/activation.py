@@ -172,8 +172,11 @@ def _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, b
         raise InputError(f"metric must be a function (logits, prompts) -> [batch], got {type(metric).__name__}.")
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise InputError(f"batch_size must be a positive int (sequences per forward) or None, got {batch_size!r}.")
-    clean = model.check_tokens(prompts.clean)
-    corrupted = model.check_tokens(prompts.corrupted)
+    if (prompts.clean.device, prompts.clean.dtype) == (prompts.corrupted.device, prompts.corrupted.dtype):
+        both = model.check_tokens(torch.cat([prompts.clean, prompts.corrupted]))  # one check for the two
+        clean, corrupted = both[: len(prompts)], both[len(prompts) :]
+    else:  # (each gets its own message)
+        clean, corrupted = model.check_tokens(prompts.clean), model.check_tokens(prompts.corrupted)
     plan = _plan(model, prompts, sites, by_pos, layers)
     seq = prompts.seq_len
     # A sweep's sites are in range by construction (its layers were checked): one site checks its kind.

@@ -353,8 +353,8 @@ class _Native:
                 windows = [(ans, 1) if last else (seg.p0, S - seg.p0) for seg in late]
                 starts = [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows]
                 x = _join(x, layout, late, starts, store.n)
-                zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)
-                       for seg, w in zip(late, windows, strict=True) for _ in range(seg.rows // store.n)]
+                for seg, w in zip(late, windows, strict=True):
+                    zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // store.n)
             z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
             x = x + edits.point("attn_out", lay, self.layers[lay]["o"](z.view(z.shape[0], -1)), layout, store)
             if not self.attn_only:
@@ -427,8 +427,8 @@ def _narrow(act: Tensor, act_first: int, first: int, tok: int) -> Tensor:
 
 def _answer_index(layout: list, ans: int, device) -> Tensor:
     """The flat token index of each row's answer position, rows in segment order."""
-    parts = [off + (ans - p) + tok * torch.arange(seg.rows, device=device) for seg, off, tok, p in layout]
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
+    index = [off + (ans - p) + tok * r for seg, off, tok, p in layout for r in range(seg.rows)]
+    return torch.tensor(index, device=device)
 
 
 # =============================================================================== plans, base run, edits
