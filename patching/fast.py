@@ -39,6 +39,7 @@ run by this engine: pass ``engine="hooks"`` to keep them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -152,29 +153,27 @@ def try_fast_patch(
     if source == "other" and only_answer:
         differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
         same = int(differs[0]) if len(differs) else S
-    cells = [tuple(map(_as_z, cell)) for cell in plan.cells]  # head_out patched as z (same effect)
-    order, noop = _order(cells, S, ans, same, only_answer, net.n_layers)
     per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
-    passes = _plan_passes(order, per_chunk, n, S, net.token_flops(S), nb + n)
+    plan_key = (tuple(plan.cells), n, S, ans, same, only_answer, net.n_layers, per_chunk, net.token_flops(S), nb)
+    sched = _schedule(*plan_key)
     store = _Store(
-        n=n, nb=nb, S=S, mean=source == "mean", keep=len(passes) > 1, late=any(seg.late for ps in passes for seg in ps),
-        want_src=set() if source == "zero" else {(s.kind, s.layer) for cell in cells for s in cell},
+        n=n, nb=nb, S=S, mean=source == "mean", keep=len(sched.passes) > 1, late=sched.late,
+        want_src=set() if source == "zero" else sched.want_src,
     )
     at = ans if only_answer else None
     out = torch.empty(len(plan.cells), dtype=torch.float64)
     rowwise, repeated = _rowwise(metric), {}
     bar = tqdm(total=len(plan.cells), desc=f"patching {plan.kind} (fast)") if progress else None
+    noop = sched.noop
     with torch.no_grad():
-        for number, segs in enumerate(passes):
+        for number, (segs, edits, done) in enumerate(zip(sched.passes, sched.edits, sched.done, strict=True)):
             first = number == 0  # the first pass also runs the source and base prompts (its segment 0)
             tokens = (base if nb == 0 else torch.cat([other, base])) if first else None
-            edits = _Edits([cells[i] for seg in segs for i in seg.cells], segs, n, S, first)
             logits = net.run_flat(segs, tokens, store, edits, at)
             if first and noop:  # the unpatched base run's metric
                 value = _metric_values(metric, _expand(logits[nb : nb + n], S, at), prompts, n, 1, {}, True)[0]
                 out[noop] = value
-            done = [i for seg in segs for i in seg.cells]
-            if done:
+            if len(done):
                 rows = logits[(nb + n if first else 0) :]
                 out[done] = _metric_values(metric, _expand(rows, S, at), prompts, n, len(done), repeated, rowwise)
             if bar is not None:
@@ -184,6 +183,37 @@ def try_fast_patch(
     result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How a sweep runs, from its shape alone: the no-op cells, the passes (segments), each pass's
+    writes and the cells it computes (in row order), and what the first pass must record."""
+
+    noop: list[int]
+    passes: list[list[_Seg]]
+    edits: list[_Edits]
+    done: list[Tensor]
+    late: bool
+    want_src: frozenset[tuple[str, int]]
+
+
+@functools.lru_cache(maxsize=32)
+def _schedule(
+    cells: tuple[tuple[Site, ...], ...], n: int, S: int, ans: int, same: int, only_answer: bool, L: int,
+    per_chunk: int, flops: float, nb: int,
+) -> _Schedule:
+    """The `_Schedule` of a sweep (cached: it depends on the sites and sizes only; every part is read,
+    never written, by the runs that share it)."""
+    cells = tuple(tuple(map(_as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
+    order, noop = _order(cells, S, ans, same, only_answer, L)
+    passes = _plan_passes(order, per_chunk, n, S, flops, nb + n)
+    edits = [_Edits([cells[i] for seg in segs for i in seg.cells], segs, n, S, number == 0) for number, segs in enumerate(passes)]
+    done = [torch.tensor([i for seg in segs for i in seg.cells], dtype=torch.long) for segs in passes]
+    return _Schedule(
+        noop, passes, edits, done, late=any(seg.late for segs in passes for seg in segs),
+        want_src=frozenset((s.kind, s.layer) for cell in cells for s in cell),
+    )
 
 
 def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, bool, int, int]], list[int]]:
