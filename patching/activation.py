@@ -29,6 +29,7 @@ patching only its own rows; ``batch_size`` bounds the sequences per forward.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ SWEEP_KINDS = (*POS_KINDS, "z", "head_out", "q", "k", "v", "pattern")
 class _Plan:
     """The interventions of a sweep, each a tuple of sites patched together, laid out on named axes."""
 
-    cells: list[tuple[Site, ...]]
+    cells: Sequence[tuple[Site, ...]]
     shape: tuple[int, ...]
     axes: tuple[str, ...]
     labels: dict[str, list[str]]
@@ -262,23 +263,24 @@ def _sweep_plan(model, prompts: PromptSet, kind: str, by_pos, layers) -> _Plan:
     for layer in layers:
         if not isinstance(layer, int) or not 0 <= layer < model.n_layers:
             raise InputError(f"layer {layer!r} is out of range; this model has layers 0 to {model.n_layers - 1}.")
-    positions = list(range(prompts.seq_len))
-    heads = list(range(model.n_heads))
-    layer_labels = [str(layer) for layer in layers]
-    head_labels = [str(h) for h in heads]
+    S, H = prompts.seq_len, model.n_heads
+    by_pos = bool(by_pos) if kind in HEAD_KINDS else by_pos is None or bool(by_pos)
+    cells = _sweep_cells(kind, tuple(layers), S, H, by_pos)
+    labels = {"layer": [str(layer) for layer in layers]}
+    if by_pos:
+        labels["pos"] = _pos_labels(model, prompts)
     if kind in HEAD_KINDS:
-        if by_pos:
-            cells = [(Site(kind, layer, head=h, pos=p),) for layer in layers for p in positions for h in heads]
-            return _Plan(cells, (len(layers), len(positions), len(heads)), ("layer", "pos", "head"),
-                         {"layer": layer_labels, "pos": _pos_labels(model, prompts), "head": head_labels}, kind)
-        cells = [(Site(kind, layer, head=h),) for layer in layers for h in heads]
-        return _Plan(cells, (len(layers), len(heads)), ("layer", "head"), {"layer": layer_labels, "head": head_labels}, kind)
-    if by_pos is None or by_pos:
-        cells = [(Site(kind, layer, pos=p),) for layer in layers for p in positions]
-        return _Plan(cells, (len(layers), len(positions)), ("layer", "pos"),
-                     {"layer": layer_labels, "pos": _pos_labels(model, prompts)}, kind)
-    cells = [(Site(kind, layer),) for layer in layers]
-    return _Plan(cells, (len(layers),), ("layer",), {"layer": layer_labels}, kind)
+        labels["head"] = [str(h) for h in range(H)]
+    axes = tuple(labels)
+    return _Plan(cells, tuple(len(labels[a]) for a in axes), axes, labels, kind)
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_cells(kind: str, layers: tuple[int, ...], S: int, H: int, by_pos: bool) -> tuple[tuple[Site], ...]:
+    """The one-site cells of a sweep in [layer (pos) (head)] order (cached: Sites are immutable)."""
+    positions = range(S) if by_pos else [None]
+    heads = range(H) if kind in HEAD_KINDS else [None]
+    return tuple((Site(kind, layer, head=h, pos=p),) for layer in layers for p in positions for h in heads)
 
 
 def _pos_labels(model, prompts: PromptSet) -> list[str]:
