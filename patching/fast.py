@@ -116,7 +116,7 @@ def unsupported_reason(model, sites: Sequence[Site] = ()) -> str | None:
     om = getattr(model.module, "original_model", None)
     if not isinstance(om, NativeModel):
         return "the bridge does not wrap a native TransformerLens model (boot_native); Hugging Face bridges use the hook engine"
-    attn = _raw(om.layers[0].attn)
+    attn = _part(_part(om, "layers")[0], "attn")
     if not attn.causal:
         return "the model's attention is not causal"
     if attn.kv_repeats != 1:
