@@ -11,7 +11,8 @@ over all positions; head_out by position) it prints our time (`activation_patch`
 clean cache from ``run_with_cache``), the speed-up, the largest difference between the two results,
 and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
 (the native module, no grad) per intervention scaled by the fraction of layers it must recompute,
-(L - l) / L. Times are medians (`timed`: a warm-up call, then at least 3 calls, up to 1 s).
+(L - l) / L. Times are medians; ours and TL's are measured interleaved (`timed_pair`) so that both
+see the same load.
 ``--differ-at-start`` corrupts the token after BOS as well (no shared prefix). Also attribution patching of every layer x position x head site (hook_z), in units of
 one plain ``model(tokens)`` forward. Targets print PASS / FAIL.
 """
@@ -49,7 +50,7 @@ TARGET_SPEEDUP = {(1, 16): 20.0, (8, 32): 4.0}
 def timed(fn, budget: float = 1.0, min_runs: int = 3, max_runs: int = 101) -> tuple[float, object]:
     """Median wall time of ``fn()`` and its last result: one untimed warm-up call (first-call costs such
     as allocations are not the steady state), then at least ``min_runs`` timed calls, more (up to
-    ``max_runs``) while their total stays under ``budget`` seconds. The same rule for ours and for TL."""
+    ``max_runs``) while their total stays under ``budget`` seconds."""
     out = fn()
     times: list[float] = []
     while len(times) < min_runs or (sum(times) < budget and len(times) < max_runs):
@@ -57,6 +58,26 @@ def timed(fn, budget: float = 1.0, min_runs: int = 3, max_runs: int = 101) -> tu
         out = fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
+
+
+def timed_pair(ours, theirs, budget: float = 2.0, min_rounds: int = 3) -> tuple[float, object, float, object]:
+    """Median wall times (and last results) of two functions measured *interleaved*, so that both see the
+    same load on a shared machine: after a warm-up call of each, rounds of one call of ``theirs`` and
+    as many calls of ``ours`` as take about as long, for at least ``min_rounds`` rounds and while the
+    total stays under ``budget`` seconds."""
+    mine, other = ours(), theirs()
+    t_mine, t_other = [], []
+    start = time.perf_counter()
+    while len(t_other) < min_rounds or time.perf_counter() - start < budget:
+        t = time.perf_counter()
+        other = theirs()
+        t_other.append(time.perf_counter() - t)
+        repeats = max(1, min(50, round(t_other[-1] / max(statistics.median(t_mine), 1e-6)))) if t_mine else 3
+        for _ in range(repeats):
+            t = time.perf_counter()
+            mine = ours()
+            t_mine.append(time.perf_counter() - t)
+    return statistics.median(t_mine), mine, statistics.median(t_other), other
 
 
 def load_models():
@@ -103,23 +124,28 @@ def run_regime(model, n: int, seq: int, quick: bool, sample: int, seed: int, dif
     assert prompts.seq_len == seq
     with torch.no_grad():
         t_fwd, _ = timed(lambda: om(prompts.corrupted))  # plain forward, native module
-        t_bridge, _ = timed(lambda: model(prompts.corrupted))
     for name, kind, by_pos, tl_fn in SWEEPS:
         rows.append(run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed))
         print(_fmt(rows[-1]), flush=True)
-    # attribution patching of every layer x pos x head site, in plain forwards
-    t_attr, _ = timed(lambda: attribution_patch(model, prompts, "z", logit_diff, by_pos=True))
+    # attribution patching of every layer x pos x head site, in plain forwards (measured interleaved)
+    t_attr, _, t_bridge, _ = timed_pair(
+        lambda: attribution_patch(model, prompts, "z", logit_diff, by_pos=True), lambda: _no_grad(model, prompts.corrupted),
+    )
     rows.append(dict(model=model.name, regime=f"{n}x{seq}", sweep="attribution z [layer pos head]",
                      ours_ms=1e3 * t_attr, forwards=t_attr / t_bridge, forwards_native=t_attr / t_fwd))
     print(_fmt(rows[-1]), flush=True)
     return rows
 
 
+def _no_grad(model, tokens):
+    with torch.no_grad():
+        return model(tokens)
+
+
 def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, seed) -> dict:
     n, seq, L = len(prompts), prompts.seq_len, model.n_layers
     tl_metric = metrics.mean(logit_diff, prompts)
-    ours_t, ours = timed(lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False))
-    assert ours.settings.get("engine") == "fast"
+    ours_fn = lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False)  # noqa: E731
     layers = cells_and_layers(model, kind, bool(by_pos), seq)
     subsampled = quick and bool(by_pos)
     if subsampled:  # TL's generic patcher, same setter, on a sample of cells; time scaled up
@@ -136,7 +162,7 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
                 patch_setter=tlp.layer_pos_head_vector_patch_setter, activation_name="z", index_df=index_df,
             )
 
-        tl_t, tl_vals = timed(tl_run)
+        ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
         tl_t *= total / len(cells)
         ours_vals = torch.stack([ours.values[c] for c in cells])
     else:
@@ -145,8 +171,9 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
             _, cache = model.module.run_with_cache(prompts.clean)
             return tl_fn(model.module, prompts.corrupted, cache, tl_metric)
 
-        tl_t, tl_vals = timed(tl_run)
+        ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
         ours_vals = ours.values
+    assert ours.settings.get("engine") == "fast"
     diff = float((ours_vals - tl_vals.detach().float()).abs().max())
     need = sum((L - layer) / L for layer in layers) * t_fwd
     return dict(
