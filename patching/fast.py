@@ -7,18 +7,29 @@ TransformerLens' `get_act_patch_*` do so once per intervention, with autograd on
 models built by ``TransformerBridge.boot_native`` (``model.backend_name == "transformer_lens"``
 and a ``NativeModel`` underneath), instead:
 
-1. **reuses the prefix**: one base run caches each layer's residual stream (resid_pre) and its
-   keys and values; the interventions that start at layer l (stacked, up to ``batch_size``
-   sequences per forward) start from that cached resid_pre and drive layers l..L-1 directly;
+1. **reuses the prefix**: the source and base prompts run once, and every intervention starts from
+   that run's state where it first differs: at layer l's residual stream (resid_pre), or, when it
+   patches nothing at layer l before z (z, head_out, attn_out, resid_mid, mlp_out, resid_post), after
+   layer l's attention, from the base run's z (a *late* start: layer l's queries, keys, values and
+   attention are not recomputed);
 2. **skips unchanged earlier positions**: interventions are sorted by the first position they
-   touch; a chunk whose interventions all start at position p0 or later computes only positions
-   p0.. as queries, reading the earlier positions' keys and values from the base run. An
-   intervention only in the last layer, after its queries, keys and values (z, pattern,
-   attn_out, ...), computes the answer position alone;
-3. **unembeds only the answer position**, when the metric reads only ``logits[:, answer_pos]``
+   touch (with source "other", positions before the first token where clean and corrupted differ
+   are shared and never patched); a segment whose interventions all start at position p0 or later
+   computes only positions p0.. as queries, reading the earlier positions' keys and values from the
+   base run. On the last layer only the answer position's query is computed;
+3. **batches everything it can**: a pass is one loop over the layers in which the tokens of all its
+   segments (the source / base run first, then groups of interventions with their own first layer
+   and first position) sit side by side in one ``[tokens d_model]`` tensor, so each linear map,
+   LayerNorm and MLP runs once per layer for all of them and only attention runs per segment; the
+   writes of one (kind, layer) are one indexed assignment per segment. ``batch_size`` bounds the
+   sequences of interventions per pass;
+4. **unembeds only the answer position**, when the metric reads only ``logits[:, answer_pos]``
    (see `answer_only`): the metric receives ``[batch pos vocab]`` logits whose every position is
    a broadcast view of the answer position's logits. Other metrics get full logits (and no
    position skipping).
+
+How a sweep runs (its segments, passes and writes) depends only on its sites and sizes, so it is
+planned once per shape (`_schedule`, cached); the weights are read at every call.
 
 It mirrors the native model's own forward (``transformer_lens.model_bridge.sources.native.model``:
 ``NativeBlock`` / ``NativeAttention``) with the same modules, so its numbers equal the hook
