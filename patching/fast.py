@@ -318,6 +318,8 @@ class _Native:
         attn = blk["attn"]
         mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
         if pattern_edit is None and blk["fused"]:  # nothing reads or edits the pattern: one fused kernel
+            if first >= k.shape[2] - 1:  # a query at the last key position sees every key: no mask
+                return _sdpa(q, k, v, scale=1.0 / attn.scale)
             if first == 0 and q.shape[2] == k.shape[2]:
                 return _sdpa(q, k, v, is_causal=True, scale=1.0 / attn.scale)
             return _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
