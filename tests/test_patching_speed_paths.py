@@ -10,12 +10,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from interp import Site
 from interp.models import build_native
 from interp.tasks import PromptSet
-from patching import activation_patch, attribution_patch, logit_diff, prob
+from patching import activation_patch, attribution_patch, logit_diff, prob, reference_patch
 from patching import attribution as attr_mod
+from patching.fast import FAST_KINDS
 
 V = 32
 CFG = dict(
@@ -108,3 +111,29 @@ def test_stacked_passes_equal_hooks_at_every_batch_size(models, kind, batch_size
     fast = activation_patch(model, prompts, sites, logit_diff, batch_size=batch_size, engine="fast", progress=False)
     hooks = activation_patch(model, prompts, sites, logit_diff, engine="hooks", progress=False)
     torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models):
+    """Random sets of the fast engine's kinds (so it runs, not the hook fallback), random shared
+    prefixes and batch sizes (one or many passes, early and late starts, skipped positions)."""
+    model = models["mlp"]
+    L, H = model.n_layers, model.n_heads
+
+    @st.composite
+    def site(draw):
+        kind = draw(st.sampled_from(sorted(FAST_KINDS)))
+        head = draw(st.one_of(st.none(), st.integers(0, H - 1))) if kind in ("z", "head_out", "pattern") else None
+        return Site(kind, draw(st.integers(0, L - 1)), head, draw(st.one_of(st.none(), st.integers(-8, 7))))
+
+    groups = st.lists(st.lists(site(), min_size=1, max_size=3), min_size=1, max_size=6)
+
+    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(groups=groups, same_until=st.integers(0, 7), batch_size=st.sampled_from([3, 6, 9, None]),
+           source=st.sampled_from(["other", "mean", "zero"]), metric=st.sampled_from([logit_diff, every_position]))
+    def check(groups, same_until, batch_size, source, metric):
+        prompts = make_prompts(same_until=same_until)
+        got = activation_patch(model, prompts, groups, metric, source=source, batch_size=batch_size, engine="fast", progress=False)
+        ref = reference_patch(model, prompts, groups, metric, source=source)
+        torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
+
+    check()
