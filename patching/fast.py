@@ -386,18 +386,10 @@ class _Native:
                 x = edits.point("resid_pre", lay, x, layout, store)
                 zs = self._attention(lay, x, layout, store, edits, ans if last else None)
             if last and layout:  # from here on each row holds its answer position alone
-                x = x[_answer_index(layout, ans, x.device)]
-                at = 0
-                for entry in layout:
-                    entry[1], entry[2], entry[3] = at, 1, ans
-                    at += entry[0].rows
+                x = _to_answers(x, layout, ans)
             late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
-            if late:  # the base run's residual stream and z from p0 on (the answer position on the last layer)
-                windows = [(ans, 1) if last else (seg.p0, S - seg.p0) for seg in late]
-                starts = [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows]
-                x = _join(x, layout, late, starts, store.n)
-                for seg, w in zip(late, windows, strict=True):
-                    zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // store.n)
+            if late:
+                x = self._join_late(x, zs, layout, late, store, lay, ans if last else None)
             z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
             x = x + edits.point("attn_out", lay, self.layers[lay]["o"](z.view(z.shape[0], -1)), layout, store)
             if not self.attn_only:
@@ -407,6 +399,18 @@ class _Native:
             x = edits.point("resid_post", lay, x, layout, store)
         rows = sum(entry[0].rows for entry in layout)
         return self.unembed(x if ans is not None else x.view(rows, S, d))
+
+    def _join_late(self, x: Tensor | None, zs: list[Tensor], layout: list, late: list[_Seg], store: _Store, lay: int,
+                   ans: int | None) -> Tensor:
+        """Late segments join after layer ``lay``'s attention: each intervention's rows start as the base
+        run's residual stream (``x``) and z (appended to ``zs``) from p0 on, or at the answer position
+        alone on the last layer (``ans``)."""
+        S, n = store.S, store.n
+        windows = [(ans, 1) if ans is not None else (seg.p0, S - seg.p0) for seg in late]
+        x = _join(x, layout, late, [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows], n)
+        for seg, w in zip(late, windows, strict=True):
+            zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // n)
+        return x
 
     def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None) -> list[Tensor]:
         """Each segment's z ``[rows * queries, head, d_head]`` at layer ``lay``: queries, keys and values of
@@ -438,6 +442,7 @@ class _Native:
                 store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[store.nb :], first)
         return zs
 
+
 def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
     """Keys or values ``[B head s d]`` of a segment preceded by the base run's ``prefix [n head p0 d]``
     (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
@@ -466,6 +471,17 @@ def _join(x: Tensor | None, layout: list, segs: list[_Seg], starts: list[tuple[T
 def _narrow(act: Tensor, act_first: int, first: int, tok: int) -> Tensor:
     """Positions first..first+tok-1 of ``act [n pos ...]`` whose position axis starts at ``act_first``."""
     return act.narrow(1, first - act_first, tok)
+
+
+def _to_answers(x: Tensor, layout: list, ans: int) -> Tensor:
+    """Each row's answer token of the flat ``x`` (rows in segment order); ``layout`` updated to one
+    token per row."""
+    x = x[_answer_index(layout, ans, x.device)]
+    at = 0
+    for entry in layout:
+        entry[1], entry[2], entry[3] = at, 1, ans
+        at += entry[0].rows
+    return x
 
 
 def _answer_index(layout: list, ans: int, device) -> Tensor:
