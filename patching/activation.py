@@ -275,7 +275,7 @@ def _sweep_plan(model, prompts: PromptSet, kind: str, by_pos, layers) -> _Plan:
     return _Plan(cells, tuple(len(labels[a]) for a in axes), axes, labels, kind)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
 def _sweep_cells(kind: str, layers: tuple[int, ...], S: int, H: int, by_pos: bool) -> tuple[tuple[Site], ...]:
     """The one-site cells of a sweep in [layer (pos) (head)] order (cached: Sites are immutable)."""
     positions = range(S) if by_pos else [None]

@@ -209,7 +209,7 @@ class _Schedule:
     want_src: frozenset[tuple[str, int]]
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _schedule(
     cells: tuple[tuple[Site, ...], ...], n: int, S: int, ans: int, same: int, only_answer: bool, L: int,
     per_chunk: int, flops: float, nb: int,
