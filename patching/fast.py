@@ -385,9 +385,10 @@ class _Native:
             zs = []
             if layout:
                 x = edits.point("resid_pre", lay, x, layout, store)
-                zs = self._attention(lay, x, layout, store, edits, ans if last else None)
+                index = _answer_index(layout, ans, x.device) if last else None
+                zs = self._attention(lay, x, layout, store, edits, ans if last else None, index)
             if last and layout:  # from here on each row holds its answer position alone
-                x = _to_answers(x, layout, ans)
+                x = _to_answers(x, layout, ans, index)
             late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
             if late:
                 x = self._join_late(x, zs, layout, late, store, lay, ans if last else None)
@@ -413,21 +414,31 @@ class _Native:
             zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // n)
         return x
 
-    def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None) -> list[Tensor]:
+    def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None,
+                   index: Tensor | None = None) -> list[Tensor]:
         """The z of all tokens at layer ``lay``, as a list of ``[rows * queries, head, d_head]`` parts in
         layout order: queries, keys and values of all segments' tokens at once, attention per group of
         consecutive intervention segments computing the same positions (the base segment records the
-        base run's keys, values and z). With ``ans`` (the last layer), the answer query alone."""
+        base run's keys, values and z). With ``ans`` (the last layer), the answer query alone; ``index``
+        (each row's answer token, `_answer_index`) computes queries for those tokens only."""
         S, H, dh = store.S, self.n_heads, self.d_head
         blk = self.layers[lay]
         h = blk["ln1"](x)
-        q, k, v = blk["q"](h), blk["k"](h), blk["v"](h)
-        zs = []
+        rotary = blk["attn"].rotary
+        answer_queries = index is not None and rotary is None
+        q = blk["q"](h[index] if answer_queries else h)
+        k, v = blk["k"](h), blk["v"](h)
+        zs, row0 = [], 0
         for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
-            qg, kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (q, k, v))
-            if blk["attn"].rotary is not None:
+            kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (k, v))
+            if answer_queries:  # [rows head 1 d_head]: the answer query of each row
+                qg = q[row0 : row0 + rows].view(rows, 1, H, dh).transpose(1, 2)
+                row0 += rows
+            else:
+                qg = q[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2)
+            if rotary is not None:
                 position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
-                qg, kg = blk["attn"].rotary.apply_rope(qg, kg, position_ids=position_ids)
+                qg, kg = rotary.apply_rope(qg, kg, position_ids=position_ids)
             if base:  # the base segment: record the base run's keys and values
                 store.record_base("k", lay, kg[store.nb :])
                 store.record_base("v", lay, vg[store.nb :])
@@ -435,8 +446,9 @@ class _Native:
                 kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
             first = S - tok
             if ans is not None:
-                row = ans - first
-                qg, first = qg[:, :, row : row + 1], ans
+                if not answer_queries:
+                    qg = qg[:, :, ans - first : ans - first + 1]
+                first = ans
             mixed = self._attend(lay, qg, kg, vg, first, pattern_edit)
             zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
             if base and store.late:
@@ -489,10 +501,10 @@ def _narrow(act: Tensor, act_first: int, first: int, tok: int) -> Tensor:
     return act.narrow(1, first - act_first, tok)
 
 
-def _to_answers(x: Tensor, layout: list, ans: int) -> Tensor:
-    """Each row's answer token of the flat ``x`` (rows in segment order); ``layout`` updated to one
-    token per row."""
-    x = x[_answer_index(layout, ans, x.device)]
+def _to_answers(x: Tensor, layout: list, ans: int, index: Tensor) -> Tensor:
+    """Each row's answer token of the flat ``x`` (rows in segment order; ``index`` from `_answer_index`);
+    ``layout`` updated to one token per row."""
+    x = x[index]
     at = 0
     for entry in layout:
         entry[1], entry[2], entry[3] = at, 1, ans
