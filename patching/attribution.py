@@ -138,12 +138,8 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
             resid = net.embed(base)
             for lay in range(net.n_layers):
                 resid = net.block(lay, resid, 0, None, tap)
-            if _fast.answer_only(metric):
-                last = net.head(net.ln_out(resid[:, prompts.answer_pos % S]))
-                logits = net.softcap(last, om.output_logits_soft_cap)
-                logits = logits[:, None, :].expand(n, S, logits.shape[-1])
-            else:
-                logits = net.softcap(net.head(net.ln_out(resid)), om.output_logits_soft_cap)
+            ans = prompts.answer_pos % S if _fast.answer_only(metric) else None  # unembed the answer position only
+            logits = _fast._expand(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
             values = check_values(metric(logits, prompts), n, metric)
             order = list(probes)
             grads = torch.autograd.grad(values.mean(), [probes[k] for k in order], allow_unused=True)

@@ -317,13 +317,14 @@ class _Native:
         edited. Returns the mixed values ``[b head s d_head]``."""
         blk = self.layers[layer]
         attn = blk["attn"]
-        mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
         if pattern_edit is None and blk["fused"]:  # nothing reads or edits the pattern: one fused kernel
             if first >= k.shape[2] - 1:  # a query at the last key position sees every key: no mask
                 return _sdpa(q, k, v, scale=1.0 / attn.scale)
             if first == 0 and q.shape[2] == k.shape[2]:
                 return _sdpa(q, k, v, is_causal=True, scale=1.0 / attn.scale)
-            return _sdpa(q, k, v, attn_mask=~mask, scale=1.0 / attn.scale)
+            allowed = ~attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
+            return _sdpa(q, k, v, attn_mask=allowed, scale=1.0 / attn.scale)
+        mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
         scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
         scores = self.softcap(scores, attn.attn_scores_soft_cap)
         scores = scores.masked_fill(mask, float("-inf"))
