@@ -12,9 +12,9 @@ clean cache from ``run_with_cache``), the speed-up, the largest difference betwe
 and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
 (the native module, no grad) per intervention scaled by the fraction of layers it must recompute,
 (L - l) / L. Times are medians; ours and TL's are measured interleaved (`timed_pair`) so that both
-see the same load.
-``--differ-at-start`` corrupts the token after BOS as well (no shared prefix). Also attribution patching of every layer x position x head site (hook_z), in units of
-one plain ``model(tokens)`` forward. Targets print PASS / FAIL.
+see the same load. ``--differ-at-start`` corrupts the token after BOS as well (no shared prefix).
+Also attribution patching of every layer x position x head site (hook_z), in units of one plain
+``model(tokens)`` forward. Targets print PASS / FAIL.
 """
 
 from __future__ import annotations
@@ -148,31 +148,27 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
     ours_fn = lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False)  # noqa: E731
     layers = cells_and_layers(model, kind, bool(by_pos), seq)
     subsampled = quick and bool(by_pos)
+    cells = None
     if subsampled:  # TL's generic patcher, same setter, on a sample of cells; time scaled up
         g = torch.Generator().manual_seed(seed)
-        total = len(layers)
-        picks = torch.randperm(total, generator=g)[:sample].tolist()
+        picks = torch.randperm(len(layers), generator=g)[:sample].tolist()
         cells = [(i // (seq * model.n_heads), (i // model.n_heads) % seq, i % model.n_heads) for i in picks]
         index_df = pd.DataFrame(cells, columns=["layer", "pos", "head"])
 
-        def tl_run():
-            _, cache = model.module.run_with_cache(prompts.clean)
-            return tlp.generic_activation_patch(
-                model.module, prompts.corrupted, cache, tl_metric,
-                patch_setter=tlp.layer_pos_head_vector_patch_setter, activation_name="z", index_df=index_df,
-            )
-
-        ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
-        tl_t *= total / len(cells)
-        ours_vals = torch.stack([ours.values[c] for c in cells])
-    else:
-
-        def tl_run():
-            _, cache = model.module.run_with_cache(prompts.clean)
+    def tl_run():
+        _, cache = model.module.run_with_cache(prompts.clean)
+        if cells is None:
             return tl_fn(model.module, prompts.corrupted, cache, tl_metric)
+        return tlp.generic_activation_patch(
+            model.module, prompts.corrupted, cache, tl_metric,
+            patch_setter=tlp.layer_pos_head_vector_patch_setter, activation_name="z", index_df=index_df,
+        )
 
-        ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
-        ours_vals = ours.values
+    ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
+    ours_vals = ours.values
+    if cells is not None:
+        tl_t *= len(layers) / len(cells)
+        ours_vals = torch.stack([ours.values[c] for c in cells])
     assert ours.settings.get("engine") == "fast"
     diff = float((ours_vals - tl_vals.detach().float()).abs().max())
     need = sum((L - layer) / L for layer in layers) * t_fwd
