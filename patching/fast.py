@@ -104,18 +104,42 @@ def answer_only(metric: Metric) -> bool:
     return False
 
 
-def _rowwise(metric: Metric) -> bool:
-    """Whether ``metric`` computes each prompt's value from that prompt's row alone, so that it can run
-    once on k stacked copies of the prompt set: the built-in logit_diff / log_prob / prob, and
-    `normalized` of one of them with scalar clean / corrupted values."""
-    if metric in _ANSWER_ONLY:
-        return True
+def _pick(logits: Float[Tensor, "k n vocab"], ids: Int[Tensor, " n"]) -> Float[Tensor, "k n"]:
+    """``logits[j, i, ids[i]]`` for every block j and prompt i."""
+    return logits.gather(-1, ids.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(-1)
+
+
+#: The built-in answer metrics on answer logits ``[k n vocab]`` of k blocks of the prompt set at once
+#: (the same operations as `patching.metrics`, so the same numbers).
+_BLOCKWISE = {
+    _metrics.logit_diff: lambda lg, p: _pick(lg, p.answers) - _pick(lg, p.wrong),
+    _metrics.log_prob: lambda lg, p: _pick(lg.log_softmax(-1), p.answers),
+    _metrics.prob: lambda lg, p: _pick(lg.log_softmax(-1), p.answers).exp(),
+}
+
+
+def _blockwise(metric: Metric, prompts: PromptSet) -> Callable[[Tensor, PromptSet], Tensor] | None:
+    """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
+    logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
+    (None for any other metric, and for logit_diff without wrong answers: the metric raises)."""
+    inner, norm = metric, None
     if getattr(metric, "__module__", None) == "patching.metrics" and getattr(metric, "__qualname__", "") == "normalized.<locals>.normalized_metric":
         free = dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
-        return free.get("metric") in _ANSWER_ONLY and all(
-            isinstance(free.get(name), Tensor) and free[name].ndim == 0 for name in ("corrupted", "span")
-        )
-    return False
+        inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
+        if not all(isinstance(t, Tensor) and t.ndim == 0 for t in norm):
+            return None
+    if inner not in _BLOCKWISE or (inner is _metrics.logit_diff and prompts.wrong is None):
+        return None
+    fn = _BLOCKWISE[inner]
+    if norm is None:
+        return fn
+    corrupted, span = norm
+
+    def normalized(lg: Tensor, p: PromptSet) -> Tensor:
+        value = fn(lg, p)
+        return ((value.double() - corrupted.to(value.device)) / span.to(value.device)).to(value.dtype)
+
+    return normalized
 
 
 def unsupported_reason(model, sites: Sequence[Site] = ()) -> str | None:
@@ -169,24 +193,24 @@ def try_fast_patch(
     sched = _schedule(*plan_key)
     store = _Store(
         n=n, nb=nb, S=S, mean=source == "mean", keep=len(sched.passes) > 1, late=sched.late,
-        want_src=set() if source == "zero" else sched.want_src,
+        want_src=set() if source == "zero" else sched.want_src, src_seg=int(sched.split),
     )
     at = ans if only_answer else None
     out = torch.empty(len(plan.cells), dtype=torch.float64)
-    rowwise, repeated = _rowwise(metric), {}
+    blockwise = _blockwise(metric, prompts) if only_answer else None
     bar = tqdm(total=len(plan.cells), desc=f"patching {plan.kind} (fast)") if progress else None
     noop = sched.noop
     with torch.no_grad():
         for number, (segs, edits, done) in enumerate(zip(sched.passes, sched.edits, sched.done, strict=True)):
             first = number == 0  # the first pass also runs the source and base prompts (its segment 0)
-            tokens = (base if nb == 0 else torch.cat([other, base])) if first else None
+            tokens = (base if nb == 0 else torch.cat([base, other])) if first else None
             logits = net.run_flat(segs, tokens, store, edits, at)
             if first and noop:  # the unpatched base run's metric
-                value = _metric_values(metric, _expand(logits[nb : nb + n], S, at), prompts, n, 1, {}, True)[0]
+                value = _metric_values(metric, logits[:n], prompts, 1, at, blockwise)[0]
                 out[noop] = value
             if len(done):
-                rows = logits[(nb + n if first else 0) :]
-                out[done] = _metric_values(metric, _expand(rows, S, at), prompts, n, len(done), repeated, rowwise)
+                rows = logits[(n + nb if first else 0) :]
+                out[done] = _metric_values(metric, rows, prompts, len(done), at, blockwise)
             if bar is not None:
                 bar.update(len(done) + (len(noop) if first else 0))
     if bar is not None:
@@ -207,6 +231,7 @@ class _Schedule:
     done: list[Tensor]
     late: bool
     want_src: frozenset[tuple[str, int]]
+    split: bool  # the source prompts are a segment of their own, from the first differing position
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,13 +245,24 @@ def _schedule(
     # Sites before ``same`` patch a value with itself: dropped (a cell with nothing else is a no-op).
     live = [tuple(s for s in cell if s.pos is None or s.pos % S >= same) for cell in cells]
     order, noop = _order(live, S, ans, same, only_answer, L)
-    passes = _plan_passes(order, per_chunk, n, S, flops, nb + n)
+    # The source prompts equal the base prompts before ``same``: computing them from there on saves
+    # that work at every layer, and costs attention calls of their own (at least at layer 0).
+    p0 = min(same, ans)
+    split = nb > 0 and p0 > 0 and _split_pays(nb * p0 * L * flops)
+    first = [_Seg(0, 0, [], n), _Seg(0, p0, [], nb, source=True)] if split else [_Seg(0, 0, [], n + nb)]
+    passes = _plan_passes(order, per_chunk, n, S, flops, first)
     edits = [_Edits([live[i] for seg in segs for i in seg.cells], segs, n, S, number == 0) for number, segs in enumerate(passes)]
     done = [torch.tensor([i for seg in segs for i in seg.cells], dtype=torch.long) for segs in passes]
     return _Schedule(
         noop, passes, edits, done, late=any(seg.late for segs in passes for seg in segs),
-        want_src=frozenset((s.kind, s.layer) for cell in cells for s in cell),
+        want_src=frozenset((s.kind, s.layer) for cell in cells for s in cell), split=split,
     )
+
+
+def _split_pays(saved_flops: float) -> bool:
+    """Whether running the source prompts as a segment of their own pays: it saves ``saved_flops`` and
+    costs about one segment's overhead (its own attention call at layer 0)."""
+    return saved_flops > SEGMENT_OVERHEAD_FLOPS
 
 
 def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tuple[list[tuple[int, bool, int, int]], list[int]]:
@@ -253,12 +289,15 @@ def _expand(logits: Tensor, S: int, ans: int | None) -> Tensor:
     return logits if ans is None else logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
 
 
-def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, n: int, k: int, repeated: dict, rowwise: bool) -> Tensor:
-    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows: ``[k]`` (float64)."""
-    if rowwise and k > 1:  # one metric call for all blocks: prompts repeated k times
-        if k not in repeated:
-            repeated[k] = prompts.repeat(k)
-        return check_values(metric(logits, repeated[k]), k * n, metric).double().reshape(k, n).mean(1)
+def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, ans: int | None, blockwise=None) -> Tensor:
+    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows of ``logits`` (answer logits
+    ``[k*n vocab]`` with ``ans``, else ``[k*n pos vocab]``): ``[k]`` (float64). ``blockwise`` (from
+    `_blockwise`, answer logits only) computes all blocks at once; else one metric call per block."""
+    n = len(prompts)
+    if blockwise is not None:
+        values = blockwise(logits.view(k, n, logits.shape[-1]), prompts).reshape(k * n)
+        return check_values(values, k * n, metric).double().view(k, n).mean(1)
+    logits = _expand(logits, prompts.seq_len, ans)
     return torch.stack([
         check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
     ])
@@ -373,13 +412,19 @@ class _Native:
         Rows come in segment order."""
         S, L, d = store.S, self.n_layers, self.cfg.d_model
         x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
-        if tokens is not None:
-            x = self.embed(tokens).reshape(-1, d)
+        if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
+            x = self.embed(tokens)
             layout.append([segs[0], 0, S, 0])
+            if store.src_seg:
+                src = segs[1]
+                layout.append([src, store.n * S, S - src.p0, src.p0])
+                x = torch.cat([x[: store.n].reshape(-1, d), x[store.n :, src.p0 :].reshape(-1, d)])
+            else:
+                x = x.reshape(-1, d)
         for lay in range(min(seg.start for seg in segs), L):
             last = ans is not None and lay == L - 1
             if tokens is not None:
-                store.record_base("resid_pre", lay, x[store.nb * S : (store.nb + store.n) * S].view(store.n, S, d))
+                store.record_base("resid_pre", lay, x[: store.n * S].view(store.n, S, d))
             early = [seg for seg in segs if seg.cells and seg.start == lay and not seg.late]
             if early:  # each intervention's copy of the base run from p0 on
                 x = _join(x, layout, early, [(store.resid_pre[lay][:, seg.p0 :], seg.p0) for seg in early], store.n)
@@ -440,9 +485,9 @@ class _Native:
             if rotary is not None:
                 position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
                 qg, kg = rotary.apply_rope(qg, kg, position_ids=position_ids)
-            if base:  # the base segment: record the base run's keys and values
-                store.record_base("k", lay, kg[store.nb :])
-                store.record_base("v", lay, vg[store.nb :])
+            if base:  # the base segment: record the base run's keys and values (its first n rows)
+                store.record_base("k", lay, kg[: store.n])
+                store.record_base("v", lay, vg[: store.n])
             elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
                 kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
             first = S - tok
@@ -453,22 +498,23 @@ class _Native:
             mixed = self._attend(lay, qg, kg, vg, first, pattern_edit)
             zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
             if base and store.late:
-                store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[store.nb :], first)
+                store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[: store.n], first)
         return zs
 
 
 def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans: int | None) -> list[list]:
     """``[base?, first token, tokens per row, rows, pattern edit]`` per attention call: consecutive
     intervention segments that compute the same positions (their tokens are adjacent) share one call
-    unless one of them reads or writes its pattern there."""
+    unless one of them reads or writes its pattern there; a source segment of its own counts as one."""
     groups: list[list] = []
     for gi, (seg, off, tok, _) in enumerate(layout):
         pattern_edit = edits.pattern_edit(lay, gi, store.S - tok if ans is None else ans, store)
         last = groups[-1] if groups else None
-        if last and seg.cells and not last[0] and last[2] == tok and last[4] is None and pattern_edit is None:
+        base = not seg.cells and not seg.source  # the base prompts (and the source prompts, unless on their own)
+        if last and not base and not last[0] and last[2] == tok and last[4] is None and pattern_edit is None:
             last[3] += seg.rows
         else:
-            groups.append([not seg.cells, off, tok, seg.rows, pattern_edit])
+            groups.append([base, off, tok, seg.rows, pattern_edit])
     return groups
 
 
@@ -522,14 +568,15 @@ def _answer_index(layout: list, ans: int, device) -> Tensor:
 # =============================================================================== plans, base run, edits
 @dataclass
 class _Seg:
-    """Sequences computed together: ``cells`` (interventions, ``n`` prompts each; none for the source
-    and base prompts themselves), from layer ``start`` and query position ``p0``."""
+    """Sequences computed together: ``cells`` (interventions, ``n`` prompts each; none for the base
+    and source prompts themselves), from layer ``start`` and query position ``p0``."""
 
     start: int
     p0: int
     cells: list[int]
     rows: int
     late: bool = False  # joins after the attention of layer ``start``, from the base run's z
+    source: bool = False  # the source prompts alone (from p0 on, the base run's keys / values before)
 
 
 #: fixed cost of one segment through one layer (its attention's Python and kernel launches), in
@@ -538,17 +585,17 @@ SEGMENT_OVERHEAD_FLOPS = 1.5e6
 
 
 def _plan_passes(
-    order: list[tuple[int, bool, int, int]], per_chunk: int, n: int, S: int, flops: float, base_rows: int,
+    order: list[tuple[int, bool, int, int]], per_chunk: int, n: int, S: int, flops: float, first: list[_Seg],
 ) -> list[list[_Seg]]:
     """Segments (per first layer, split by `_chunk`) packed into passes of at most ``per_chunk``
-    interventions; the first pass starts with the source / base segment of ``base_rows`` sequences
-    (it may hold nothing else)."""
+    interventions; the first pass starts with the base and source segments ``first`` (it may hold
+    nothing else)."""
     segs = []
     for start, late in sorted({o[:2] for o in order}):
         group = [o for o in order if o[:2] == (start, late)]
         for chunk in _chunk(group, per_chunk, n, S, flops):
             segs.append(_Seg(start, -chunk[-1][2], [o[3] for o in chunk], len(chunk) * n, late))
-    passes: list[list[_Seg]] = [[_Seg(0, 0, [], base_rows)]]
+    passes: list[list[_Seg]] = [list(first)]
     count = 0
     for seg in segs:
         if count + len(seg.cells) > per_chunk:
@@ -592,6 +639,7 @@ class _Store:
     keep: bool  # copy what is kept (later passes read it after the first pass's tensors are gone)
     want_src: set[tuple[str, int]]
     late: bool = False  # keep the base run's z too (late segments start from it)
+    src_seg: int = 0  # the layout entry of the source rows: after the base rows in entry 0, or entry 1 alone
     resid_pre: dict[int, Tensor] = field(default_factory=dict)
     kv: dict[int, list[Tensor]] = field(default_factory=dict)
     z: dict[int, tuple[Tensor, int]] = field(default_factory=dict)
@@ -639,7 +687,8 @@ class _Edits:
 
     def _record(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store) -> None:
         if self.first_pass and store.nb and (kind, layer) in store.want_src:
-            _, off, tok, first = layout[0]  # flat tokens: the source rows are the first nb * tok
+            _, off, tok, first = layout[store.src_seg]  # flat tokens: the source rows follow the base rows there
+            off += 0 if store.src_seg else store.n * tok
             store.record_src(kind, layer, act[off : off + store.nb * tok].view(store.nb, tok, *act.shape[1:]), first)
 
     def point(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store, copy: bool = False) -> Tensor:
@@ -661,13 +710,14 @@ class _Edits:
         """The pattern edit of segment ``gi`` at ``layer`` (queries from ``first``), or None if nothing
         reads or writes that pattern."""
         groups = {key: e for key, e in self.groups.get(("pattern", layer), {}).items() if key[0] == gi}
-        record = gi == 0 and self.first_pass and store.nb and ("pattern", layer) in store.want_src
+        record = gi == store.src_seg and self.first_pass and store.nb and ("pattern", layer) in store.want_src
         if not groups and not record:
             return None
 
         def edit(pattern: Tensor) -> Tensor:  # [rows head q k]
             if record:
-                store.record_src("pattern", layer, pattern[: store.nb], first)
+                at = 0 if store.src_seg else store.n
+                store.record_src("pattern", layer, pattern[at : at + store.nb], first)
             block = pattern.view(pattern.shape[0] // self.n, self.n, *pattern.shape[1:])
             for entries in groups.values():
                 self._write(block, entries, "pattern", layer, first, pattern.shape[2], store, pos_axis=1, head_axis=0)

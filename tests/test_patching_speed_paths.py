@@ -18,6 +18,7 @@ from interp.models import build_native
 from interp.tasks import PromptSet
 from patching import activation_patch, attribution_patch, logit_diff, prob, reference_patch
 from patching import attribution as attr_mod
+from patching import fast as fast_engine
 from patching.fast import FAST_KINDS
 
 V = 32
@@ -47,6 +48,19 @@ def make_prompts(n=3, seq=8, seed=0, same_until=0) -> PromptSet:
 
 def every_position(logits, prompts):
     return logits[:, :, 3].sum(1) - logits[:, 1:, 5].mean(1)
+
+
+@pytest.fixture(params=["cost model", "source split"])
+def source_split(request, monkeypatch):
+    """Run a test twice: with the engine's own choice (these tiny models never split the source
+    prompts off: too little work to save) and with the source prompts always a segment of their own
+    where they can be (records how often that happened)."""
+    forced, splits = request.param == "source split", []
+    if forced:
+        monkeypatch.setattr(fast_engine, "_split_pays", lambda saved: splits.append(saved) or True)
+    fast_engine._schedule.cache_clear()  # schedules are cached by shape: plan afresh under either rule
+    yield dict(forced=forced, splits=splits)
+    fast_engine._schedule.cache_clear()
 
 
 MODEL_KINDS = [("attn", k) for k in ("resid_pre", "attn_out", "z", "head_out", "pattern")] + [
@@ -86,7 +100,7 @@ def test_fast_attribution_site_lists(models, monkeypatch):
 @pytest.mark.parametrize("by_pos", [False, True])
 @pytest.mark.parametrize("same_until", [0, 4, 8])
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_fast_engine_with_shared_prefix_equals_hooks(models, model_name, kind, by_pos, same_until, direction):
+def test_fast_engine_with_shared_prefix_equals_hooks(models, source_split, model_name, kind, by_pos, same_until, direction):
     model = models[model_name]
     prompts = make_prompts(same_until=same_until)
     fast = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, direction=direction, engine="fast", progress=False)
@@ -96,11 +110,13 @@ def test_fast_engine_with_shared_prefix_equals_hooks(models, model_name, kind, b
         fast = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, source=source, engine="fast", progress=False)
         hooks = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, source=source, engine="hooks", progress=False)
         torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    if source_split["forced"]:  # a shared prefix (and a source run) is what a split needs
+        assert bool(source_split["splits"]) == (same_until > 0)
 
 
 @pytest.mark.parametrize("batch_size", [3, 6, 9, None])
 @pytest.mark.parametrize("kind", ["resid_pre", "head_out", "resid_post"])
-def test_stacked_passes_equal_hooks_at_every_batch_size(models, kind, batch_size):
+def test_stacked_passes_equal_hooks_at_every_batch_size(models, source_split, kind, batch_size):
     model = models["mlp"]
     prompts = make_prompts(same_until=3)
     for by_pos in (False, True):
@@ -111,6 +127,7 @@ def test_stacked_passes_equal_hooks_at_every_batch_size(models, kind, batch_size
     fast = activation_patch(model, prompts, sites, logit_diff, batch_size=batch_size, engine="fast", progress=False)
     hooks = activation_patch(model, prompts, sites, logit_diff, engine="hooks", progress=False)
     torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    assert source_split["splits"] or not source_split["forced"]
 
 
 def test_sites_in_the_shared_prefix_before_a_later_first_layer(models):
@@ -126,7 +143,7 @@ def test_sites_in_the_shared_prefix_before_a_later_first_layer(models):
         torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
 
 
-def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models):
+def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models, source_split):
     """Random sets of the fast engine's kinds (so it runs, not the hook fallback), random shared
     prefixes and batch sizes (one or many passes, early and late starts, skipped positions)."""
     model = models["mlp"]
@@ -154,3 +171,4 @@ def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models):
         torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
 
     check()
+    assert source_split["splits"] or not source_split["forced"]  # some examples ran a split source
