@@ -72,6 +72,7 @@ def test_fast_engine_equals_hook_engine_for_every_kind(models, model_name, direc
                 fast = activation_patch(model, p, kind, metric, engine="fast", batch_size=7, **kw)
                 hooks = activation_patch(model, p, kind, metric, engine="hooks", batch_size=None, **kw)
                 assert fast.settings["engine"] == "fast" and "engine" not in hooks.settings
+                assert not fast.values.is_inference()  # the engine runs in inference mode; its result is ordinary
                 assert fast.shape == hooks.shape and fast.axes == hooks.axes
                 assert (fast.values - hooks.values).abs().max() <= 1e-5, (kind, by_pos, metric.__name__)
                 if by_pos:  # (a whole-layer residual patch is the clean run everywhere: constant)
