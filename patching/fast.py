@@ -735,7 +735,11 @@ class _Edits:
         ``[interventions n *row]``; in a row, the position axis (from ``first``, ``tok`` long) and the
         head axis are ``pos_axis`` and ``head_axis``."""
         js, hs, ps = w.js, w.hs, w.ps
-        if ps is not None and not (first <= w.p_min and w.p_max < first + tok):
+        in_window = ps is None or (first <= w.p_min and w.p_max < first + tok)
+        if w.diagonal is not None and in_window:
+            self._write_diagonal(block, w, kind, layer, first, tok, store, pos_axis, head_axis)
+            return
+        if not in_window:
             # drop positions outside the computed window: they cannot reach the answer
             keep = [i for i, p in enumerate(w.pos) if first <= p < first + tok]
             if not keep:
@@ -760,9 +764,28 @@ class _Edits:
         block[index] = value.to(block.dtype)
 
 
+    def _write_diagonal(self, block: Tensor, w: _Writes, kind: str, layer: int, first: int, tok: int, store: _Store,
+                        pos_axis: int, head_axis: int) -> None:
+        """`_write` for writes on a diagonal (`_Writes.diagonal`): intervention ``j0 + i`` writes position
+        (or head) ``start + i``, through one strided view of ``block`` and of the source."""
+        axis, start = w.diagonal
+        ax = pos_axis if axis == "pos" else head_axis
+        lo, m = (start - first if axis == "pos" else start), len(w.pos)
+        target = block.narrow(0, w.j0, m).narrow(2 + ax, lo, m).diagonal(dim1=0, dim2=2 + ax)  # [n, *row w/o ax, m]
+        if (kind, layer) not in store.src:  # zero ablation
+            target.zero_()
+            return
+        act, src_first = store.src[(kind, layer)]
+        window = act.narrow(pos_axis + 1, first - src_first, tok).narrow(1 + ax, lo, m)  # [b, *row], b = n or 1
+        target.copy_(window.movedim(1 + ax, -1))
+
+
 class _Writes:
     """The writes of one (kind, layer) and segment that select the same axes: intervention ``js[i]``
-    writes position ``pos[i]`` (or every position) of head ``heads[i]`` (or every head)."""
+    writes position ``pos[i]`` (or every position) of head ``heads[i]`` (or every head).
+
+    ``diagonal``: ("pos" | "head", first index) where consecutive interventions write consecutive
+    positions (or heads) and nothing else varies, as in a sweep: one strided copy does them all."""
 
     def __init__(self, js: list[int], pos: list[int | None], heads: list[int | None]):
         self.pos = pos
@@ -770,6 +793,11 @@ class _Writes:
         self.ps = None if pos[0] is None else torch.tensor(pos)
         self.p_min, self.p_max = (None, None) if pos[0] is None else (min(pos), max(pos))
         self.hs = None if heads[0] is None else torch.tensor(heads)
+        self.j0, self.diagonal = js[0], None
+        if js == list(range(js[0], js[0] + len(js))):
+            for axis, values, other in (("pos", pos, heads), ("head", heads, pos)):
+                if values[0] is not None and other[0] is None and values == list(range(values[0], values[0] + len(js))):
+                    self.diagonal = (axis, values[0])
 
 
 def _part(module, name: str):
