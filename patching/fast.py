@@ -20,11 +20,12 @@ and a ``NativeModel`` underneath), instead:
    than the attention call it adds (`_split_pays`). On the last layer only the answer position's
    query is computed;
 3. **batches everything it can**: a pass is one loop over the layers in which the tokens of all its
-   segments (the source / base run first, then groups of interventions with their own first layer
+   segments (the base and source prompts first, then groups of interventions with their own first layer
    and first position) sit side by side in one ``[tokens d_model]`` tensor, so each linear map,
    LayerNorm and MLP runs once per layer for all of them and only attention runs per segment; the
-   writes of one (kind, layer) are one indexed assignment per segment. ``batch_size`` bounds the
-   sequences of interventions per pass;
+   writes of one (kind, layer) are one indexed assignment per segment (one strided copy where
+   consecutive interventions patch consecutive heads or positions). ``batch_size`` bounds the
+   sequences of interventions per pass; passes run under ``torch.inference_mode``;
 4. **unembeds only the answer position**, when the metric reads only ``logits[:, answer_pos]``
    (see `answer_only`): the metric receives ``[batch pos vocab]`` logits whose every position is
    a broadcast view of the answer position's logits. Other metrics get full logits (and no
@@ -762,7 +763,6 @@ class _Edits:
         rows = w.arange if m == len(w.js) else torch.arange(m)
         value = window.unsqueeze(0).expand(m, *window.shape)[(rows, *index[1:])]
         block[index] = value.to(block.dtype)
-
 
     def _write_diagonal(self, block: Tensor, w: _Writes, kind: str, layer: int, first: int, tok: int, store: _Store,
                         pos_axis: int, head_axis: int) -> None:
