@@ -10,8 +10,9 @@ over all positions; head_out by position) it prints our time (`activation_patch`
 `patching.fast`), TransformerLens' (``transformer_lens.patching.get_act_patch_*`` on the bridge with a
 clean cache from ``run_with_cache``), the speed-up, the largest difference between the two results,
 and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
-(the native module, no grad) per intervention scaled by the fraction of layers it must recompute,
-(L - l) / L. Times are medians; ours and TL's are measured interleaved (`timed_pair`) so that both
+(the native module, no grad) per intervention scaled by the fraction of token-layers it must
+recompute: (L - l) / L of the layers and (S - p) / S of the positions, for a patch at layer l and
+position p (p = 0 for a patch at every position). Times are medians; ours and TL's are measured interleaved (`timed_pair`) so that both
 see the same load. ``--differ-at-start`` corrupts the token after BOS as well (no shared prefix).
 Also attribution patching of every layer x position x head site (hook_z), in units of one plain
 ``model(tokens)`` forward. Targets print PASS / FAIL.
@@ -90,12 +91,12 @@ def load_models():
     return [ind, mlp]
 
 
-def cells_and_layers(model, kind: str, by_pos: bool, seq: int) -> list[int]:
-    """The layer of every intervention of a sweep (for the work estimate)."""
+def intervention_starts(model, kind: str, by_pos: bool, seq: int) -> list[tuple[int, int]]:
+    """The (layer, first position) of every intervention of a sweep, in its order (for the work estimate)."""
     L, H = model.n_layers, model.n_heads
     if kind == "resid_pre":
-        return [layer for layer in range(L) for _ in range(seq)]
-    return [layer for layer in range(L) for _ in range(seq if by_pos else 1) for _ in range(H)]
+        return [(layer, pos) for layer in range(L) for pos in range(seq)]
+    return [(layer, pos) for layer in range(L) for pos in (range(seq) if by_pos else [0]) for _ in range(H)]
 
 
 SWEEPS = [
@@ -146,12 +147,12 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
     n, seq, L = len(prompts), prompts.seq_len, model.n_layers
     tl_metric = metrics.mean(logit_diff, prompts)
     ours_fn = lambda: activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False)  # noqa: E731
-    layers = cells_and_layers(model, kind, bool(by_pos), seq)
+    starts = intervention_starts(model, kind, bool(by_pos), seq)
     subsampled = quick and bool(by_pos)
     cells = None
     if subsampled:  # TL's generic patcher, same setter, on a sample of cells; time scaled up
         g = torch.Generator().manual_seed(seed)
-        picks = torch.randperm(len(layers), generator=g)[:sample].tolist()
+        picks = torch.randperm(len(starts), generator=g)[:sample].tolist()
         cells = [(i // (seq * model.n_heads), (i // model.n_heads) % seq, i % model.n_heads) for i in picks]
         index_df = pd.DataFrame(cells, columns=["layer", "pos", "head"])
 
@@ -167,13 +168,13 @@ def run_sweep(model, prompts, name, kind, by_pos, tl_fn, t_fwd, quick, sample, s
     ours_t, ours, tl_t, tl_vals = timed_pair(ours_fn, tl_run)
     ours_vals = ours.values
     if cells is not None:
-        tl_t *= len(layers) / len(cells)
+        tl_t *= len(starts) / len(cells)
         ours_vals = torch.stack([ours.values[c] for c in cells])
     assert ours.settings.get("engine") == "fast"
     diff = float((ours_vals - tl_vals.detach().float()).abs().max())
-    need = sum((L - layer) / L for layer in layers) * t_fwd
+    need = sum((L - layer) / L * (seq - pos) / seq for layer, pos in starts) * t_fwd
     return dict(
-        model=model.name, regime=f"{n}x{seq}", sweep=name, cells=len(layers),
+        model=model.name, regime=f"{n}x{seq}", sweep=name, cells=len(starts),
         ours_ms=1e3 * ours_t, tl_ms=1e3 * tl_t, speedup=tl_t / ours_t, max_diff=diff,
         work_ratio=ours_t / need, tl_sampled=subsampled, target=TARGET_SPEEDUP[(n, seq)],
     )
