@@ -78,7 +78,6 @@ FAST_KINDS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp
 AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 #: kinds computed from a layer's z on (an intervention patching only these at its first layer joins there).
 LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
-_ANSWER_ONLY = (_metrics.logit_diff, _metrics.log_prob, _metrics.prob)
 
 Edit = Callable[[str, int, Tensor], Tensor]
 
@@ -94,30 +93,28 @@ def answer_only(metric: Metric) -> bool:
     True for `logit_diff`, `log_prob`, `prob`, `kl_to(...)`, `normalized(m, ...)` of such an m,
     and any function with an attribute ``answer_only = True`` (mark your own metrics that way).
     """
-    if getattr(metric, "answer_only", False) is True or metric in _ANSWER_ONLY:
+    if getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE:
         return True
-    if getattr(metric, "__module__", None) != "patching.metrics":
-        return False
-    qualname = getattr(metric, "__qualname__", "")
-    if qualname == "kl_to.<locals>.kl_to_clean":
+    if getattr(metric, "__module__", None) == "patching.metrics" and getattr(metric, "__qualname__", "") == "kl_to.<locals>.kl_to_clean":
         return True
-    if qualname == "normalized.<locals>.normalized_metric":
-        free = dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
-        return "metric" in free and answer_only(free["metric"])
-    return False
+    free = _normalized_parts(metric)
+    return free is not None and "metric" in free and answer_only(free["metric"])
 
 
-def _pick(logits: Float[Tensor, "k n vocab"], ids: Int[Tensor, " n"]) -> Float[Tensor, "k n"]:
-    """``logits[j, i, ids[i]]`` for every block j and prompt i."""
-    return logits.gather(-1, ids.to(logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(-1)
+def _normalized_parts(metric: Metric) -> dict | None:
+    """The closure of a `patching.metrics.normalized` metric (``metric``, ``corrupted``, ``span``, ...),
+    or None for any other function."""
+    if getattr(metric, "__module__", None) != "patching.metrics" or getattr(metric, "__qualname__", "") != "normalized.<locals>.normalized_metric":
+        return None
+    return dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
 
 
 #: The built-in answer metrics on answer logits ``[k n vocab]`` of k blocks of the prompt set at once
 #: (the same operations as `patching.metrics`, so the same numbers).
 _BLOCKWISE = {
-    _metrics.logit_diff: lambda lg, p: _pick(lg, p.answers) - _pick(lg, p.wrong),
-    _metrics.log_prob: lambda lg, p: _pick(lg.log_softmax(-1), p.answers),
-    _metrics.prob: lambda lg, p: _pick(lg.log_softmax(-1), p.answers).exp(),
+    _metrics.logit_diff: lambda lg, p: _metrics._gather(lg, p.answers) - _metrics._gather(lg, p.wrong),
+    _metrics.log_prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers),
+    _metrics.prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers).exp(),
 }
 
 
@@ -125,9 +122,8 @@ def _blockwise(metric: Metric, prompts: PromptSet) -> Callable[[Tensor, PromptSe
     """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
     logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
     (None for any other metric, and for logit_diff without wrong answers: the metric raises)."""
-    inner, norm = metric, None
-    if getattr(metric, "__module__", None) == "patching.metrics" and getattr(metric, "__qualname__", "") == "normalized.<locals>.normalized_metric":
-        free = dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
+    inner, norm, free = metric, None, _normalized_parts(metric)
+    if free is not None:
         inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
         if not all(isinstance(t, Tensor) and t.ndim == 0 for t in norm):
             return None
@@ -410,8 +406,9 @@ class _Native:
         It joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
         and reads the keys / values of positions < p0 from the base run; a *late* segment (nothing
         patched before that layer's z) joins after the attention instead, with the base run's z. With
-        ``tokens`` (the first pass), segment 0 is the source and base prompts themselves (all positions
-        from layer 0) and fills ``store`` as it goes; later passes read ``store``. With ``ans``, the
+        ``tokens`` (the first pass: the base prompts, then the source prompts), segment 0 holds both
+        (all positions from layer 0), or the base prompts alone with segment 1 the source prompts from
+        their p0 (``store.src_seg``); they fill ``store`` as they go, and later passes read it. With ``ans``, the
         last layer computes keys / values for every position but everything after them for the answer
         query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
         Rows come in segment order."""
@@ -633,7 +630,7 @@ def _chunk(group: list[tuple[int, bool, int, int]], per_chunk: int, n: int, S: i
 
 @dataclass
 class _Store:
-    """What the first pass's source / base segment leaves for the edits and the later passes: per layer
+    """What the first pass's base and source prompts leave for the edits and the later passes: per layer
     the base run's resid_pre ``[n S d_model]`` and keys / values ``[n head S d_head]``, and the source
     activations of the swept kinds with the position of their first entry."""
 
@@ -649,6 +646,11 @@ class _Store:
     kv: dict[int, list[Tensor]] = field(default_factory=dict)
     z: dict[int, tuple[Tensor, int]] = field(default_factory=dict)
     src: dict[tuple[str, int], tuple[Tensor, int]] = field(default_factory=dict)
+
+    @property
+    def src_row(self) -> int:
+        """The first source row (sequence) within its layout entry `src_seg`."""
+        return 0 if self.src_seg else self.n
 
     def record_base(self, kind: str, layer: int, act: Tensor, first: int = 0) -> None:
         act = act.clone() if self.keep else act
@@ -672,7 +674,7 @@ class _Edits:
     """The writes of one pass: intervention j of segment g overwrites its own n rows of each of its sites
     with the source activation (or zero) at the same positions. Writes are batched: per (kind, layer)
     and segment, the interventions that select the same axes (a position or not, a head or not) are
-    written by one indexed assignment."""
+    written by one indexed assignment, or by one strided copy on a diagonal (`_Writes.diagonal`)."""
 
     def __init__(self, cells, segs: list[_Seg], n: int, S: int, first_pass: bool):
         self.n, self.S, self.first_pass = n, S, first_pass
@@ -688,12 +690,11 @@ class _Edits:
                     hs.append(site.head)
                 k += 1
         self.groups = {key: {g: _Writes(*lists) for g, lists in by_axes.items()} for key, by_axes in groups.items()}
-        self.kinds = {kind for kind, _ in groups}
 
     def _record(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store) -> None:
         if self.first_pass and store.nb and (kind, layer) in store.want_src:
-            _, off, tok, first = layout[store.src_seg]  # flat tokens: the source rows follow the base rows there
-            off += 0 if store.src_seg else store.n * tok
+            _, off, tok, first = layout[store.src_seg]  # flat tokens
+            off += store.src_row * tok
             store.record_src(kind, layer, act[off : off + store.nb * tok].view(store.nb, tok, *act.shape[1:]), first)
 
     def point(self, kind: str, layer: int, act: Tensor, layout: list, store: _Store, copy: bool = False) -> Tensor:
@@ -721,8 +722,7 @@ class _Edits:
 
         def edit(pattern: Tensor) -> Tensor:  # [rows head q k]
             if record:
-                at = 0 if store.src_seg else store.n
-                store.record_src("pattern", layer, pattern[at : at + store.nb], first)
+                store.record_src("pattern", layer, pattern[store.src_row : store.src_row + store.nb], first)
             block = pattern.view(pattern.shape[0] // self.n, self.n, *pattern.shape[1:])
             for entries in groups.values():
                 self._write(block, entries, "pattern", layer, first, pattern.shape[2], store, pos_axis=1, head_axis=0)
@@ -754,11 +754,10 @@ class _Edits:
         if hs is not None:
             row[head_axis] = hs
         index = (js, slice(None), *row)
-        if (kind, layer) not in store.src:  # zero ablation
+        window = _source_window(store, kind, layer, pos_axis, first, tok)
+        if window is None:  # zero ablation
             block[index] = 0.0
             return
-        act, src_first = store.src[(kind, layer)]
-        window = act.narrow(pos_axis + 1, first - src_first, tok)  # [b *row], b = n (or 1 for the mean)
         m = len(js)
         rows = w.arange if m == len(w.js) else torch.arange(m)
         value = window.unsqueeze(0).expand(m, *window.shape)[(rows, *index[1:])]
@@ -772,12 +771,20 @@ class _Edits:
         ax = pos_axis if axis == "pos" else head_axis
         lo, m = (start - first if axis == "pos" else start), len(w.pos)
         target = block.narrow(0, w.j0, m).narrow(2 + ax, lo, m).diagonal(dim1=0, dim2=2 + ax)  # [n, *row w/o ax, m]
-        if (kind, layer) not in store.src:  # zero ablation
+        window = _source_window(store, kind, layer, pos_axis, first, tok)
+        if window is None:  # zero ablation
             target.zero_()
             return
-        act, src_first = store.src[(kind, layer)]
-        window = act.narrow(pos_axis + 1, first - src_first, tok).narrow(1 + ax, lo, m)  # [b, *row], b = n or 1
-        target.copy_(window.movedim(1 + ax, -1))
+        target.copy_(window.narrow(1 + ax, lo, m).movedim(1 + ax, -1))
+
+
+def _source_window(store: _Store, kind: str, layer: int, pos_axis: int, first: int, tok: int) -> Tensor | None:
+    """The source activation of (kind, layer) at positions first..first+tok-1: ``[b *row]`` (b = n, or 1 for
+    the mean; the position axis is ``pos_axis`` of a row); None for zero ablation (nothing recorded)."""
+    if (kind, layer) not in store.src:
+        return None
+    act, src_first = store.src[(kind, layer)]
+    return act.narrow(pos_axis + 1, first - src_first, tok)
 
 
 class _Writes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InputError, InterpError
@@ -41,8 +41,10 @@ def _answer_logits(logits: Tensor, prompts: PromptSet) -> Float[Tensor, "batch v
     return logits[:, prompts.answer_pos, :]
 
 
-def _gather(x: Tensor, ids: Tensor) -> Tensor:
-    return x.gather(-1, ids.to(x.device)[:, None])[:, 0]
+def _gather(x: Float[Tensor, "... n vocab"], ids: Int[Tensor, " n"]) -> Float[Tensor, "... n"]:
+    """``x[..., i, ids[i]]`` for every prompt i (and every leading block of prompts)."""
+    index = ids.to(x.device)[:, None]
+    return x.gather(-1, index if x.ndim == 2 else index.expand(*x.shape[:-1], 1))[..., 0]
 
 
 def logit_diff(logits: Float[Tensor, "batch pos vocab"], prompts: PromptSet) -> Float[Tensor, " batch"]:
