@@ -125,22 +125,6 @@ def test_metrics_read_the_answer_position_per_prompt():
         logit_diff(logits[:1], p)
 
 
-def test_promptset_repeat_stacks_copies_in_order_and_leaves_the_original_alone():
-    clean = torch.tensor([[0, 1, 2], [0, 3, 4]])
-    p = PromptSet(clean, clean.flip(1), [5, 6], [7, 8], answer_pos=1, metadata={"slot": torch.tensor([1, 2]), "name": "x"})
-    r = p.repeat(3)
-    assert len(r) == 6 and r.answer_pos == 1 and r.metadata["name"] == "x"
-    assert torch.equal(r.clean, torch.cat([clean] * 3)) and torch.equal(r.corrupted, torch.cat([clean.flip(1)] * 3))
-    assert r.answers.tolist() == [5, 6] * 3 and r.wrong.tolist() == [7, 8] * 3
-    assert r.metadata["slot"].tolist() == [1, 2] * 3
-    assert len(p) == 2 and p.metadata["slot"].tolist() == [1, 2]  # the original is unchanged
-    logits = torch.randn(6, 3, 9)
-    per_copy = torch.cat([logit_diff(logits[i * 2 : (i + 1) * 2], p) for i in range(3)])
-    assert torch.equal(logit_diff(logits, r), per_copy)
-    with pytest.raises(InputError, match="positive int"):
-        p.repeat(0)
-
-
 def test_normalized_is_zero_at_corrupted_one_at_clean_and_refuses_an_empty_range():
     p = PromptSet(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), [0, 0], [1, 1])
     logits = torch.zeros(2, 2, 3)

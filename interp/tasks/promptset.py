@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,21 +73,6 @@ class PromptSet:
             self.clean[index], self.corrupted[index], self.answers[index],
             None if self.wrong is None else self.wrong[index], self.answer_pos, meta,
         )
-
-    def repeat(self, k: int) -> PromptSet:
-        """The prompt set ``k`` times over, in order (prompt i of copy c is row ``c * len(self) + i``);
-        tensor metadata with one entry per prompt is repeated alike. Built without re-validating."""
-        if not isinstance(k, int) or k < 1:
-            raise InputError(f"repeat needs a positive int, got {k!r}.")
-        n = len(self)
-
-        def rep(t):
-            return torch.cat([t] * k) if isinstance(t, Tensor) and t.shape[:1] == (n,) else t
-
-        out = copy.copy(self)  # a dataclass copy: no __post_init__ (the fields are valid already)
-        out.clean, out.corrupted, out.answers, out.wrong = (rep(t) for t in (self.clean, self.corrupted, self.answers, self.wrong))
-        out.metadata = {key: rep(v) for key, v in self.metadata.items()}
-        return out
 
     def to(self, device) -> PromptSet:
         meta = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.metadata.items()}
