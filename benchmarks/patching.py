@@ -12,8 +12,8 @@ clean cache from ``run_with_cache``), the speed-up, the largest difference betwe
 and the work ratio: our time / the time the sweep strictly needs, estimated as one plain forward
 (the native module, no grad) per intervention scaled by the fraction of token-layers it must
 recompute: (L - l) / L of the layers and (S - p) / S of the positions, for a patch at layer l and
-position p (p = 0 for a patch at every position). Times are medians; ours and TL's are measured interleaved (`timed_pair`) so that both
-see the same load. ``--differ-at-start`` corrupts the token after BOS as well (no shared prefix).
+position p (p = 0 for a patch at every position). Times are medians; ours and TL's are measured
+interleaved (`timed_pair`) so that both see the same load. ``--differ-at-start`` corrupts the token after BOS as well (no shared prefix).
 Also attribution patching of every layer x position x head site (hook_z), in units of one plain
 ``model(tokens)`` forward. Targets print PASS / FAIL.
 """
