@@ -8,7 +8,9 @@
 
 Backends: ``transformer_lens`` (a TransformerLens 4 ``TransformerBridge``: our small models via
 ``boot_native``, Hugging Face directories via ``boot_transformers``) and ``nnsight`` (Hugging Face
-GPT-2 / GPT-NeoX / Llama-style models, or any ``torch.nn.Module`` given a site map). Hooks only
+models of the architectures in ``BUILT_IN_SITE_MAPS``: GPT-2, GPT-NeoX, GPT-J, Llama, Mistral,
+Qwen2/3, Gemma/Gemma 2, OLMo/OLMo 2, Phi-3, grouped-query attention included; or any
+``torch.nn.Module`` given a site map). Hooks only
 live inside a single forward call made through this class, so none can outlive it, even when the
 forward raises.
 """
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,10 @@ from interp.sites import EXECUTION_ORDER, HOOK_NAMES, KINDS, MLP_KINDS, Site, Si
 TapFn = Callable[[Tensor], Tensor | None]
 Taps = dict[tuple[str, int | None], TapFn]
 BACKENDS = ("transformer_lens", "nnsight")
+#: A tap kind that is no Site: the sum of the heads' writes where a norm follows the attention
+#: (Gemma 2, OLMo 2), which is where ``head_out`` edits apply. Runs between head_out and attn_out.
+ATTN_SUM = "attn_sum"
+_ORDER = {**EXECUTION_ORDER, ATTN_SUM: EXECUTION_ORDER["head_out"] + 0.5}
 
 
 # =============================================================================== backends
@@ -57,6 +64,9 @@ class Backend:
     n_ctx: int
     d_mlp: int | None
     kinds: tuple[str, ...]
+    n_kv_heads: int
+    #: True where a norm sits between the heads' summed writes and attn_out (see `ATTN_SUM`).
+    post_attn_norm: bool = False
 
     def run(self, tokens: Tensor, taps: Taps) -> Tensor:
         raise NotImplementedError
@@ -77,19 +87,35 @@ class TransformerLensBackend(Backend):
         self.n_layers, self.n_heads, self.d_model = cfg.n_layers, cfg.n_heads, cfg.d_model
         self.d_head, self.d_vocab, self.n_ctx = cfg.d_head, cfg.d_vocab, cfg.n_ctx
         self.d_mlp = None if cfg.attn_only else cfg.d_mlp
+        self.n_kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         present = set(bridge.hook_dict)
         self.kinds = tuple(
             k for k in KINDS if k != "head_out" and HOOK_NAMES[k].format(layer=0) in present
         )
+        self.post_attn_norm = "blocks.0.ln1_post.hook_in" in present
 
     def run(self, tokens: Tensor, taps: Taps) -> Tensor:
         added = []
         try:
             for (kind, layer), fn in taps.items():
-                point = self.bridge.hook_dict[HOOK_NAMES[kind].format(layer=layer)]
+                point = self.bridge.hook_dict[_TL_NAMES[kind].format(layer=layer)]
                 # TL's add_hook applies the point's shape conversion (hook_z is flat underneath).
                 added.append((point, point.add_hook(_tl_hook(fn))))
-            return self.bridge(tokens)
+            if not any(kind == "pattern" for kind, _ in taps):
+                return self.bridge(tokens)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                logits = self.bridge(tokens)
+            for w in caught:
+                if "edit is discarded" in str(w.message):
+                    raise SiteError(
+                        "The transformer_lens backend cannot edit attention patterns of this architecture "
+                        "(its bridge reads the pattern after the Hugging Face module has used it, so the "
+                        "edit would be silently lost). Load the model with backend='nnsight', or edit "
+                        "'z' or 'head_out' instead."
+                    )
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return logits
         finally:
             for point, handle in added:
                 handle.hook.remove()
@@ -98,6 +124,9 @@ class TransformerLensBackend(Backend):
 
     def W_O(self, layer: int) -> Tensor:
         return self.bridge.blocks[layer].attn.W_O
+
+
+_TL_NAMES = {**HOOK_NAMES, ATTN_SUM: "blocks.{layer}.attn.o.hook_out"}
 
 
 def _tl_hook(fn: TapFn):
@@ -130,6 +159,34 @@ def _replace_first(raw, new):
     return (new, *raw[1:]) if isinstance(raw, tuple | list) else new
 
 
+@dataclass
+class SiteMap:
+    """How to find each site kind in a module, for the nnsight backend.
+
+    ``taps`` maps kind -> Tap (or a path string, meaning that module's output). ``pattern`` is
+    the path of the attention module whose attention function the pattern is read from (a
+    Hugging Face ``attention_interface`` call), or None. ``logits`` extracts the logits from the
+    module's output. The shape fields describe the model; ``n_kv_heads`` is the number of key/value
+    heads under grouped-query attention (None: one per query head). ``attn_sum`` is where the sum
+    of the heads' writes (``z @ W_O``) appears when that is not ``attn_out`` (a norm follows the
+    attention, as in Gemma 2 and OLMo 2): ``head_out`` edits are applied there.
+    """
+
+    taps: dict[str, Tap | str]
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    d_mlp: int | None = None
+    W_O: Callable[[nn.Module, int], Tensor] | None = None
+    pattern: str | None = None
+    logits: Callable[[Any], Tensor] = field(default=lambda out: getattr(out, "logits", out))
+    n_kv_heads: int | None = None
+    attn_sum: Tap | str | None = None
+
+
 def _split_heads(n_heads: int) -> dict:
     """Getter/putter pair for a [batch pos (head d)] tensor shown as [batch pos head d]."""
     return dict(
@@ -153,31 +210,45 @@ def _fused_qkv(which: int, n_heads: int, d_head: int, layout: str) -> dict:
     return dict(get=get, put=put)
 
 
-@dataclass
-class SiteMap:
-    """How to find each site kind in a module, for the nnsight backend.
+def _concat_qkv(which: int, n_heads: int, n_kv_heads: int, d_head: int) -> dict:
+    """q, k or v out of a projection that concatenates [q (h d) | k (kv d) | v (kv d)] (Phi-3)."""
+    sizes = (n_heads * d_head, n_kv_heads * d_head, n_kv_heads * d_head)
+    start, heads = sum(sizes[:which]), (n_heads, n_kv_heads, n_kv_heads)[which]
 
-    ``taps`` maps kind -> Tap (or a path string, meaning that module's output). ``pattern`` is
-    the path of the attention module whose attention function the pattern is read from (a
-    Hugging Face ``attention_interface`` call), or None. ``logits`` extracts the logits from the
-    module's output. The shape fields describe the model.
-    """
+    def get(raw):
+        return einops.rearrange(raw[..., start : start + sizes[which]], "b p (h d) -> b p h d", h=heads)
 
-    taps: dict[str, Tap | str]
-    n_layers: int
-    n_heads: int
-    d_model: int
-    d_head: int
-    d_vocab: int
-    n_ctx: int
-    d_mlp: int | None = None
-    W_O: Callable[[nn.Module, int], Tensor] | None = None
-    pattern: str | None = None
-    logits: Callable[[Any], Tensor] = field(default=lambda out: getattr(out, "logits", out))
+    def put(raw, new):
+        out = raw.clone()
+        out[..., start : start + sizes[which]] = einops.rearrange(new, "b p h d -> b p (h d)")
+        return out
+
+    return dict(get=get, put=put)
+
+
+#: Hugging Face ``model_type`` -> architecture family, for the built-in site maps.
+_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "phi3")
+BUILT_IN_SITE_MAPS = ("gpt2", "gpt_neox", *_LLAMA_LIKE, "gptj")
+#: Llama-style architectures whose attention and MLP outputs pass through a norm before the residual
+#: add: (attn_out module, resid_mid tap, mlp_out module), relative to the block.
+_POST_NORMS = {
+    "gemma2": ("post_attention_layernorm", Tap("{block}.pre_feedforward_layernorm", "input"), "post_feedforward_layernorm"),
+    "olmo2": ("post_attention_layernorm", Tap("{block}.mlp", "input"), "post_feedforward_layernorm"),
+}
 
 
 def hf_site_map(hf_model: nn.Module) -> SiteMap:
-    """The site map of a Hugging Face GPT-2, GPT-NeoX or Llama-style (Llama, Mistral, Qwen2) model."""
+    """The site map of a Hugging Face model of one of the `BUILT_IN_SITE_MAPS` architectures.
+
+    Which tensor each site is follows TransformerLens: ``q, k, v`` are the projections' outputs
+    (before rotary embeddings and before any QK-norm); ``k, v`` have one head per key/value head
+    (``[batch pos kv_head d_head]``, grouped-query attention), ``q, z, pattern, head_out`` one per
+    query head. In Gemma 2 and OLMo 2, whose attention and MLP outputs are normed before the
+    residual add, ``attn_out`` and ``mlp_out`` are the normed outputs (what is added to the
+    residual), ``resid_mid`` is the residual between the two adds, and ``head_out`` is each head's
+    share of the attention output *before* the norm (its edits are applied there). GPT-J and
+    GPT-NeoX with ``use_parallel_residual`` have no ``resid_mid``.
+    """
     cfg = hf_model.config
     kind = cfg.model_type
     if kind == "gpt2":
@@ -226,21 +297,44 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
             W_O=lambda m, layer: m.gpt_neox.layers[layer].attention.dense.weight.T.reshape(h, dh, dm),
             pattern=attn,
         )
-    if kind in ("llama", "mistral", "qwen2"):
-        h, dm = cfg.num_attention_heads, cfg.hidden_size
-        dh = getattr(cfg, "head_dim", None) or dm // h
-        if getattr(cfg, "num_key_value_heads", h) != h:
-            raise LoadError(
-                f"{kind} with grouped-query attention ({cfg.num_key_value_heads} key/value heads for "
-                f"{h} query heads) is not mapped yet; use backend='transformer_lens' for it."
-            )
-        block, attn = "model.layers.{layer}", "model.layers.{layer}.self_attn"
+    if kind == "gptj":
+        h, dm = cfg.n_head, cfg.n_embd
+        dh = dm // h
+        block, attn = "transformer.h.{layer}", "transformer.h.{layer}.attn"
         taps = {
-            "embed": "model.embed_tokens",
+            "embed": "transformer.wte",
             "resid_pre": Tap(block, "input"),
             "q": Tap(f"{attn}.q_proj", **_split_heads(h)),
             "k": Tap(f"{attn}.k_proj", **_split_heads(h)),
             "v": Tap(f"{attn}.v_proj", **_split_heads(h)),
+            "z": Tap(f"{attn}.out_proj", "input", **_split_heads(h)),
+            "attn_out": Tap(attn, get=_first, put=_replace_first),
+            "mlp_post": Tap(f"{block}.mlp.fc_out", "input"),
+            "mlp_out": f"{block}.mlp",
+            "resid_post": Tap(block, get=_first, put=_replace_first),
+        }  # attention and MLP both read ln_1(resid_pre): no resid_mid
+        return SiteMap(
+            taps, cfg.n_layer, h, dm, dh, cfg.vocab_size, cfg.n_positions, cfg.n_inner or 4 * dm,
+            W_O=lambda m, layer: m.transformer.h[layer].attn.out_proj.weight.T.reshape(h, dh, dm),
+            pattern=attn,
+        )
+    if kind in _LLAMA_LIKE:
+        h, dm = cfg.num_attention_heads, cfg.hidden_size
+        dh = getattr(cfg, "head_dim", None) or dm // h
+        kv = getattr(cfg, "num_key_value_heads", None) or h
+        block, attn = "model.layers.{layer}", "model.layers.{layer}.self_attn"
+        if kind == "phi3":
+            qkv = {name: Tap(f"{attn}.qkv_proj", **_concat_qkv(i, h, kv, dh)) for i, name in enumerate("qkv")}
+        else:
+            qkv = {
+                "q": Tap(f"{attn}.q_proj", **_split_heads(h)),
+                "k": Tap(f"{attn}.k_proj", **_split_heads(kv)),
+                "v": Tap(f"{attn}.v_proj", **_split_heads(kv)),
+            }
+        taps = {
+            "embed": "model.embed_tokens",
+            "resid_pre": Tap(block, "input"),
+            **qkv,
             "z": Tap(f"{attn}.o_proj", "input", **_split_heads(h)),
             "attn_out": Tap(attn, get=_first, put=_replace_first),
             "resid_mid": Tap(f"{block}.post_attention_layernorm", "input"),
@@ -248,16 +342,23 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
             "mlp_out": f"{block}.mlp",
             "resid_post": Tap(block, get=_first, put=_replace_first),
         }
+        attn_sum = None
+        if kind in _POST_NORMS:
+            attn_norm, resid_mid, mlp_norm = _POST_NORMS[kind]
+            taps["attn_out"] = f"{block}.{attn_norm}"
+            taps["resid_mid"] = Tap(resid_mid.path.format(block=block), resid_mid.io)
+            taps["mlp_out"] = f"{block}.{mlp_norm}"
+            attn_sum = f"{attn}.o_proj"
         return SiteMap(
             taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
             cfg.intermediate_size,
             W_O=lambda m, layer: m.model.layers[layer].self_attn.o_proj.weight.T.reshape(h, dh, dm),
-            pattern=attn,
+            pattern=attn, n_kv_heads=kv, attn_sum=attn_sum,
         )
     raise LoadError(
-        f"No built-in site map for Hugging Face model_type {kind!r} (built in: gpt2, gpt_neox, "
-        f"llama, mistral, qwen2). Pass site_map=SiteMap(...) to HookedModel.from_module, or use "
-        f"backend='transformer_lens'."
+        f"No built-in nnsight site map for Hugging Face model_type {kind!r} (built in: "
+        f"{', '.join(BUILT_IN_SITE_MAPS)}). Load it with backend='transformer_lens' (TransformerLens "
+        f"supports many more architectures), or pass site_map=SiteMap(...) to HookedModel.from_module."
     )
 
 
@@ -275,11 +376,16 @@ class NNsightBackend(Backend):
         self.tokenizer = tokenizer
         for attr in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx", "d_mlp"):
             setattr(self, attr, getattr(site_map, attr))
+        self.n_kv_heads = site_map.n_kv_heads or site_map.n_heads
         self.taps = {k: Tap(t) if isinstance(t, str) else t for k, t in site_map.taps.items()}
         unknown = set(self.taps) - set(KINDS)
         if unknown:
             raise SiteError(f"Site map names unknown kinds {sorted(unknown)}; valid kinds: {', '.join(KINDS)}.")
         kinds = set(self.taps)
+        if site_map.attn_sum is not None:
+            s = site_map.attn_sum
+            self.taps[ATTN_SUM] = Tap(s) if isinstance(s, str) else s
+            self.post_attn_norm = True
         if site_map.pattern is not None:
             kinds.add("pattern")
         self.kinds = tuple(k for k in KINDS if k in kinds)
@@ -305,7 +411,7 @@ class NNsightBackend(Backend):
         return getattr(attn.source, self._attention_call)
 
     def run(self, tokens: Tensor, taps: Taps) -> Tensor:
-        order = sorted(taps, key=lambda key: (-1 if key[1] is None else key[1], EXECUTION_ORDER[key[0]]))
+        order = sorted(taps, key=lambda key: (-1 if key[1] is None else key[1], _ORDER[key[0]]))
         # Source operations must be requested before their module starts running.
         ops = {layer: self._attention_op(layer) for kind, layer in order if kind == "pattern"}
         with self.envoy.trace(tokens):
@@ -317,7 +423,9 @@ class NNsightBackend(Backend):
                     out = op.output
                     new = fn(out[1])
                     if new is not None:  # recompute the heads' outputs from the new pattern and v
-                        z = torch.einsum("bhqk,bhkd->bqhd", new.to(args[3].dtype), args[3])
+                        v = args[3]  # [batch kv_head key d_head]: each serves n_heads / n_kv_heads queries
+                        v = v.repeat_interleave(new.shape[1] // v.shape[1], dim=1)
+                        z = torch.einsum("bhqk,bhkd->bqhd", new.to(v.dtype), v)
                         op.output = (z, new)
                     continue
                 tap = self.taps[kind]
@@ -378,6 +486,8 @@ class HookedModel(nn.Module):
     # ------------------------------------------------------------------ description
     n_layers = property(lambda self: self.backend.n_layers)
     n_heads = property(lambda self: self.backend.n_heads)
+    #: key/value heads: fewer than n_heads under grouped-query attention (the head axis of k and v).
+    n_kv_heads = property(lambda self: getattr(self.backend, "n_kv_heads", None) or self.backend.n_heads)
     d_model = property(lambda self: self.backend.d_model)
     d_head = property(lambda self: self.backend.d_head)
     d_vocab = property(lambda self: self.backend.d_vocab)
@@ -398,6 +508,16 @@ class HookedModel(nn.Module):
         if not self.has_mlp:
             kinds -= MLP_KINDS
         return tuple(k for k in KINDS if k in kinds)
+
+    def why_unsupported(self, kind: str) -> str:
+        """A sentence on why this model has no ``kind`` and what to use instead ('' if no reason is known)."""
+        if kind == "resid_mid" and self.has_mlp and "resid_pre" in self.supported_kinds:
+            return (
+                "Its blocks run attention and MLP in parallel (GPT-J, GPT-NeoX with use_parallel_residual), "
+                "both reading resid_pre, so there is no residual state between them: use resid_pre (what "
+                "the MLP reads), attn_out or mlp_out instead."
+            )
+        return ""
 
     @property
     def device(self) -> torch.device:
@@ -540,11 +660,13 @@ class HookedModel(nn.Module):
         return taps
 
     def _head_out_taps(self, taps: Taps, layer: int, edits, reads, store) -> None:
-        """head_out = z @ W_O per head. Read it at z; apply its edits as a change to attn_out."""
+        """head_out = z @ W_O per head. Read it at z; apply its edits as a change to attn_out (or,
+        where a norm follows the attention, to the heads' summed writes before it)."""
         W_O = self.backend.W_O(layer)
         delta: list[Tensor] = []
         z_tap = taps.get(("z", layer))
-        out_tap = taps.get(("attn_out", layer))
+        sum_key = (ATTN_SUM if self.backend.post_attn_norm else "attn_out", layer)
+        out_tap = taps.get(sum_key)
 
         def at_z(z: Tensor) -> Tensor | None:
             new_z = z_tap(z) if z_tap is not None else None
@@ -568,7 +690,7 @@ class HookedModel(nn.Module):
 
         taps[("z", layer)] = at_z
         if edits or out_tap is not None:
-            taps[("attn_out", layer)] = at_attn_out
+            taps[sum_key] = at_attn_out
 
     # ------------------------------------------------------------------ editing
     @contextlib.contextmanager
@@ -597,7 +719,7 @@ class HookedModel(nn.Module):
 
     @classmethod
     def from_module(cls, module: nn.Module, site_map: SiteMap | None = None, tokenizer: Any = None, name: str | None = None) -> HookedModel:
-        """Wrap any torch module through nnsight; Hugging Face GPT-2 / NeoX / Llama need no site map."""
+        """Wrap any torch module through nnsight; Hugging Face models of ``BUILT_IN_SITE_MAPS`` need no site map."""
         if site_map is None:
             if not hasattr(module, "config"):
                 raise LoadError(

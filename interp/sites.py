@@ -178,19 +178,23 @@ class Site:
                 f"Use one of: {', '.join(k for k in KINDS if k not in MLP_KINDS)}."
             )
         if self.kind not in model.supported_kinds:
+            why = getattr(model, "why_unsupported", lambda kind: "")(self.kind)
             raise SiteError(
                 f"{self}: the {model.backend_name} backend of this model does not expose {self.kind!r}. "
-                f"It exposes: {', '.join(model.supported_kinds)}."
+                + (f"{why} " if why else "")
+                + f"It exposes: {', '.join(model.supported_kinds)}."
             )
         if self.layer is not None and not 0 <= self.layer < model.n_layers:
             raise SiteError(
                 f"{self}: layer {self.layer} is out of range; this model has {model.n_layers} layers "
                 f"(valid: 0 to {model.n_layers - 1})."
             )
-        if self.head is not None and not 0 <= self.head < model.n_heads:
+        n_heads = getattr(model, "n_kv_heads", model.n_heads) if self.kind in ("k", "v") else model.n_heads
+        if self.head is not None and not 0 <= self.head < n_heads:
+            what = "key/value heads (grouped-query attention)" if n_heads != model.n_heads else "heads"
             raise SiteError(
-                f"{self}: head {self.head} is out of range; this model has {model.n_heads} heads per "
-                f"layer (valid: 0 to {model.n_heads - 1})."
+                f"{self}: head {self.head} is out of range; this model has {n_heads} {what} per "
+                f"layer (valid: 0 to {n_heads - 1})."
             )
         if self.pos is not None and seq_len is not None and not -seq_len <= self.pos < seq_len:
             raise SiteError(

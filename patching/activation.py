@@ -265,6 +265,8 @@ def _sweep_plan(model, prompts: PromptSet, kind: str, by_pos, layers) -> _Plan:
             raise InputError(f"layer {layer!r} is out of range; this model has layers 0 to {model.n_layers - 1}.")
     S, H = prompts.seq_len, model.n_heads
     by_pos = bool(by_pos) if kind in HEAD_KINDS else by_pos is None or bool(by_pos)
+    if kind in ("k", "v"):  # one per key/value head under grouped-query attention
+        H = getattr(model, "n_kv_heads", H)
     cells = _sweep_cells(kind, tuple(layers), S, H, by_pos)
     labels = {"layer": [str(layer) for layer in layers]}
     if by_pos:

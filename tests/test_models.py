@@ -230,39 +230,6 @@ def test_generic_module_through_nnsight(tokens):
         HookedModel.from_module(toy)
 
 
-def _neox(parallel: bool):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    return GPTNeoXForCausalLM(GPTNeoXConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=32,
-        max_position_embeddings=32, bos_token_id=0, eos_token_id=0, rotary_pct=0.25, use_parallel_residual=parallel,
-    ))
-
-
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(LlamaConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
-        vocab_size=32, max_position_embeddings=32, bos_token_id=0, eos_token_id=0,
-    ))
-
-
-@pytest.mark.parametrize("build", [lambda: _neox(True), lambda: _neox(False), _llama], ids=["neox-parallel", "neox-sequential", "llama"])
-def test_nnsight_site_maps_match_transformer_lens_on_other_architectures(build, tokenizer, tmp_path, tokens):
-    torch.manual_seed(0)
-    build().save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    tl, nn = interp.load(tmp_path), interp.load(tmp_path, backend="nnsight")
-    assert tl.supported_kinds == nn.supported_kinds
-    sites = all_sites(tl)
-    la, ca = tl.run_with_cache(tokens, sites)
-    lb, cb = nn.run_with_cache(tokens, sites)
-    assert (la - lb).abs().max() <= 1e-5
-    for site in sites:
-        assert (ca[site] - cb[site]).abs().max() <= 1e-5, site
-
-
 def _live_tensors() -> int:
     import gc
 
