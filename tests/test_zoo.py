@@ -39,8 +39,12 @@ def test_stated_metrics_match_a_fresh_measurement(induction_model):
     info = json.loads((zoo.model_dir("induction-2l") / "model.json").read_text())
     ev = info["eval"]
     measured = induction_metrics(induction_model, repeated_tokens(ev["n"], ev["half"], induction_model.d_vocab, seed=ev["seed"]))
+    # The stored numbers were measured on the machine that trained the model; another CPU changes the
+    # last bits of the logits, which moves a loss by far less than 0.1% and can flip an argmax at a
+    # near-tie (one token of the 11,500 moves an accuracy by 9e-5), so both get a stated tolerance.
     for key, value in info["metrics"].items():
-        assert measured[key] == pytest.approx(value, abs=1e-5), key
+        tolerance = dict(abs=0.003) if key.startswith("acc") else dict(rel=1e-3)
+        assert measured[key] == pytest.approx(value, **tolerance), key
 
 
 def test_checkpoints_load_and_show_learning(induction_model):

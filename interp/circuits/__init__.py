@@ -8,6 +8,14 @@ card's markdown file (``interp/circuits/<card>.md``) holds between the markers
 ``<!-- claims:start -->`` and ``<!-- claims:end -->``; ``interp circuits --write`` regenerates it and
 the test suite checks that the committed table is what the shipped weights give.
 
+Measured numbers come out of sampling, training and long float reductions, so another CPU (or
+another thread count) changes their last bits. The committed table therefore carries every number
+with a `Tolerance` (each claim states its own: ``±0.03`` for shares, accuracies and IIA, ``±5%`` for
+losses, ``exact`` for counts and layer / head indices), and `card_differences` compares a fresh
+measurement with it claim by claim: statement and PASS/FAIL exactly, each number within its
+tolerance. A claim whose verdict could flip inside its tolerance is a badly placed threshold
+(`unstable_numbers` finds such numbers; a test runs it on every card).
+
     from interp import circuits
     result = circuits.evaluate("induction")          # measured live on assets/models/induction-2l
     print(result.table())                            # claim | measured | figure | test | PASS/FAIL
@@ -16,10 +24,13 @@ the test suite checks that the committed table is what the shipped weights give.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import importlib
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,50 @@ from interp.errors import InputError, closest
 CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circuits.facts", "binding": "interp.circuits.binding"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
+NUMBERS_SUMMARY = "Every measured number, with the tolerance the card check allows"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a re-measured number may be from the committed one: ``kind`` is ``"abs"`` (±value),
+    ``"rel"`` (±value × |committed|) or ``"exact"``. ``str`` gives ``±0.03``, ``±5%`` or ``exact``
+    and `Tolerance.parse` reads that back."""
+
+    kind: str
+    value: float = 0.0
+
+    def width(self, committed: float) -> float:
+        """The largest allowed difference from ``committed``."""
+        return {"abs": self.value, "rel": self.value * abs(committed), "exact": 0.0}[self.kind]
+
+    def allows(self, committed: float, measured: float) -> bool:
+        if math.isnan(committed) or math.isnan(measured):
+            return math.isnan(committed) and math.isnan(measured)
+        if self.kind == "exact":
+            return committed == measured
+        return abs(measured - committed) <= self.width(committed) + 1e-12
+
+    def __str__(self) -> str:
+        if self.kind == "abs":
+            return f"±{self.value:g}"
+        return f"±{100 * self.value:g}%" if self.kind == "rel" else "exact"
+
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        text = text.strip()
+        if text == "exact":
+            return EXACT
+        if text.startswith("±") and text.endswith("%"):
+            return cls("rel", float(text[1:-1]) / 100)
+        if text.startswith("±"):
+            return cls("abs", float(text[1:]))
+        raise InputError(f"Cannot read the tolerance {text!r}: write ±0.03, ±5% or exact.")
+
+
+SHARE = Tolerance("abs", 0.03)  # shares, accuracies, IIA, indirect effects: sampled or optimised
+RELATIVE = Tolerance("rel", 0.05)  # losses, loss ratios, log-probability differences, times
+WEIGHTS = Tolerance("abs", 0.001)  # functions of the weights alone (no data, no optimisation): last bits only
+EXACT = Tolerance("exact")  # counts, layer and head indices, training steps read from a file
 
 
 class Subject:
@@ -54,7 +109,8 @@ class Claim:
     """One statement about a model's mechanism, with how to measure and decide it.
 
     ``key`` names the test (``test_<key>`` in ``tests/circuits/test_<card>_card.py``); ``figure``
-    names the figure in ``assets/figures`` that shows it.
+    names the figure in ``assets/figures`` that shows it. ``tolerances`` maps glob patterns of the
+    measured numbers' names to their `Tolerance` (first match wins; unmatched numbers get ``SHARE``).
     """
 
     key: str
@@ -63,6 +119,21 @@ class Claim:
     measure: Callable[[Subject], dict[str, float]]
     passes: Callable[[dict[str, float]], bool]
     summary: Callable[[dict[str, float]], str]
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+
+    def tolerance(self, number: str) -> Tolerance:
+        """The tolerance of the measured number called ``number``."""
+        return next((tol for pattern, tol in self.tolerances.items() if fnmatch.fnmatchcase(number, pattern)), SHARE)
+
+    def tolerance_text(self, numbers: Mapping[str, float]) -> str:
+        """The tolerances of ``numbers`` in words, for the card table: ``±0.03; exact: layer``."""
+        groups: dict[str, list[str]] = {}
+        for name in numbers:
+            groups.setdefault(str(self.tolerance(name)), []).append(name)
+        if len(groups) == 1:
+            return next(iter(groups))
+        main = max(groups, key=lambda t: len(groups[t]))
+        return "; ".join([main] + [f"{tol}: {', '.join(groups[tol])}" for tol in groups if tol != main])
 
 
 @dataclass
@@ -144,6 +215,11 @@ def evaluate(card: str | Card, model=None, keys: list[str] | None = None, progre
     elif isinstance(model, HookedModel):
         subject = Subject(model)
     else:
+        if not (Path(model) / "model.json").is_file():
+            from interp.errors import LoadError
+
+            raise LoadError(f"{str(model)!r} is not a directory saved by `interp train` (no model.json there); "
+                            f"train one with `interp train {card.model} --out DIR`, or pass a HookedModel.")
         subject = Subject(load_native_dir(model), name=str(Path(model)))
     claims = card.claims if keys is None else [card.claim(k) for k in keys]
     out = CardResult(card)
@@ -157,14 +233,97 @@ def evaluate(card: str | Card, model=None, keys: list[str] | None = None, progre
 
 
 def render_table(result: CardResult) -> str:
-    """The markdown table of a card's claims with the measured numbers."""
+    """The markdown of a card's claims: the table (claim, measured numbers in words, tolerance,
+    figure, test, verdict), then every measured number with its tolerance in a folded table that
+    `card_differences` reads back."""
     test_file = result.card.test_file or f"tests/circuits/test_{result.card.name}_card.py"
-    rows = ["| claim | measured on the shipped weights | figure | test | |", "|---|---|---|---|---|"]
+    rows = ["| claim | measured on the shipped weights | tolerance | figure | test | |", "|---|---|---|---|---|---|"]
+    numbers = ["| claim | number | value | tolerance |", "|---|---|---|---|"]
     for r in result.results:
         figure = f"[{r.claim.figure}](../../assets/figures/{r.claim.figure}.png)" if r.claim.figure else "-"
-        rows.append(f"| {r.claim.statement} | {r.summary} | {figure} | `{test_file}::test_{r.claim.key}` | "
-                    f"{'PASS' if r.passed else 'FAIL'} |")
-    return "\n".join(rows)
+        rows.append(f"| {r.claim.statement} | {r.summary} | {r.claim.tolerance_text(r.numbers)} | {figure} | "
+                    f"`{test_file}::test_{r.claim.key}` | {'PASS' if r.passed else 'FAIL'} |")
+        numbers += [f"| `{r.claim.key}` | `{name}` | {_number_text(value)} | {r.claim.tolerance(name)} |"
+                    for name, value in r.numbers.items()]
+    return "\n".join(rows + ["", f"<details><summary>{NUMBERS_SUMMARY}</summary>", ""] + numbers + ["", "</details>"])
+
+
+def _number_text(value: float) -> str:
+    """A number as the card stores it: integers as integers, floats so that they read back exactly."""
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer() and abs(value) < 2**53):
+        return str(int(value))
+    return repr(float(value))
+
+
+def committed_numbers(card: Card) -> dict[str, dict[str, tuple[float, Tolerance]]]:
+    """The numbers in the card's committed table: ``{claim key: {number: (value, tolerance)}}``."""
+    out: dict[str, dict[str, tuple[float, Tolerance]]] = {}
+    row = re.compile(r"^\| `([^`]+)` \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$")
+    for line in card_table_in_file(card).splitlines():
+        match = row.match(line.strip())
+        if match:
+            key, name, value, tol = match.groups()
+            out.setdefault(key, {})[name] = (float(value), Tolerance.parse(tol))
+    return out
+
+
+def committed_result(card: Card) -> CardResult:
+    """A `CardResult` holding the committed numbers (verdicts recomputed from them), as if measured."""
+    stored = committed_numbers(card)
+    out = CardResult(card)
+    for claim in card.claims:
+        numbers = {name: value for name, (value, _) in stored.get(claim.key, {}).items()}
+        out.results.append(ClaimResult(claim, numbers, bool(numbers) and bool(claim.passes(numbers)), 0.0))
+    return out
+
+
+def card_differences(card: Card, measured: CardResult) -> list[str]:
+    """What differs between the card's committed table and ``measured`` beyond the stated tolerances:
+    a claim's statement, figure, test or verdict (compared exactly), or a number (within the
+    tolerance the card states next to it). An empty list means the card is up to date."""
+    stored = committed_numbers(card)
+    problems = []
+    for r in measured.results:
+        key = r.claim.key
+        if key not in stored:
+            problems.append(f"{key}: no numbers committed for this claim")
+            continue
+        for name in sorted(set(stored[key]) | set(r.numbers)):
+            if name not in r.numbers or name not in stored[key]:
+                where = "committed but not measured" if name not in r.numbers else "measured but not committed"
+                problems.append(f"{key}/{name}: {where}")
+                continue
+            value, tol = stored[key][name]
+            if tol != r.claim.tolerance(name):
+                problems.append(f"{key}/{name}: the card states tolerance {tol}, the claim {r.claim.tolerance(name)}")
+            if not tol.allows(value, float(r.numbers[name])):
+                problems.append(f"{key}/{name}: committed {_number_text(value)}, measured {_number_text(float(r.numbers[name]))} "
+                                f"(tolerance {tol})")
+    # statements, figures, tests and verdicts exactly: the committed table must be the one its own
+    # numbers render, with the measured verdicts
+    expected = CardResult(card, [dataclasses.replace(r, numbers={n: v for n, (v, _) in stored.get(r.claim.key, {}).items()})
+                                 for r in measured.results if r.claim.key in stored])
+    committed_rows, expected_rows = card_table_in_file(card).splitlines(), render_table(expected).splitlines()
+    problems += [f"table row differs:\n  committed: {a}\n  expected:  {b}" for a, b in zip(committed_rows, expected_rows, strict=False) if a != b]
+    if len(committed_rows) != len(expected_rows):
+        problems.append(f"the committed block has {len(committed_rows)} lines, the measured one {len(expected_rows)}")
+    return problems
+
+
+def unstable_numbers(result: CardResult) -> list[str]:
+    """Numbers whose move by their tolerance (alone, up or down) flips their claim's verdict: a
+    threshold placed inside the measurement's noise. Empty when every verdict is robust."""
+    flips = []
+    for r in result.results:
+        for name, value in r.numbers.items():
+            width = r.claim.tolerance(name).width(float(value))
+            if width == 0 or math.isnan(float(value)):
+                continue
+            for sign in (-1, 1):
+                moved = {**r.numbers, name: float(value) + sign * width}
+                if bool(r.claim.passes(moved)) != r.passed:
+                    flips.append(f"{r.claim.key}/{name} = {_number_text(float(value))} {'+-'[sign < 0]} {width:g} flips the verdict")
+    return flips
 
 
 def _block(path: Path, start: str, end: str, what: str) -> re.Match:
@@ -184,7 +343,7 @@ def _write_block(path: Path, start: str, end: str, what: str, body: str) -> Path
 
 
 def card_table_in_file(card: Card) -> str:
-    """The table currently committed in the card's markdown file."""
+    """The block (claims table and numbers) currently committed in the card's markdown file."""
     return _block(card.path, START, END, "the table").group(1).strip("\n")
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from interp.circuits import Card, Claim, Subject
+from interp.circuits import EXACT, RELATIVE, Card, Claim, Subject
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import facts
@@ -176,6 +176,7 @@ CLAIMS = (
         "facts_causal_trace", measure_attention_depth,
         lambda n: n["argmax_layer"] < n["n_layers"] / 2 and n["last_layer"] <= 0.25 * n["peak"],
         lambda n: f"largest at layer {int(n['argmax_layer'])} ({n['peak']:.3f}); layer 0 {n['first_layer']:.3f}; last layer {n['last_layer']:.3f}",
+        tolerances={"argmax_layer": EXACT, "n_layers": EXACT},
     ),
     Claim(
         "severing",
@@ -194,6 +195,7 @@ CLAIMS = (
         lambda n: _probe_passes(n, 4),
         lambda n: ("last subject token by layer (embed, out 0..3): " + ", ".join(f"{n[f'subject_{i}']:.2f}" for i in range(5))
                    + "; last token: " + ", ".join(f"{n[f'last_{i}']:.2f}" for i in range(5)) + f"; chance {n['chance']:.2f}"),
+        tolerances={"chance": EXACT},  # the majority class's share: a count, the same on every machine
     ),
     Claim(
         "last_token_attention",
@@ -202,6 +204,7 @@ CLAIMS = (
         lambda n: n["layer0_on_last_subject"] >= 0.5,
         lambda n: (f"L0H{int(n['layer0_best_head'])} puts {n['layer0_on_last_subject']:.2f} of the last token's attention on "
                    f"the last subject token (max over later layers {n['later_on_last_subject_max']:.2f})"),
+        tolerances={"layer0_best_head": EXACT},
     ),
     Claim(
         "dynamics",
@@ -213,6 +216,7 @@ CLAIMS = (
         lambda n: (f"near the no-knowledge loss ({n['baseline']:.2f} nats) for {n['plateau_steps']:.0f} steps "
                    f"({int(n['n_evals_near'])} evaluations, every {n['eval_every']:.0f}); recall 0.5 at step "
                    f"{n['recall_half_step']:.0f}, 0.99 at step {n['recall_99_step']:.0f} of {n['total_steps']:.0f}"),
+        tolerances={"baseline": RELATIVE, "*": EXACT},  # steps and counts read from the shipped history.json
     ),
 )
 

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.circuits import Card, Claim, Subject
+from interp.circuits import EXACT, RELATIVE, WEIGHTS, Card, Claim, Subject
 from interp.errors import InputError
 from interp.heads import (
     attention_patterns,
@@ -217,6 +217,8 @@ def _phase_passes(n: dict[str, float]) -> bool:
 
 # ---------------------------------------------------------------------------- the card
 
+HEAD_COUNTS = {"best_head": EXACT, "n_marked": EXACT}
+
 CLAIMS = (
     Claim(
         "previous_token_head",
@@ -224,6 +226,7 @@ CLAIMS = (
         "induction_head_scores", measure_previous_token_head,
         lambda n: n["score"] >= STRONG,
         lambda n: f"best L0H{int(n['best_head'])}: {n['score']:.3f}; {int(n['n_marked'])} layer-0 heads ≥ {MARKED}",
+        tolerances=HEAD_COUNTS,
     ),
     Claim(
         "induction_head",
@@ -231,6 +234,7 @@ CLAIMS = (
         "induction_head_scores", measure_induction_head,
         lambda n: n["score"] >= STRONG,
         lambda n: f"best L1H{int(n['best_head'])}: {n['score']:.3f}; {int(n['n_marked'])} layer-1 heads ≥ {MARKED}",
+        tolerances=HEAD_COUNTS,
     ),
     Claim(
         "k_composition",
@@ -239,6 +243,8 @@ CLAIMS = (
         "induction_circuit", measure_k_composition, _k_composition_passes,
         lambda n: (f"max L0H{int(n['max_sender'])}→L1H{int(n['max_receiver'])} {n['max_score']:.3f}; "
                    f"min prev→ind {n['min_prev_to_induction']:.3f} vs max other→ind {n['max_other_to_induction']:.3f}"),
+        # composition scores are functions of the weights alone: only their last bits can move
+        tolerances={"max_sender": EXACT, "max_receiver": EXACT, "max_is_prev_token_head": EXACT, "*": WEIGHTS},
     ),
     Claim(
         "ablation",
@@ -248,6 +254,7 @@ CLAIMS = (
         lambda n: (f"loss ratio repeated/first: clean {n['ratio_clean']:.3f}; {int(n['n_induction'])} induction heads ablated "
                    f"{n['ratio_induction_ablated']:.3f}; {int(n['n_other'])} unmarked heads ablated {n['ratio_other_ablated']:.3f} "
                    f"(the {int(n['n_prev'])} previous-token heads ablated: {n['ratio_prev_ablated']:.3f})"),
+        tolerances={"n_*": EXACT, "ratio_*": RELATIVE},
     ),
     Claim(
         "key_path",
@@ -266,6 +273,7 @@ CLAIMS = (
         lambda n: (f"induction: steps {n['induction_jump_from']:.0f}→{n['induction_jump_to']:.0f} "
                    f"({100 * n['induction_share']:.0f}% of its change); ICL: steps {n['icl_jump_from']:.0f}→"
                    f"{n['icl_jump_to']:.0f} ({100 * n['icl_share']:.0f}%); window = {100 * n['window_fraction']:.1f}% of training"),
+        tolerances={"*_jump_*": EXACT, "window_fraction": EXACT},
     ),
 )
 
