@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; bad input (an `InterpError`) prints ``interp: error: ...`` and returns 2."""
+    from interp.errors import InterpError
+
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except InterpError as e:
+        print(f"interp: error: {e}", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

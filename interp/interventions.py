@@ -77,7 +77,7 @@ def as_intervention(x) -> Intervention:
     if callable(x):
         return Fn(x)
     raise InputError(
-        f"Cannot use {type(x).__name__} as an intervention. Give Replace(tensor), Add(tensor), "
+        f"Cannot use {_short_repr(x)} ({type(x).__name__}) as an intervention. Give Replace(tensor), Add(tensor), "
         f"Scale(factor), or a function of the activation."
     )
 
@@ -117,3 +117,9 @@ def apply_at(site: Site, intervention: Intervention, act: Tensor) -> Tensor:
     out = act.clone()
     out[index] = new_part
     return out
+
+
+def _short_repr(x, limit: int = 60) -> str:
+    """``repr(x)``, cut to ``limit`` characters (a bad value named in an error, not dumped)."""
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -264,7 +264,12 @@ class _DiskWriter:
             if not (path / "store.json").exists() and not any(path.glob("shard_*")):
                 raise InputError(f"{path} is not an activation store, so overwrite=True will not delete it; choose another directory.")
             shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"Cannot create the activation store directory {str(path)!r}: {e.strerror or e}. "
+                             f"Pass store= a directory you can write to (it is created with its parents), "
+                             f"or store=None to keep the activations in memory.") from None
         self.path, self.sites, self.shard_rows, self.dtype = path, sites, [], None
 
     def write(self, acts: dict[Site, Tensor], meta: dict[str, Tensor]) -> None:

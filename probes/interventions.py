@@ -94,7 +94,7 @@ def ablate_direction(direction: Float[Tensor, " d"] | Any, value: float | Tensor
 def steer(direction: Float[Tensor, " d"] | Any, alpha: float) -> Steer:
     """``Add(alpha * unit_direction)`` for `HookedModel.edit`, with a width check on use."""
     if isinstance(alpha, bool) or not isinstance(alpha, int | float | Tensor):
-        raise InputError(f"alpha must be a number, got {type(alpha).__name__}.")
+        raise InputError(f"alpha must be a number (the steering strength, e.g. 4.0), got {alpha!r} ({type(alpha).__name__}).")
     return Steer(float(alpha) * unit_vector(direction))
 
 

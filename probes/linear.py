@@ -82,6 +82,8 @@ class LinearProbe(BaseEstimator):
         self.standardize = standardize
         self.max_iter = max_iter
         self.random_state = random_state
+        if task not in TASKS:  # the one parameter that decides what the estimator is: checked at once
+            raise InputError(f"task={task!r} is not a probe task; use 'classification' or 'regression'.")
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:

@@ -45,17 +45,27 @@ class PromptSet:
                 f"same length (keep the answer position aligned) or choose corruptions with the same "
                 f"number of tokens as the clean prompt."
             )
-        n = self.clean.shape[0]
-        self.answers = torch.as_tensor(self.answers, dtype=torch.long, device=self.clean.device).reshape(n, -1).squeeze(-1)
-        if self.answers.shape[0] != n:
-            raise InputError(f"Expected {n} answers (one per prompt), got {self.answers.shape[0]}.")
+        self.answers = self._per_prompt(self.answers, "answers")
         if self.wrong is not None:
-            self.wrong = torch.as_tensor(self.wrong, dtype=torch.long, device=self.clean.device).reshape(n, -1).squeeze(-1)
-            if self.wrong.shape[0] != n:
-                raise InputError(f"Expected {n} wrong answers (one per prompt), got {self.wrong.shape[0]}.")
+            self.wrong = self._per_prompt(self.wrong, "wrong")
         seq = self.clean.shape[1]
         if not -seq <= self.answer_pos < seq:
             raise InputError(f"answer_pos {self.answer_pos} is outside prompts of {seq} tokens.")
+
+    def _per_prompt(self, values, name: str) -> Int[Tensor, " batch"]:
+        """``values`` as one token id per prompt ``[batch]`` (or several, ``[batch k]``), checked."""
+        n = self.clean.shape[0]
+        what = "answers" if name == "answers" else "wrong answers"
+        try:
+            t = torch.as_tensor(values, device=self.clean.device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"PromptSet.{name} could not be read as token ids ({e}); give {n} ints, one per prompt.") from None
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise InputError(f"PromptSet.{name} must be integer token ids, got dtype {t.dtype}; convert with .long().")
+        if t.ndim == 0 or t.shape[0] != n or t.ndim > 2:
+            raise InputError(f"Expected {n} {what} (one per prompt, shape [{n}]), got {what} of shape {tuple(t.shape)}; "
+                             f"give PromptSet.{name} one token id for each of the {n} prompts.")
+        return t.long().reshape(n, -1).squeeze(-1)
 
     def __len__(self) -> int:
         return self.clean.shape[0]
