@@ -2,11 +2,11 @@
 
 from interp.errors import InputError, InterpError, LoadError, SiteError
 from interp.interventions import Add, Fn, Replace, Scale
-from interp.models import Cache, HookedModel, SiteMap, Tap, load
+from interp.models import Cache, DeviceError, DtypeError, HookedModel, SiteMap, Tap, load
 from interp.sites import Site, grid
 
 __all__ = [
-    "Add", "Cache", "Fn", "HookedModel", "InputError", "InterpError", "LoadError", "Replace",
+    "Add", "Cache", "DeviceError", "DtypeError", "Fn", "HookedModel", "InputError", "InterpError", "LoadError", "Replace",
     "Scale", "Site", "SiteError", "SiteMap", "Tap", "grid", "load",
 ]
 __version__ = "0.1.0"

@@ -45,6 +45,79 @@ ATTN_SUM = "attn_sum"
 _ORDER = {**EXECUTION_ORDER, ATTN_SUM: EXECUTION_ORDER["head_out"] + 0.5}
 
 
+# =============================================================================== devices, dtypes
+class DeviceError(InputError):
+    """A device that does not exist on this machine (``"cuda:7"``, ``"tpu"``), or tokens the model cannot reach."""
+
+
+class DtypeError(InputError):
+    """A dtype the backends cannot run a model in (integer, boolean or complex types)."""
+
+
+#: dtypes both backends run a model in (float16 on the CPU is slow but works).
+RUNNABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def available_devices() -> list[str]:
+    """The devices a model can be put on here: ``cpu``, then ``cuda:i`` for each GPU, ``mps`` on Apple."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device if it exists on this machine; a DeviceError naming it otherwise."""
+    here = ", ".join(available_devices())
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(
+            f"{device!r} is not a device torch knows. Devices here: {here}; pass one of them, e.g. device='cpu'."
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise DeviceError(
+            f"device='meta' holds no weights, so a model cannot run there. Devices here: {here}; pass one of "
+            f"them, e.g. device='cpu'."
+        )
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= n:
+            have = "this machine has no CUDA device" if n == 0 else f"this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}"
+            raise DeviceError(f"Device {device!r} does not exist: {have}. Devices here: {here}; pass one of them, e.g. device='cpu'.")
+        return dev
+    try:
+        torch.empty(1, device=dev)
+    except Exception:
+        raise DeviceError(
+            f"Device {device!r} is not available on this machine. Devices here: {here}; pass one of them, e.g. device='cpu'."
+        ) from None
+    return dev
+
+
+def check_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``dtype`` (a torch.dtype or its name, ``"bfloat16"``) if the backends can run a model in it."""
+    if isinstance(dtype, str):
+        named = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(named, torch.dtype):
+            raise DtypeError(f"{dtype!r} is not a torch dtype; pass e.g. torch.bfloat16 or 'bfloat16'.")
+        dtype = named
+    if not isinstance(dtype, torch.dtype):
+        raise DtypeError(f"dtype must be a torch.dtype such as torch.bfloat16, got {type(dtype).__name__}.")
+    if dtype not in RUNNABLE_DTYPES:
+        raise DtypeError(
+            f"A model cannot run in {dtype}: its weights and activations must be floating point. Use one of "
+            f"{', '.join(str(d) for d in RUNNABLE_DTYPES)}. (For 8- or 4-bit weights, load the Hugging Face "
+            f"model with a quantization_config yourself and wrap it with HookedModel.from_module.)"
+        )
+    return dtype
+
+
 # =============================================================================== backends
 class Backend:
     """What a backend provides: shapes, a tokenizer, a trainable module, and `run` with taps.
@@ -521,8 +594,41 @@ class HookedModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the model takes its tokens (the embedding's device when it is split across devices)."""
         p = next(self.module.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def is_split(self) -> bool:
+        """True for a model dispatched across devices by accelerate (loaded with ``device_map``)."""
+        hf = getattr(self.module, "original_model", self.module)  # the bridge wraps the HF model
+        return len(set((getattr(hf, "hf_device_map", None) or {}).values())) > 1
+
+    @property
+    def dtype(self) -> torch.dtype:
+        p = next(self.module.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    def to(self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | str | None = None) -> HookedModel:
+        """Move the model to a device and/or dtype: ``model.to("cuda")``, ``model.to(torch.bfloat16)``,
+        ``model.to("cuda", torch.bfloat16)``. Checked first: a device that does not exist raises
+        DeviceError, a dtype the model cannot run in DtypeError, and then nothing is moved."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+        device = None if device is None else check_device(device)
+        dtype = None if dtype is None else check_dtype(dtype)
+        if self.is_split and device is not None:
+            raise DeviceError(
+                "This model is split across devices (loaded with device_map), so it cannot be moved as a whole; "
+                "load it again with device=... instead of device_map."
+            )
+        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if moves:
+            if isinstance(self.backend, TransformerLensBackend):
+                self.module.to(**moves, print_details=False)  # the bridge keeps its config in step
+            else:
+                self.module.to(**moves)
+        return self
 
     def extra_repr(self) -> str:
         return (
@@ -581,8 +687,14 @@ class HookedModel(nn.Module):
             raise InputError(
                 f"Sequences of {tokens.shape[1]} tokens exceed this model's context of {self.n_ctx}; truncate them."
             )
-        if tokens.device != self.device:
-            raise InputError(f"Tokens are on {tokens.device} but the model is on {self.device}; use tokens.to(model.device).")
+        if tokens.device != self.device:  # as TransformerLens does: the model's device wins
+            try:
+                tokens = tokens.to(self.device)
+            except Exception as err:
+                raise DeviceError(
+                    f"Tokens on {tokens.device} cannot be moved to the model's device {self.device} ({type(err).__name__}: "
+                    f"{err}); create them on {self.device} or on the CPU."
+                ) from None
         lo, hi = (int(t) for t in torch.aminmax(tokens))
         if lo < 0 or hi >= self.d_vocab:
             raise InputError(f"Token ids must lie in [0, {self.d_vocab}) for this model's vocabulary; got values from {lo} to {hi}.")
@@ -791,13 +903,26 @@ def state_dict_of(model: HookedModel) -> dict[str, Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
 
 
-def load(name_or_path: str | Path, backend: str = "transformer_lens", **kwargs) -> HookedModel:
+def load(
+    name_or_path: str | Path,
+    backend: str = "transformer_lens",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    **kwargs,
+) -> HookedModel:
     """Load a shipped model by name, a directory saved by `save_native`, or a Hugging Face directory.
 
     ``backend``: "transformer_lens" (TransformerBridge) or "nnsight". Nothing is fetched from a hub.
+    ``device``: where the model runs ("cpu", "cuda", "cuda:1", ...; None: the CPU). ``dtype``: the
+    weights' dtype (torch.float32, torch.bfloat16, torch.float16; None: float32, whatever the
+    checkpoint holds). Both are checked before anything loads (DeviceError, DtypeError).
+    Further keyword arguments go to ``TransformerBridge.boot_transformers`` or
+    ``AutoModelForCausalLM.from_pretrained``.
     """
     if backend not in BACKENDS:
         raise LoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    device = None if device is None else check_device(device)
+    dtype = None if dtype is None else check_dtype(dtype)
     from interp import zoo
 
     path = Path(name_or_path)
@@ -811,30 +936,42 @@ def load(name_or_path: str | Path, backend: str = "transformer_lens", **kwargs) 
     if (path / "model.json").exists():
         if backend != "transformer_lens":
             raise LoadError(f"{path} is a native TransformerLens model; load it with backend='transformer_lens'.")
-        return load_native_dir(path)
+        return load_native_dir(path).to(device, dtype)
     if (path / "config.json").exists():
-        return load_hf_dir(path, backend=backend, **kwargs)
+        return load_hf_dir(path, backend=backend, device=device, dtype=dtype, **kwargs)
     raise LoadError(
         f"{path} is not a model directory: it has neither model.json (a model saved by interp) nor "
         f"config.json (a Hugging Face model saved with save_pretrained)."
     )
 
 
-def load_hf_dir(path: str | Path, backend: str = "transformer_lens", **kwargs) -> HookedModel:
-    """A local Hugging Face causal-LM directory, offline, on either backend."""
+def load_hf_dir(
+    path: str | Path,
+    backend: str = "transformer_lens",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    **kwargs,
+) -> HookedModel:
+    """A local Hugging Face causal-LM directory, offline, on either backend (``device`` and ``dtype`` as in `load`)."""
     path = Path(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = torch.device("cpu") if device is None else check_device(device)
+    dtype = torch.float32 if dtype is None else check_dtype(dtype)
     if backend == "transformer_lens":
         from transformer_lens.model_bridge import TransformerBridge
 
         with _quiet():
-            bridge = TransformerBridge.boot_transformers(str(path), **kwargs)
+            bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, **kwargs)
         bridge.eval()
         return HookedModel.from_bridge(bridge, name=path.name)
     with _quiet():
-        hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, attn_implementation="eager", dtype=dtype, **kwargs
+        )
+    if getattr(hf, "hf_device_map", None) is None:
+        hf.to(device)
     hf.eval()
     tokenizer = None
     with contextlib.suppress(Exception):

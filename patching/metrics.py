@@ -2,7 +2,9 @@
 
 A metric is a plain function ``metric(logits, prompts) -> Tensor[batch]``: it reads the next-token
 logits at ``prompts.answer_pos`` and returns one value per prompt. `activation_patch` averages
-those values over the prompt set.
+those values over the prompt set. Metrics are float32 whatever the model's dtype: the built-in
+ones upcast the answer position's logits before any arithmetic (a bfloat16 log-softmax loses two
+digits), and `check_values` upcasts what a custom metric returns.
 
     logit_diff(logits, prompts)     # logit of the answer minus logit of the wrong answer
     prob / log_prob                 # (log-)probability of the answer
@@ -38,7 +40,7 @@ def _answer_logits(logits: Tensor, prompts: PromptSet) -> Float[Tensor, "batch v
             f"Logits of shape {tuple(logits.shape)} do not match a prompt set of {len(prompts)} prompts "
             f"of {prompts.seq_len} tokens; pass the logits of a run on these prompts."
         )
-    return logits[:, prompts.answer_pos, :]
+    return logits[:, prompts.answer_pos, :].float()  # float32 even for half-precision models
 
 
 def _gather(x: Float[Tensor, "... n vocab"], ids: Int[Tensor, " n"]) -> Float[Tensor, "... n"]:
@@ -77,7 +79,7 @@ def kl_to(clean_logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch 
     """
     if not isinstance(clean_logits, Tensor) or clean_logits.ndim not in (2, 3):
         raise InputError("kl_to needs the clean run's logits, a tensor [batch pos vocab] or [batch vocab].")
-    clean_logits = clean_logits.detach()
+    clean_logits = clean_logits.detach().float()
 
     def kl_to_clean(logits: Tensor, prompts: PromptSet) -> Tensor:
         clean = _answer_logits(clean_logits, prompts) if clean_logits.ndim == 3 else clean_logits
@@ -142,7 +144,7 @@ def metric_name(metric: Callable) -> str:
 
 
 def check_values(values, n: int, metric: Callable) -> Tensor:
-    """Return ``values`` if they are ``n`` finite per-prompt values; raise MetricError otherwise."""
+    """``values`` as float32 if they are ``n`` finite per-prompt values; raise MetricError otherwise."""
     name = metric_name(metric)
     if not isinstance(values, Tensor):
         raise MetricError(
@@ -159,4 +161,4 @@ def check_values(values, n: int, metric: Callable) -> Tensor:
             f"Metric {name} returned non-finite values ({values.tolist()}); check for log(0) or a "
             f"division by zero in the metric."
         )
-    return values
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
