@@ -5,6 +5,7 @@
     result = probe_sweep(store, y, control="tokens")             # CV per site, selectivity
     control_labels(token_ids, n_classes, seed)                   # Hewitt & Liang 2019 control task
     with model.edit({site: ablate_direction(probe.direction())}): ...   # or steer(u, alpha)
+    logit_lens(model, tokens, answers="next"); direct_logit_attribution(model, prompts)
 """
 
 from probes.collect import ActivationStore, collect, position_mask
@@ -16,10 +17,12 @@ from probes.interventions import (
     steer,
     unit_vector,
 )
+from probes.lens import DLAResult, LensResult, Readout, direct_logit_attribution, logit_lens
 from probes.linear import LinearProbe, ProbeNotFittedError
 from probes.sweep import ProbeSweepResult, control_labels, probe_sweep
 
 __all__ = [
+    "DLAResult", "LensResult", "Readout", "direct_logit_attribution", "logit_lens",
     "ActivationStore", "DirectionAblation", "LinearProbe", "ProbeNotFittedError", "ProbeSweepResult",
     "Steer", "ablate_direction", "collect", "control_labels", "edit_effect", "position_mask",
     "probe_sweep", "steer", "unit_vector",
