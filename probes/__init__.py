@@ -6,8 +6,10 @@
     control_labels(token_ids, n_classes, seed)                   # Hewitt & Liang 2019 control task
     with model.edit({site: ablate_direction(probe.direction())}): ...   # or steer(u, alpha)
     logit_lens(model, tokens, answers="next"); direct_logit_attribution(model, prompts)
+    attention_view(model, tokens, layers=[1])                    # HTML in Jupyter, .figure() elsewhere
 """
 
+from probes.attention import AttentionView, attention_view
 from probes.collect import ActivationStore, collect, position_mask
 from probes.interventions import (
     DirectionAblation,
@@ -22,7 +24,7 @@ from probes.linear import LinearProbe, ProbeNotFittedError
 from probes.sweep import ProbeSweepResult, control_labels, probe_sweep
 
 __all__ = [
-    "DLAResult", "LensResult", "Readout", "direct_logit_attribution", "logit_lens",
+    "AttentionView", "attention_view", "DLAResult", "LensResult", "Readout", "direct_logit_attribution", "logit_lens",
     "ActivationStore", "DirectionAblation", "LinearProbe", "ProbeNotFittedError", "ProbeSweepResult",
     "Steer", "ablate_direction", "collect", "control_labels", "edit_effect", "position_mask",
     "probe_sweep", "steer", "unit_vector",
