@@ -516,7 +516,13 @@ class NNsightBackend(Backend):
     def W_O(self, layer: int) -> Tensor:
         if self.site_map.W_O is None:
             raise SiteError("This site map gives no W_O, so 'head_out' is not available; add W_O to the SiteMap.")
-        return self.site_map.W_O(self.module, layer)
+        W_O = self.site_map.W_O(self.module, layer)
+        if W_O.device.type == "meta" and "z" in self.taps:  # offloaded by accelerate: load it for a moment
+            from accelerate.utils import align_module_device
+
+            with align_module_device(self.module.get_submodule(self.taps["z"].path.format(layer=layer))):
+                W_O = self.site_map.W_O(self.module, layer).clone()  # z is the input of W_O's projection
+        return W_O
 
 
 # =============================================================================== the model
@@ -596,7 +602,9 @@ class HookedModel(nn.Module):
     def device(self) -> torch.device:
         """Where the model takes its tokens (the embedding's device when it is split across devices)."""
         p = next(self.module.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
+        if p is None or p.device.type == "meta":  # offloaded to disk: accelerate's hooks place inputs
+            return torch.device("cpu")
+        return p.device
 
     @property
     def is_split(self) -> bool:
@@ -617,10 +625,10 @@ class HookedModel(nn.Module):
             device, dtype = None, device
         device = None if device is None else check_device(device)
         dtype = None if dtype is None else check_dtype(dtype)
-        if self.is_split and device is not None:
+        if self.is_split and (device is not None or dtype is not None):
             raise DeviceError(
-                "This model is split across devices (loaded with device_map), so it cannot be moved as a whole; "
-                "load it again with device=... instead of device_map."
+                "This model is split across devices (loaded with device_map), so it cannot be moved or cast as a "
+                "whole; load it again with device=... instead of device_map, or with dtype=... and the device_map."
             )
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         if moves:
@@ -774,7 +782,6 @@ class HookedModel(nn.Module):
     def _head_out_taps(self, taps: Taps, layer: int, edits, reads, store) -> None:
         """head_out = z @ W_O per head. Read it at z; apply its edits as a change to attn_out (or,
         where a norm follows the attention, to the heads' summed writes before it)."""
-        W_O = self.backend.W_O(layer)
         delta: list[Tensor] = []
         z_tap = taps.get(("z", layer))
         sum_key = (ATTN_SUM if self.backend.post_attn_norm else "attn_out", layer)
@@ -783,7 +790,9 @@ class HookedModel(nn.Module):
         def at_z(z: Tensor) -> Tensor | None:
             new_z = z_tap(z) if z_tap is not None else None
             z_used = z if new_z is None else new_z
-            result = einops.einsum(z_used, W_O.to(z_used.dtype), "b p h d, h d m -> b p h m")
+            # W_O is read during the forward: a layer offloaded by accelerate has its weights only then.
+            W_O = self.backend.W_O(layer).to(z_used.device, z_used.dtype)
+            result = einops.einsum(z_used, W_O, "b p h d, h d m -> b p h m")
             new = result
             for site, iv in edits:
                 new = apply_at(site, iv, new)
@@ -957,21 +966,29 @@ def load_hf_dir(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device("cpu") if device is None else check_device(device)
     dtype = torch.float32 if dtype is None else check_dtype(dtype)
+    if kwargs.get("device_map") is not None:  # accelerate places every module itself
+        if device is not None:
+            raise DeviceError(
+                f"device={str(device)!r} and device_map were both given, but device_map already says where "
+                f"each module goes; drop device=... (or drop device_map to put the whole model on one device)."
+            )
+        where = {}
+    else:
+        where = {"device": torch.device("cpu") if device is None else check_device(device)}
     if backend == "transformer_lens":
         from transformer_lens.model_bridge import TransformerBridge
 
         with _quiet():
-            bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, **kwargs)
+            bridge = TransformerBridge.boot_transformers(str(path), dtype=dtype, **where, **kwargs)
         bridge.eval()
         return HookedModel.from_bridge(bridge, name=path.name)
     with _quiet():
         hf = AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, attn_implementation="eager", dtype=dtype, **kwargs
         )
-    if getattr(hf, "hf_device_map", None) is None:
-        hf.to(device)
+    if where:
+        hf.to(where["device"])
     hf.eval()
     tokenizer = None
     with contextlib.suppress(Exception):

@@ -139,3 +139,46 @@ def test_native_models_take_device_and_dtype_too():
     assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
     tokens = torch.randint(1, model.d_vocab, (2, 8), generator=torch.Generator().manual_seed(0))
     assert model(tokens).dtype == torch.bfloat16
+
+
+# =============================================================================== split across devices
+#: layer 1 (and, with "auto", everything past the embedding) lives on disk until it runs.
+SPLITS = {
+    "explicit-map": dict(device_map={
+        "model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+        "model.norm": "cpu", "lm_head": "cpu",
+    }),
+    "auto-max-memory": dict(device_map="auto", max_memory={"cpu": 50_000}),  # bytes: about half this model
+}
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_split_across_cpu_and_disk_gives_the_same_numbers(llama_dir, tokens, tmp_path, backend, split):
+    from patching import causal_trace
+
+    whole = interp.load(llama_dir, backend=backend)
+    model = interp.load(llama_dir, backend=backend, offload_folder=str(tmp_path), **SPLITS[split])
+    assert model.is_split and not whole.is_split
+    hf = getattr(model.module, "original_model", model.module)  # the bridge wraps the HF model
+    assert hf.model.layers[1].self_attn.o_proj.weight.device.type == "meta"  # really on disk, not in memory
+    assert (model(tokens) - whole(tokens)).abs().max() <= 1e-5
+    sites = [Site(k, 1) for k in model.supported_kinds if k != "embed"]
+    _, a = whole.run_with_cache(tokens, sites)
+    _, b = model.run_with_cache(tokens, sites)
+    for site in sites:
+        assert (a[site] - b[site]).abs().max() <= 1e-5, site
+    prompts = _prompts()
+    for kind, by_pos in [("resid_pre", None), ("head_out", False)]:
+        expected = activation_patch(whole, prompts, kind, logit_diff, by_pos=by_pos, progress=False).values
+        got = activation_patch(model, prompts, kind, logit_diff, by_pos=by_pos, progress=False).values
+        assert expected.std() > 1e-2 and (got - expected).abs().max() <= 1e-5, kind
+    trace = dict(subject_positions=[1, 2], answers=prompts.answers, samples=2, kinds=("resid", "mlp"), progress=False)
+    expected = causal_trace(whole, prompts.clean, **trace)
+    got = causal_trace(model, prompts.clean, **trace)
+    for kind in ("resid", "mlp"):
+        assert (got.probs[kind] - expected.probs[kind]).abs().max() <= 1e-5, kind
+    with pytest.raises(DeviceError, match="split across devices"):
+        model.to("cpu")
+    with pytest.raises(DeviceError, match="drop device="):
+        interp.load(llama_dir, backend=backend, device="cpu", offload_folder=str(tmp_path), **SPLITS[split])
