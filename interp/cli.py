@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from interp import __version__
+
 
 def _list_models(args) -> int:
     from interp import zoo
@@ -79,6 +81,7 @@ def _circuits(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability toolkit: shipped models, training, figures.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list-models", help="print each shipped model with its size and task accuracy")
     p.set_defaults(fn=_list_models)
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_train)
     p = sub.add_parser("reproduce", help="regenerate figures (and assets/REPORT.md) from the shipped checkpoints")
     p.add_argument("name", nargs="?", default="all", help="a figure name, or all")
-    p.add_argument("--out", default=None, help="figure directory (default: assets/figures)")
+    p.add_argument("--out", default=None, help="figure directory (default: assets/figures in a checkout, ./interp-figures elsewhere)")
     p.set_defaults(fn=_reproduce)
     p = sub.add_parser("circuits", help="measure every circuit card's claims live on the shipped weights (PASS/FAIL)")
     p.add_argument("name", nargs="?", default="all", help="a card (induction, facts, binding) or all")

@@ -1,8 +1,10 @@
 """The shipped small models: ``list_models()``, ``load_model(name)``.
 
 Each lives in ``assets/models/NAME/`` (``model.safetensors``, ``model.json``, ``tokenizer/``,
-``checkpoints/step_*.safetensors``) and is rebuilt by ``interp train NAME``. Set ``INTERP_ASSETS``
-to read them from another directory.
+``checkpoints/step_*.safetensors``) and is rebuilt by ``interp train NAME``. They are found, in
+order: under ``$INTERP_ASSETS`` when it is set; in a checkout, in the repository's top-level
+``assets/``; in an installed wheel, in ``interp/_assets/`` (the same files, mapped there at build
+time by ``setup.py``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,25 @@ from pathlib import Path
 from interp.errors import LoadError
 
 
+def checkout_dir() -> Path | None:
+    """The repository root when ``interp`` is imported from a checkout (a clone, or an editable
+    install of one), else ``None`` (an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "assets").is_dir() else None
+
+
 def assets_dir() -> Path:
-    """``$INTERP_ASSETS`` or the repository's ``assets/``."""
+    """Where the shipped models are read from: ``$INTERP_ASSETS``, else the checkout's ``assets/``,
+    else the copy installed with the package (``interp/_assets``)."""
     env = os.environ.get("INTERP_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+    if env:
+        return Path(env)
+    root = checkout_dir()
+    return root / "assets" if root is not None else Path(__file__).resolve().parent / "_assets"
 
 
 def models_dir() -> Path:
+    """``assets_dir() / "models"``: one folder per shipped model."""
     return assets_dir() / "models"
 
 

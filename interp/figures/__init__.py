@@ -1,14 +1,15 @@
 """One function per reproduced figure; ``interp reproduce NAME|all`` runs them.
 
-Each function takes ``out_dir`` (default ``assets/figures``) and ``model`` (default: the shipped
+Each function takes ``out_dir`` (default: ``assets/figures`` in a checkout, ``./interp-figures``
+elsewhere; see `default_out_dir`) and ``model`` (default: the shipped
 checkpoint), draws without training, writes ``NAME.png`` and ``NAME.svg``, and returns a
 `FigureResult` with the paths and the numbers it drew, so tests can compare them. Every figure
 function is importable from here: ``from interp.figures import facts_causal_trace``.
 """
 
 from interp.figures import binding, facts, induction  # noqa: F401  (each registers its figures)
-from interp.figures.base import FIGURES, FigureResult, reproduce
+from interp.figures.base import FIGURES, FigureResult, default_out_dir, reproduce
 
 globals().update(FIGURES)
 
-__all__ = ["FIGURES", "FigureResult", "reproduce", *FIGURES]
+__all__ = ["FIGURES", "FigureResult", "default_out_dir", "reproduce", *FIGURES]

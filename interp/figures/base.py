@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,19 @@ def subject_of(model):
 
 
 def default_out_dir() -> Path:
-    return zoo.assets_dir() / "figures"
+    """Where figures go when no ``out_dir`` is given: ``$INTERP_ASSETS/figures`` when that is set;
+    in a checkout, its ``assets/figures``; otherwise (an installed wheel) ``./interp-figures`` in the
+    current directory, never inside site-packages."""
+    if os.environ.get("INTERP_ASSETS") or zoo.checkout_dir() is not None:
+        return zoo.assets_dir() / "figures"
+    return Path.cwd() / "interp-figures"
+
+
+def report_path(figures: Path) -> Path:
+    """``REPORT.md`` beside a folder named ``figures`` (the checkout's ``assets/REPORT.md`` links
+    ``figures/NAME.png``), inside any other folder (``./interp-figures/REPORT.md``): the report never
+    lands loose in the user's current directory."""
+    return figures.parent / "REPORT.md" if figures.name == "figures" else figures / "REPORT.md"
 
 
 def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
@@ -60,7 +73,8 @@ def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
 
 
 def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None, report: bool = True) -> list[FigureResult]:
-    """Draw the named figures (or all) and, for all, write ``assets/REPORT.md``. (Importing this
+    """Draw the named figures (or all) into ``out_dir`` (default: `default_out_dir`) and, for all,
+    write ``REPORT.md`` (see `report_path`; ``assets/REPORT.md`` in a checkout). (Importing this
     module runs ``interp/figures/__init__.py`` first, which registers every figure.)"""
     wanted = list(FIGURES) if names == "all" else [names] if isinstance(names, str) else list(names)
     for name in wanted:
@@ -79,7 +93,7 @@ def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None,
 
 def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Path:
     figures = Path(out_dir) if out_dir is not None else default_out_dir()
-    path = figures.parent / "REPORT.md"
+    path = report_path(figures)
     lines = [
         "# Circuit library report",
         "",
