@@ -8,15 +8,16 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test reproduce install lint clean
+.PHONY: test reproduce install lint docs dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # torch first, pinned to the CPU wheel on disk; the project's range admits it, so pip keeps it.
+# The docs extra (MkDocs, pure Python, a few MB) is installed too: tests/test_docs.py builds the site.
 $(STAMP): $(BIN)/python pyproject.toml
 	@echo "Installing torch==2.13.0 (CPU) ..."; $(BIN)/pip install --disable-pip-version-check torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	@echo "Installing the project and its dev extra ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing the project and its dev and docs extras ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev,docs]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,8 +28,17 @@ test: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/interp reproduce all
 
+# The API reference and pages, offline, into site/; warnings (broken links, unresolved references,
+# exported names without a docstring or missing from the reference) fail the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# sdist and wheel into dist/ (the wheel carries assets/models; see setup.py)
+dist: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 lint: $(STAMP)
 	$(BIN)/ruff check interp patching probes tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site dist build .cache
