@@ -228,15 +228,26 @@ class RotatedSubspace(nn.Module):
         return self.Q[:, : self.learned_k].detach().clone()
 
     def forward(self, base: Float[Tensor, "... d"], source: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
-        Q = self.Q.to(base.dtype)
-        coords = (source - base) @ Q  # rotated coordinates of the difference
-        return base + (coords * self.mask().to(base.dtype)) @ Q.T
+        """The patched activation, computed in float32 (at least) and returned in ``base``'s dtype.
+
+        A bfloat16 model's activations are widened before the rotation, so the rotation, its
+        gradient and the mask stay float32; only the written value is cast back to the model's dtype.
+        """
+        work = torch.promote_types(base.dtype, torch.float32)
+        Q = self.Q.to(base.device, work)
+        b, s = base.to(work), source.to(work)
+        coords = (s - b) @ Q  # rotated coordinates of the difference
+        return (b + (coords * self.mask().to(base.device, work)) @ Q.T).to(base.dtype)
 
 
 # =============================================================================== training
 @dataclass
 class DASResult:
-    """What `train_das` found: the subspace, its training curve and its held-out IIA."""
+    """What `train_das` found: the subspace, its training curve and its held-out IIA.
+
+    Numbers are Python floats and tensors (``basis``, the ``subspace``'s rotation) are float32 on
+    the CPU, whatever the model's device and dtype.
+    """
 
     site: Site
     k: int
@@ -276,10 +287,10 @@ def _evaluate(model: HookedModel, site: Site, data: CounterfactualDataset, subsp
     with torch.no_grad():
         for start in range(0, len(data), chunk):
             sl = slice(start, start + chunk)
-            patched = interchange_with(model, base[sl], acts[sl], site, subspace)[:, data.answer_pos].log_softmax(-1)
+            patched = interchange_with(model, base[sl], acts[sl], site, subspace)[:, data.answer_pos].float().log_softmax(-1)
             hits.append(patched.argmax(-1) == labels[sl])
             if data.base_labels is not None:
-                clean = model(base[sl])[:, data.answer_pos].log_softmax(-1)
+                clean = model(base[sl])[:, data.answer_pos].float().log_softmax(-1)
                 cf, bl = labels[sl, None], data.base_labels[sl].to(device)[:, None]
                 changed = labels[sl] != data.base_labels[sl].to(device)
                 effects.append((_log_odds(patched, cf, bl) - _log_odds(clean, cf, bl))[changed])
@@ -356,7 +367,7 @@ def train_das(
                     t0, t1 = temperature
                     subspace.temperature = t0 * (t1 / t0) ** (step / max(1, steps - 1))
                 logits = interchange_with(model, base[idx], acts[idx], site, subspace)[:, train.answer_pos]
-                loss = F.cross_entropy(logits, labels[idx])
+                loss = F.cross_entropy(logits.float(), labels[idx])  # float32 even for a half-precision model
                 if boundless:
                     loss = loss + size_penalty * subspace.mask().sum()
                 opt.zero_grad()
@@ -373,6 +384,9 @@ def train_das(
         evaluator: Subspace = basis if boundless else subspace
         iia, log_odds = _evaluate(model, site, test, evaluator)
         train_iia, _ = _evaluate(model, site, train, evaluator)
+        # The result is for saving and plotting: float32 on the CPU (the module moves its rotation
+        # to the activations' device when it is used again, e.g. in `interchange`).
+        subspace, basis = subspace.cpu(), basis.cpu()
     finally:
         for p, flag in zip(params, was_trainable, strict=True):
             p.requires_grad_(flag)

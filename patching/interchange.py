@@ -67,9 +67,15 @@ def check_basis(basis, d: int, atol: float = 1e-4) -> Float[Tensor, "d k"]:
 def project_exchange(
     base: Float[Tensor, "... d"], source: Float[Tensor, "... d"], basis: Float[Tensor, "d k"]
 ) -> Float[Tensor, "... d"]:
-    """``base + B Bᵀ (source − base)``: exchange the components in span(basis), keep the rest of base."""
-    coords = einops.einsum(source - base, basis.to(base.dtype), "... d, d k -> ... k")
-    return base + einops.einsum(coords, basis.to(base.dtype), "... k, d k -> ... d")
+    """``base + B Bᵀ (source − base)``: exchange the components in span(basis), keep the rest of base.
+
+    Computed in float32 (or wider) and returned in ``base``'s dtype, so a half-precision model's
+    activations are projected without rounding the basis to 8 bits; only the written value is cast.
+    """
+    work = torch.promote_types(base.dtype, torch.float32)
+    b, B = base.to(work), basis.to(base.device, work)
+    coords = einops.einsum(source.to(work) - b, B, "... d, d k -> ... k")
+    return (b + einops.einsum(coords, B, "... k, d k -> ... d")).to(base.dtype)
 
 
 def exchange_fn(subspace: Subspace | None, d: int) -> Callable[[Tensor, Tensor], Tensor]:

@@ -12,7 +12,8 @@ token, a fixed index, one index per prompt, or a boolean mask), and flattens wha
 the activation after batch and position into one feature axis (``z`` of every head becomes
 ``head*d_head`` features; a site with ``head=`` keeps that head only). Rows are ordered by prompt,
 then by position, and the same rows are kept for every site, so ``store[a][i]`` and ``store[b][i]``
-describe the same token.
+describe the same token. Rows live on the CPU (where probes fit) and are float32 even for a
+bfloat16 or float16 model (widened exactly; a float64 model keeps float64).
 
 With ``store=DIR`` each batch is written as a shard of ``.npy`` files as soon as it is computed,
 so memory stays bounded by one batch however many prompts there are; reading maps the shards
@@ -40,8 +41,8 @@ from interp.sites import Site, SiteLike, as_site
 
 FORMAT_VERSION = 1
 _META = ("prompt_ids", "positions", "token_ids")
-# numpy cannot hold these; they are widened (exactly) to float32 on disk.
-_WIDEN = {torch.bfloat16: torch.float32}
+# Probe features are float32 even for half-precision models: these are widened (exactly) to float32.
+_WIDEN = {torch.bfloat16: torch.float32, torch.float16: torch.float32}
 
 Positions = str | int | Int[Tensor, " batch"] | Bool[Tensor, "batch pos"]
 
@@ -280,7 +281,6 @@ class _DiskWriter:
         shard.mkdir()
         for j, s in enumerate(self.sites):
             x = acts[s]
-            x = x.to(_WIDEN.get(x.dtype, x.dtype))
             self.dtype = str(x.dtype).removeprefix("torch.")
             np.save(shard / f"act_{j}.npy", x.cpu().numpy())
         for m in _META:
@@ -351,7 +351,8 @@ def collect(
                 if site.kind == "pattern" and site.head is None:  # [b head q k] -> [b q head k]
                     act = einops.rearrange(act, "b head q k -> b q head k")
                 act = einops.rearrange(act, "b p ... -> b p (...)")
-                acts[site] = act[b_idx.to(act.device), p_idx.to(act.device)].contiguous()
+                rows = act[b_idx.to(act.device), p_idx.to(act.device)]
+                acts[site] = rows.to("cpu", _WIDEN.get(rows.dtype, rows.dtype)).contiguous()
                 dims[site] = act.shape[-1]
             meta = dict(prompt_ids=b_idx + start, positions=p_idx, token_ids=batch.cpu()[b_idx, p_idx])
             writer.write(acts, meta)
