@@ -123,7 +123,9 @@ class Backend:
     """What a backend provides: shapes, a tokenizer, a trainable module, and `run` with taps.
 
     ``run(tokens, taps)`` does one forward pass; ``taps[(kind, layer)]`` is called with the full
-    activation of that site (layout as in `interp.sites`) and returns a replacement or None.
+    activation of that site (layout as in `interp.sites`) and returns a replacement or None. With
+    ``use_cache=True`` it runs ``tokens`` after the keys and values in ``past`` (a Hugging Face
+    cache, or None to start one) and returns ``(logits, cache)``: incremental decoding.
     """
 
     name: str
@@ -140,8 +142,10 @@ class Backend:
     n_kv_heads: int
     #: True where a norm sits between the heads' summed writes and attn_out (see `ATTN_SUM`).
     post_attn_norm: bool = False
+    #: Whether `run` takes ``use_cache=True`` (incremental decoding for `HookedModel.generate`).
+    supports_kv_cache: bool = False
 
-    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+    def run(self, tokens: Tensor, taps: Taps, past: Any = None, use_cache: bool = False) -> Tensor | tuple[Tensor, Any]:
         raise NotImplementedError
 
     def W_O(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
@@ -167,7 +171,9 @@ class TransformerLensBackend(Backend):
         )
         self.post_attn_norm = "blocks.0.ln1_post.hook_in" in present
 
-    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+    def run(self, tokens: Tensor, taps: Taps, past: Any = None, use_cache: bool = False) -> Tensor:
+        if use_cache:  # see supports_kv_cache
+            raise NotImplementedError("the transformer_lens backend runs without a key/value cache")
         added = []
         try:
             for (kind, layer), fn in taps.items():
@@ -439,6 +445,7 @@ class NNsightBackend(Backend):
     """Any torch module through nnsight; taps are reads and writes inside one ``trace``."""
 
     name = "nnsight"
+    supports_kv_cache = True
 
     def __init__(self, module: nn.Module, site_map: SiteMap, tokenizer: Any = None):
         from nnsight import NNsight
@@ -483,11 +490,12 @@ class NNsightBackend(Backend):
             self._attention_call = f"attention_interface_{max(int(n) for n in names)}"
         return getattr(attn.source, self._attention_call)
 
-    def run(self, tokens: Tensor, taps: Taps) -> Tensor:
+    def run(self, tokens: Tensor, taps: Taps, past: Any = None, use_cache: bool = False) -> Tensor | tuple[Tensor, Any]:
         order = sorted(taps, key=lambda key: (-1 if key[1] is None else key[1], _ORDER[key[0]]))
         # Source operations must be requested before their module starts running.
         ops = {layer: self._attention_op(layer) for kind, layer in order if kind == "pattern"}
-        with self.envoy.trace(tokens):
+        forward = dict(past_key_values=past, use_cache=True) if use_cache else {}
+        with self.envoy.trace(tokens, **forward):
             for kind, layer in order:
                 fn = taps[(kind, layer)]
                 if kind == "pattern":
@@ -511,7 +519,9 @@ class NNsightBackend(Backend):
                     else:
                         envoy.input = tap.put(raw, new)
             logits = self.site_map.logits(self.envoy.output).save()
-        return logits
+            if use_cache:
+                cache = self.envoy.output.past_key_values.save()
+        return (logits, cache) if use_cache else logits
 
     def W_O(self, layer: int) -> Tensor:
         if self.site_map.W_O is None:
@@ -812,6 +822,32 @@ class HookedModel(nn.Module):
         taps[("z", layer)] = at_z
         if edits or out_tap is not None:
             taps[sum_key] = at_attn_out
+
+    # ------------------------------------------------------------------ generation
+    def run_step(self, tokens, edits: Iterable[tuple[Site, Intervention]], past: Any = None,
+                 use_cache: bool = True) -> tuple[Float[Tensor, "batch pos vocab"], Any]:
+        """One forward of ``tokens`` with exactly ``edits`` (parsed; positions relative to ``tokens``),
+        not the enclosing ``edit`` blocks. With ``use_cache`` the tokens follow the keys and values in
+        ``past`` (None starts a cache): ``(logits, cache)``; without, ``(logits, None)``. The step
+        `generate` repeats."""
+        tokens = self.check_tokens(tokens)
+        taps = self._build_taps([], list(edits), Cache(), True)
+        out = self.backend.run(tokens, taps, past=past, use_cache=use_cache)
+        return out if use_cache else (out, None)
+
+    def generate(self, tokens, max_new_tokens: int = 10, temperature: float = 0.0, top_k: int | None = None,
+                 seed: int = 0, use_cache: bool = True) -> Int[Tensor, "batch pos_plus_new"]:
+        """Continue ``tokens`` (ids ``[batch pos]`` or text) by ``max_new_tokens`` tokens, applying the
+        enclosing ``edit`` blocks at every step (see `interp.generation` for what an edit's position
+        means while the sequence grows). Greedy by default; ``temperature`` > 0 samples (``top_k``,
+        seeded by ``seed``). Returns prompt and new tokens ``[batch pos + new]``.
+
+            with model.edit({Site("resid_pre", 1, pos=-1): Add(4.0 * u)}):
+                out = model.generate("the cat", max_new_tokens=5)
+        """
+        from interp.generation import generate
+
+        return generate(self, tokens, max_new_tokens, temperature, top_k, seed, use_cache)
 
     # ------------------------------------------------------------------ editing
     @contextlib.contextmanager
