@@ -23,8 +23,6 @@ import interp
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["binding-4l", "facts-4l", "induction-2l"]
 
-pytestmark = pytest.mark.slow  # about 40 s on 2 idle cores: one build, one install, four commands at once
-
 
 def _clean_env() -> dict[str, str]:
     """The environment for the installed package: no checkout on the path, no asset override."""
@@ -64,6 +62,7 @@ def venv(built, tmp_path_factory):
     return root, site
 
 
+@pytest.mark.slow  # shares the build with the next test
 def test_wheel_holds_the_models_cards_and_no_tests_or_caches(built):
     wheel, sdist = built
     names = zipfile.ZipFile(wheel).namelist()
@@ -82,6 +81,7 @@ def test_wheel_holds_the_models_cards_and_no_tests_or_caches(built):
     assert any(m.endswith("assets/models/induction-2l/model.safetensors") for m in members)  # wheel builds from it
 
 
+@pytest.mark.slow  # with the build: about 40 s on 2 idle cores (one build, one install, four commands at once)
 def test_installed_wheel_runs_outside_the_checkout(venv, tmp_path):
     root, site = venv
     work = tmp_path / "elsewhere"
@@ -123,3 +123,22 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tmp_path):
     assert assets == site / "interp" / "_assets"
     assert figures == work / "interp-figures"  # never inside site-packages
     assert "No broken requirements found" in out["pip-check"], out["pip-check"]
+
+
+def test_where_models_and_figures_are_looked_for(monkeypatch, tmp_path):
+    """Checkout, installed package and ``INTERP_ASSETS``, without building anything."""
+    from interp import zoo
+    from interp.figures import base
+
+    monkeypatch.delenv("INTERP_ASSETS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert zoo.checkout_dir() == ROOT and zoo.assets_dir() == ROOT / "assets"
+    assert base.default_out_dir() == ROOT / "assets" / "figures"
+    assert base.report_path(base.default_out_dir()) == ROOT / "assets" / "REPORT.md"
+    monkeypatch.setattr(zoo, "checkout_dir", lambda: None)  # as in site-packages
+    assert zoo.assets_dir() == Path(zoo.__file__).resolve().parent / "_assets"
+    assert base.default_out_dir() == tmp_path / "interp-figures"
+    assert base.report_path(tmp_path / "interp-figures") == tmp_path / "interp-figures" / "REPORT.md"
+    monkeypatch.setenv("INTERP_ASSETS", str(tmp_path / "mine"))
+    assert zoo.models_dir() == tmp_path / "mine" / "models" and base.default_out_dir() == tmp_path / "mine" / "figures"
+    assert zoo.list_names() == []
