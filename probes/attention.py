@@ -39,6 +39,9 @@ class AttentionView:
     labels: list[str]
     tokens: list[str]
 
+    def __repr__(self) -> str:
+        return f"AttentionView(heads={self.labels}, tokens={len(self.tokens)})"
+
     def html(self, cell: int = 18) -> str:
         """Self-contained HTML: one grid per head (rows = queries, columns = keys), the weight as the
         cell's shade and in its tooltip; each grid's ``data-pattern`` attribute holds its values as JSON."""
