@@ -98,7 +98,7 @@ class AttentionView:
         except ImportError:
             raise InputError("circuitsvis is not installed; `pip install circuitsvis` (or the project's `vis` extra), "
                              "or use the self-contained view this object shows by itself.") from None
-        return cv.attention.attention_patterns(tokens=self.tokens, attention=self.patterns, attention_head_names=self.labels)
+        return cv.attention.attention_patterns(tokens=self.tokens, attention=self.patterns)  # heads in `labels` order
 
 
 def _choose(values: Sequence[int] | int | None, n: int, what: str) -> list[int]:

@@ -32,6 +32,14 @@ def test_html_holds_the_chosen_heads_patterns_and_the_figure_draws_them(attn_onl
     assert float(fig.axes[0].images[0].get_array().sum()) == pytest.approx(float(expected[0].sum()), abs=1e-4)
 
 
+def test_circuitsvis_view_carries_the_same_patterns(attn_only_model):
+    tokens = torch.randint(1, D_VOCAB, (1, 5), generator=torch.Generator().manual_seed(6))
+    view = attention_view(attn_only_model, tokens, layers=[0], heads=[1])
+    rendered = str(view.circuitsvis())  # the dev extra installs circuitsvis (the `vis` extra for users)
+    data = json.loads(re.search(r'"attention": (\[.*?\]\]\])', rendered).group(1))
+    torch.testing.assert_close(torch.tensor(data), view.patterns, atol=1e-6, rtol=0)
+
+
 def test_attention_view_bad_inputs(attn_only_model):
     tokens = torch.randint(1, D_VOCAB, (1, 5))
     for kwargs, names in [(dict(layers=[4]), "layer 4"), (dict(heads=[9]), "head 9"), (dict(prompt=3), "prompt=3"), (dict(heads=[]), "No heads")]:
