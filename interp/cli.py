@@ -24,7 +24,6 @@ def _list_models(args) -> int:
 def _train(args) -> int:
     import torch
 
-    from interp import zoo
     from interp.errors import closest
     from interp.recipes import RECIPES
 
@@ -32,13 +31,25 @@ def _train(args) -> int:
         print(f"No recipe {args.name!r}.{closest(args.name, RECIPES)} Recipes: {', '.join(RECIPES)}.", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else zoo.models_dir() / args.name
+    out = Path(args.out) if args.out else _default_train_dir(args.name)
     kwargs = {"steps": args.steps} if args.steps else {}
     if args.lr is not None:
         kwargs["lr"] = args.lr
     RECIPES[args.name](out, seed=args.seed, progress=not args.quiet, **kwargs)
     print(f"Saved {args.name} to {out}")
     return 0
+
+
+def _default_train_dir(name: str) -> Path:
+    """Where ``interp train NAME`` writes without ``--out``: over the shipped model in a checkout (or
+    under ``$INTERP_ASSETS``), ``./interp-models/NAME`` for an installed package (never site-packages)."""
+    import os
+
+    from interp import zoo
+
+    if os.environ.get("INTERP_ASSETS") or zoo.checkout_dir() is not None:
+        return zoo.models_dir() / name
+    return Path.cwd() / "interp-models" / name
 
 
 def _reproduce(args) -> int:
@@ -54,6 +65,9 @@ def _circuits(args) -> int:
     from interp import circuits, zoo
 
     torch.set_num_threads(args.threads)
+    if args.write and zoo.checkout_dir() is None:
+        print("--write rewrites the card files of a checkout; clone the repository to regenerate cards.", file=sys.stderr)
+        return 2
     names = circuits.names() if args.name == "all" else [args.name]
     if args.model and len(names) != 1:
         print("--model needs one card name (the model must be trained for that card's task).", file=sys.stderr)
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
-    p.add_argument("--out", default=None, help="output directory (default: assets/models/NAME)")
+    p.add_argument("--out", default=None, help="output directory (default: assets/models/NAME in a checkout, ./interp-models/NAME elsewhere)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for determinism)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=_train)

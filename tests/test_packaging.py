@@ -135,9 +135,14 @@ def test_where_models_and_figures_are_looked_for(monkeypatch, tmp_path):
     assert zoo.checkout_dir() == ROOT and zoo.assets_dir() == ROOT / "assets"
     assert base.default_out_dir() == ROOT / "assets" / "figures"
     assert base.report_path(base.default_out_dir()) == ROOT / "assets" / "REPORT.md"
+    from interp.cli import _default_train_dir, main
+
+    assert _default_train_dir("induction-2l") == ROOT / "assets" / "models" / "induction-2l"
     monkeypatch.setattr(zoo, "checkout_dir", lambda: None)  # as in site-packages
     assert zoo.assets_dir() == Path(zoo.__file__).resolve().parent / "_assets"
     assert base.default_out_dir() == tmp_path / "interp-figures"
+    assert _default_train_dir("induction-2l") == tmp_path / "interp-models" / "induction-2l"  # never site-packages
+    assert main(["circuits", "induction", "--write"]) == 2  # cards are rewritten only in a checkout
     assert base.report_path(tmp_path / "interp-figures") == tmp_path / "interp-figures" / "REPORT.md"
     monkeypatch.setenv("INTERP_ASSETS", str(tmp_path / "mine"))
     assert zoo.models_dir() == tmp_path / "mine" / "models" and base.default_out_dir() == tmp_path / "mine" / "figures"
