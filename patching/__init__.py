@@ -11,7 +11,8 @@ first-order estimate from one backward pass, and its agreement with exact patchi
 `activation_patch` uses on native TransformerLens models), `patching.results` (PatchResult),
 `patching.causal_tracing` (ROME causal tracing, Meng et al. 2022), `patching.interchange`
 (interchange interventions, optionally on a subspace) and `patching.das` (distributed alignment
-search, boundless DAS, CausalGym baselines).
+search, boundless DAS, CausalGym baselines) and `patching.discovery` (automatic circuit discovery:
+the edge graph, EAP / EAP-IG / exact edge scores, ACDC, faithfulness).
 """
 
 from patching import metrics
@@ -28,6 +29,21 @@ from patching.das import (
     evaluate_directions,
     train_das,
 )
+from patching.discovery import (
+    Circuit,
+    DiscoveryError,
+    EdgeScores,
+    Graph,
+    acdc,
+    build_graph,
+    draw_circuit,
+    eap,
+    eap_ig,
+    edge_scores,
+    faithfulness,
+    faithfulness_curve,
+    plot_faithfulness_curve,
+)
 from patching.interchange import interchange
 from patching.metrics import (
     MetricError,
@@ -42,9 +58,11 @@ from patching.path import path_patch
 from patching.results import PatchResult
 
 __all__ = [
-    "CounterfactualDataset", "DASResult", "MetricError", "PatchResult", "RotatedSubspace", "TraceResult",
-    "activation_patch", "agreement", "attribution_patch", "baseline_directions", "causal_trace",
-    "counterfactual_dataset", "das_sweep", "embedding_std", "evaluate_directions", "interchange", "kl_to",
-    "log_prob", "logit_diff", "metrics", "normalized", "normalized_for", "path_patch", "prob",
-    "reference_patch", "train_das",
+    "Circuit", "CounterfactualDataset", "DASResult", "DiscoveryError", "EdgeScores", "Graph", "MetricError",
+    "PatchResult", "RotatedSubspace", "TraceResult", "acdc", "activation_patch", "agreement",
+    "attribution_patch", "baseline_directions", "build_graph", "causal_trace", "counterfactual_dataset",
+    "das_sweep", "draw_circuit", "eap", "eap_ig", "edge_scores", "embedding_std", "evaluate_directions",
+    "faithfulness", "faithfulness_curve", "interchange", "kl_to", "log_prob", "logit_diff", "metrics",
+    "normalized", "normalized_for", "path_patch", "plot_faithfulness_curve", "prob", "reference_patch",
+    "train_das",
 ]

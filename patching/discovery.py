@@ -1,0 +1,883 @@
+"""Automatic circuit discovery: score every edge of the model's computational graph, keep the few that matter.
+
+The *graph* of a transformer has a node for the embeddings, each attention head, each MLP and the
+logits. Everything a node writes is added to the residual stream, so every later node reads the sum
+of its predecessors' writes: an *edge* ``u -> v`` is sender u's direct write into receiver v's input.
+Attention heads have three inputs (their query, key and value), each a receiver of its own, so an
+edge is e.g. ``a0.h3 -> a1.h1.k`` (K-composition). *Patching an edge* (noising, as in ACDC) replaces
+u's clean contribution to v's input by its corrupted one and leaves every other path alone::
+
+    input_v = resid_v - out_u(clean) + out_u(corrupted)
+
+(the layer norm in front of v is recomputed from the changed input). A circuit C keeps its edges clean
+and patches all others; its *faithfulness* is the metric of that run normalised so that 0 is the
+corrupted run (every edge patched) and 1 the clean run (none patched).
+
+Scores (Syed, Rager & Conmy 2023, "Attribution patching outperforms automated circuit discovery";
+Hanna, Pezzelle & Belinkov 2024, "Have faith in faithfulness"; Conmy et al. 2023, ACDC):
+
+- ``eap``: ``(out_u(corr) - out_u(clean)) . d metric / d input_v`` on the clean run: one forward on
+  each prompt set and one backward for every edge at once;
+- ``eap_ig``: the same difference times the gradient averaged over ``steps`` points whose input
+  embeddings lie on the line from the corrupted to the clean embeddings (integrated gradients);
+- ``exact``: each edge's own patching effect, ``metric(edge patched) - metric(clean)``, batched.
+
+    graph = build_graph(model); print(graph)                        # nodes, receivers, graph.n_edges
+    scores = edge_scores(model, prompts, logit_diff, "eap_ig")      # EdgeScores: .top(10), .to_dataframe()
+    circuit = scores.circuit(k=20)                                  # or threshold=..., or acdc(model, ..., tau=0.01)
+    circuit.faithfulness(model, prompts, logit_diff); circuit.draw()
+
+Two engines run the graph: on native TransformerLens models (``patching.fast`` covers them) the
+forward is driven directly, each head computing its q, k and v from inputs of its own (about the
+cost of a plain forward); on any other `HookedModel` (any backend with the sites resid_pre, q, k, v,
+z and resid_post, and resid_mid / mlp_out for MLPs) hooks run every layer's attention on 1 + (heads
+x 3) copies of the batch, one per receiver. ``engine="hooks"`` forces the second; both give the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import einops
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.errors import InputError, InterpError
+from interp.sites import Site
+from interp.tasks import PromptSet
+from patching.metrics import Metric, check_values, metric_name
+
+METHODS = ("eap", "eap_ig", "exact")
+ENGINES = ("auto", "fast", "hooks")
+
+
+class DiscoveryError(InterpError):
+    """Bad input to circuit discovery (unknown method, a threshold or k out of range, an unsupported model)."""
+
+
+# =============================================================================== the graph
+@dataclass(frozen=True)
+class Node:
+    """A sender (``input``, ``a{layer}.h{head}``, ``m{layer}``) or a receiver (``a{layer}.h{head}.q|k|v``,
+    ``m{layer}``, ``logits``). ``time`` orders them: a sender feeds every receiver of larger time."""
+
+    name: str
+    kind: str  # "input", "head", "mlp" (senders); "q", "k", "v", "mlp", "logits" (receivers)
+    layer: int | None
+    head: int | None
+    time: int
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The computational graph of a model: senders, receivers and the edges between them.
+
+        graph = build_graph(model)
+        graph.n_edges, graph.edge_names[:3]      # 'input -> a0.h0.q', ...
+        print(graph)
+
+    ``edges[i] = (sender index, receiver index)``; ``allowed[u, v]`` is True where u writes into v's input.
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    has_mlp: bool
+    senders: tuple[Node, ...]
+    receivers: tuple[Node, ...]
+    edges: tuple[tuple[int, int], ...]
+
+    @property
+    def n_edges(self) -> int:
+        """How many edges the graph has."""
+        return len(self.edges)
+
+    @property
+    def edge_names(self) -> list[str]:
+        return [f"{self.senders[u].name} -> {self.receivers[v].name}" for u, v in self.edges]
+
+    @property
+    def allowed(self) -> Bool[Tensor, "sender receiver"]:
+        out = torch.zeros(len(self.senders), len(self.receivers), dtype=torch.bool)
+        for u, v in self.edges:
+            out[u, v] = True
+        return out
+
+    def index(self, name: str) -> int:
+        """The index of the edge ``"sender -> receiver"`` (e.g. ``"a0.h1 -> a1.h2.k"``)."""
+        names = self.edge_names
+        if name not in names:
+            from interp.errors import closest
+
+            raise DiscoveryError(f"No edge {name!r} in this graph.{closest(name, names)} Edges look like 'a0.h1 -> a1.h2.k'.")
+        return names.index(name)
+
+    def __repr__(self) -> str:
+        return (f"Graph(n_layers={self.n_layers}, n_heads={self.n_heads}, mlps={self.has_mlp}, "
+                f"senders={len(self.senders)}, receivers={len(self.receivers)}, n_edges={self.n_edges})")
+
+    def __str__(self) -> str:
+        lines = [repr(self), "  senders:   " + " ".join(n.name for n in self.senders),
+                 f"  receivers: {len(self.receivers)} (" + " ".join(n.name for n in self.receivers[:6]) + " ...)"]
+        lines += ["  edges:     " + ", ".join(self.edge_names[:4]) + f", ... ({self.n_edges} in all)"]
+        return "\n".join(lines)
+
+    # receivers read in one step of the forward
+    def attn_receivers(self, layer: int) -> list[int]:
+        return [i for i, r in enumerate(self.receivers) if r.kind in "qkv" and r.layer == layer]
+
+    def mlp_receiver(self, layer: int) -> int:
+        return next(i for i, r in enumerate(self.receivers) if r.kind == "mlp" and r.layer == layer)
+
+    @property
+    def logits_receiver(self) -> int:
+        return len(self.receivers) - 1
+
+    def n_senders_before(self, time: int) -> int:
+        """Senders are ordered by time: how many write before a receiver of ``time`` reads."""
+        return sum(1 for s in self.senders if s.time < time)
+
+
+def build_graph(model) -> Graph:
+    """The graph of ``model``: senders ``input``, every head ``a{l}.h{h}``, every MLP ``m{l}``;
+    receivers every head's ``q``, ``k`` and ``v`` (one per key/value head under grouped-query
+    attention), every MLP and ``logits``. Times: input -1, heads of layer l 2l, its MLP 2l + 1, logits 2L."""
+    L, H = model.n_layers, model.n_heads
+    kv = getattr(model, "n_kv_heads", H)
+    mlp = bool(model.has_mlp)
+    senders = [Node("input", "input", None, None, -1)]
+    receivers = []
+    for layer in range(L):
+        senders += [Node(f"a{layer}.h{h}", "head", layer, h, 2 * layer) for h in range(H)]
+        for kind, n in (("q", H), ("k", kv), ("v", kv)):
+            receivers += [Node(f"a{layer}.h{h}.{kind}", kind, layer, h, 2 * layer) for h in range(n)]
+        if mlp:
+            senders.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + 1))
+            receivers.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + 1))
+    receivers.append(Node("logits", "logits", None, None, 2 * L))
+    edges = tuple((u, v) for v, r in enumerate(receivers) for u, s in enumerate(senders) if s.time < r.time)
+    return Graph(L, H, kv, mlp, tuple(senders), tuple(receivers), edges)
+
+
+# =============================================================================== results
+@dataclass
+class EdgeScores:
+    """A score per edge of ``graph`` (``scores[i]`` for ``graph.edges[i]``), from `edge_scores`.
+
+        scores = edge_scores(model, prompts, logit_diff, "exact")
+        scores.top(5)                 # DataFrame: the edges of largest |score|
+        scores.circuit(k=20)          # a Circuit of the 20 edges of largest |score|
+
+    A score estimates (``eap``, ``eap_ig``) or measures (``exact``) the change of the mean metric when
+    that edge alone is patched (noising). ``settings`` holds the method, metric, clean and corrupted values.
+    """
+
+    graph: Graph
+    scores: Float[Tensor, " edge"]
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"EdgeScores(method={self.method!r}, n_edges={self.graph.n_edges}, settings={self.settings})"
+
+    def to_dataframe(self):
+        """One row per edge: ``sender``, ``receiver``, ``input`` (q / k / v / resid), ``edge``, ``score``."""
+        import pandas as pd
+
+        rows = []
+        for (u, v), score in zip(self.graph.edges, self.scores.tolist(), strict=True):
+            s, r = self.graph.senders[u], self.graph.receivers[v]
+            rows.append({"sender": s.name, "receiver": r.name.rsplit(".", 1)[0] if r.kind in "qkv" else r.name,
+                         "input": r.kind if r.kind in "qkv" else "resid", "edge": f"{s.name} -> {r.name}", "score": score})
+        return pd.DataFrame(rows)
+
+    def order(self) -> Tensor:
+        """Edge indices by decreasing |score| (ties by edge order)."""
+        return torch.from_numpy((-self.scores.abs()).numpy().argsort(kind="stable"))
+
+    def top(self, k: int = 10):
+        """The ``k`` edges of largest absolute score (a DataFrame, largest first)."""
+        _check_k(k, self.graph.n_edges, "top")
+        return self.to_dataframe().loc[self.order()[:k].tolist()].reset_index(drop=True)
+
+    def circuit(self, k: int | None = None, threshold: float | None = None) -> Circuit:
+        """The circuit of the ``k`` edges of largest |score|, or of every edge with |score| >= ``threshold``."""
+        if (k is None) == (threshold is None):
+            raise DiscoveryError(f"Give exactly one of k and threshold (got k={k!r}, threshold={threshold!r}).")
+        keep = torch.zeros(self.graph.n_edges, dtype=torch.bool)
+        if k is not None:
+            _check_k(k, self.graph.n_edges, "circuit", allow_zero=True)
+            keep[self.order()[:k]] = True
+        else:
+            if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not threshold >= 0:
+                raise DiscoveryError(f"threshold must be a non-negative number (compared with |score|), got {threshold!r}.")
+            keep = self.scores.abs() >= threshold
+        return Circuit(self.graph, keep, self.scores.clone(), self.method)
+
+
+def _check_k(k, n: int, what: str, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= n:
+        raise DiscoveryError(f"{what}: k must be an int from {low} to {n} (the graph's edges), got {k!r}.")
+
+
+@dataclass
+class Circuit:
+    """A set of edges of ``graph`` (``edges[i]`` True: ``graph.edges[i]`` is in the circuit).
+
+        circuit = scores.circuit(k=20)                   # or acdc(model, prompts, metric, tau=0.02)
+        circuit.faithfulness(model, prompts, logit_diff) # 1 = clean model, 0 = fully corrupted
+        circuit.draw()                                   # matplotlib Figure: nodes by layer, width by score
+    """
+
+    graph: Graph
+    edges: Bool[Tensor, " edge"]
+    scores: Float[Tensor, " edge"] | None = None
+    method: str = ""
+
+    @property
+    def n_edges(self) -> int:
+        """How many edges the circuit keeps."""
+        return int(self.edges.sum())
+
+    @property
+    def edge_names(self) -> list[str]:
+        names = self.graph.edge_names
+        return [names[i] for i in torch.nonzero(self.edges).flatten().tolist()]
+
+    def __contains__(self, edge: str) -> bool:
+        return bool(self.edges[self.graph.index(edge)])
+
+    def __repr__(self) -> str:
+        return f"Circuit(method={self.method!r}, n_edges={self.n_edges} of {self.graph.n_edges})"
+
+    def faithfulness(self, model, prompts: PromptSet, metric: Metric, engine: str = "auto") -> float:
+        """The metric with every edge outside the circuit patched, normalised (0 = corrupted, 1 = clean)."""
+        return float(faithfulness(model, prompts, metric, [self], engine=engine)[0])
+
+    def draw(self, ax=None, title: str | None = None):
+        """The circuit as a figure: nodes laid out by layer (input left, logits right, heads stacked),
+        an edge per kept edge coloured by the receiver's input (q / k / v / residual), its width by |score|."""
+        return draw_circuit(self, ax=ax, title=title)
+
+
+# =============================================================================== the engines
+class _Mixer:
+    """The change of every receiver's input: ``delta_v = sum_u W[c, u, v] (out_u(corr) - out_u(now))`` for
+    each copy c of the batch, plus a zero probe (a leaf for the gradient) where asked."""
+
+    def __init__(self, graph: Graph, W: Tensor | None, corr: Tensor | None, copies: int, n: int, probe: bool):
+        self.graph, self.W, self.corr, self.C, self.n, self.probe = graph, W, corr, copies, n, probe
+        self.probes: dict[int, Tensor] = {}  # first receiver index -> leaf [rows S R d]
+
+    def delta(self, receivers: list[int], outs: list[Tensor], active: bool = False):
+        """``[rows S R d]`` for the R receivers (all of the same time), or None when nothing changes.
+        With ``active``: ``(delta [rows S R' d], positions)`` for the R' receivers that change (all with a
+        probe), positions indexing ``receivers``; ``(None, [])`` when none does."""
+        k = self.graph.n_senders_before(self.graph.receivers[receivers[0]].time)
+        out, keep = None, list(range(len(receivers)))
+        if self.W is not None:
+            w = self.W[:, :k][:, :, receivers]  # [copies sender receiver]
+            senders = torch.nonzero(w.any(2).any(0)).flatten().tolist()
+            if senders:
+                if active and not self.probe:
+                    keep = torch.nonzero(w.any(1).any(0)).flatten().tolist()
+                    w = w[:, :, keep]
+                w = w[:, senders]
+                cur = torch.stack([outs[u] for u in senders])  # [u rows S d]
+                cur = cur.view(len(senders), self.C, self.n, *cur.shape[2:])
+                diff = self.corr[senders][:, None].to(cur.dtype) - cur
+                out = einops.einsum(w.to(cur.dtype), diff, "c u r, u c n s d -> c n s r d").flatten(0, 1)
+        if self.probe:
+            like = outs[0]
+            leaf = torch.zeros(*like.shape[:2], len(receivers), like.shape[-1], dtype=like.dtype, device=like.device,
+                               requires_grad=True)
+            self.probes[receivers[0]] = leaf
+            out = leaf if out is None else out + leaf
+        if active:
+            return (out, keep) if out is not None else (None, [])
+        return out
+
+
+@dataclass
+class _Run:
+    logits: Tensor  # [rows S vocab], or [rows vocab] (answer position only)
+    outs: list[Tensor]  # each sender's output [rows S d]
+    resid: list[Tensor]  # resid_pre of each layer [rows S d] (native engine, when recorded)
+    probes: dict[int, Tensor]
+
+
+class _NativeEngine:
+    """A native TransformerLens model's forward, driven directly, with per-receiver inputs."""
+
+    def __init__(self, model, graph: Graph):
+        from patching.fast import _Native, _part, _tensor
+
+        om = model.module.original_model
+        self.net = net = _Native(om)
+        self.graph = graph
+        self.H, self.dh = net.n_heads, net.d_head
+        self.layers = []
+        for blk, parts in zip(_part(om, "layers"), net.layers, strict=True):
+            attn = _part(blk, "attn")
+            w = {}
+            for name in ("q", "k", "v"):
+                lin = _part(attn, name)
+                w[name] = (_tensor(lin, "weight").view(self.H, self.dh, -1), _tensor(lin, "bias"))
+            o = _part(attn, "o")
+            w["o"] = (_tensor(o, "weight").view(-1, self.H, self.dh), _tensor(o, "bias"))
+            ln1 = parts["ln1"] if parts["ln1"] is not None else (lambda x: x)
+            ln2 = parts["ln2"] if (parts["ln2"] is not None or net.attn_only) else (lambda x: x)
+            self.layers.append(dict(w=w, ln1=ln1, ln2=ln2, parts=parts))
+        self.ln_out = net.ln_out if net.ln_out is not None else (lambda x: x)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        return self.net.embed(tokens)
+
+    def _project(self, name: str, h: Tensor, layer: int, heads: Tensor | None = None) -> Tensor:
+        """Per-head projection of per-head inputs ``h [rows S head d_model]`` -> ``[rows head S d_head]``
+        (of the heads ``heads``, default all)."""
+        W, b = self.layers[layer]["w"][name]
+        if heads is not None:
+            W = W[heads]
+        out = einops.einsum(h, W, "b s h m, h e m -> b h s e")
+        if b is None:
+            return out
+        b = b.view(self.H, 1, self.dh)
+        return out + (b if heads is None else b[heads])
+
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, start: tuple | None = None, record_resid: bool = False,
+            embed: Tensor | None = None) -> _Run:
+        net, g, H = self.net, self.graph, self.H
+        resid: list[Tensor] = []
+        if start is None:
+            x = self.embed(tokens) if embed is None else embed
+            outs, first = [x], 0
+        else:
+            first, x, outs = start
+            outs = list(outs)
+        for layer in range(first, g.n_layers):
+            lay = self.layers[layer]
+            parts = lay["parts"]
+            if record_resid:
+                resid.append(x)
+            B, S, _ = x.shape
+            receivers = g.attn_receivers(layer)
+            delta, changed = mixer.delta(receivers, outs, active=True)
+            if len(changed) == len(receivers):  # every head's input changes (gradients, circuits)
+                h = lay["ln1"](x[:, :, None] + delta)  # [B S 3H d]: each receiver's own input
+                q, k, v = (self._project(n, h[:, :, i * H : (i + 1) * H], layer) for i, n in enumerate(("q", "k", "v")))
+            else:
+                h = lay["ln1"](x)
+                q, k, v = (parts[n](h).view(B, S, H, self.dh).transpose(1, 2) for n in ("q", "k", "v"))
+                if changed:  # recompute only the receivers whose input changes
+                    h = lay["ln1"](x[:, :, None] + delta)
+                    qkv = {"q": q, "k": k, "v": v}
+                    for name in ("q", "k", "v"):
+                        pick = [(j, g.receivers[receivers[c]].head) for j, c in enumerate(changed) if g.receivers[receivers[c]].kind == name]
+                        if pick:
+                            heads = torch.tensor([hd for _, hd in pick], device=x.device)
+                            new = self._project(name, h[:, :, [j for j, _ in pick]], layer, heads)
+                            qkv[name] = qkv[name].index_copy(1, heads, new)
+                    q, k, v = qkv["q"], qkv["k"], qkv["v"]
+            if parts["attn"].rotary is not None:
+                position_ids = torch.arange(S, device=x.device).unsqueeze(0).expand(B, -1)
+                q, k = parts["attn"].rotary.apply_rope(q, k, position_ids=position_ids)
+            z = net._attend(layer, q, k, v, 0).transpose(1, 2)  # [B S H dh]
+            W_O, b_O = lay["w"]["o"]
+            heads = einops.einsum(z, W_O, "b s h e, m h e -> b s h m")
+            outs.extend(heads.unbind(2))
+            x = x + heads.sum(2)
+            if b_O is not None:
+                x = x + b_O
+            if not net.attn_only:
+                d_m = mixer.delta([g.mlp_receiver(layer)], outs)
+                mlp_in = x if d_m is None else x + d_m[:, :, 0]
+                out = parts["mlp"](lay["ln2"](mlp_in))
+                outs.append(out)
+                x = x + out
+        d_f = mixer.delta([g.logits_receiver], outs)
+        final = x if d_f is None else x + d_f[:, :, 0]
+        logits = net.unembed(final[:, at] if at is not None else final)
+        return _Run(logits, outs, resid, mixer.probes)
+
+
+class _HookEngine:
+    """Any HookedModel, through hooks: at each layer the batch runs as 1 + R copies (R attention
+    receivers); copy r's residual input is the main copy's plus receiver r's change, and the main
+    copy's q / k / v of receiver r are taken from copy r."""
+
+    def __init__(self, model, graph: Graph):
+        need = ["resid_pre", "q", "k", "v", "z", "resid_post"] + (["resid_mid", "mlp_out"] if graph.has_mlp else [])
+        have = set(model.supported_kinds)
+        missing = [k for k in need if k not in have]
+        if missing or "head_out" not in have:
+            why = model.why_unsupported("resid_mid") if "resid_mid" in missing else ""
+            raise DiscoveryError(
+                f"Circuit discovery needs the sites {', '.join(need)} and each head's W_O; this model lacks "
+                f"{', '.join(missing) or 'W_O (head_out)'}. {why}".strip()
+            )
+        self.model, self.graph = model, graph
+        self.H, self.kv = graph.n_heads, graph.n_kv_heads
+        self.R = self.H + 2 * self.kv
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        _, cache = self.model.run(tokens, reads=[Site("resid_pre", 0)], detach=False)
+        return cache[Site("resid_pre", 0)]
+
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, start=None, record_resid: bool = False,
+            embed: Tensor | None = None) -> _Run:
+        g, H, kv, R = self.graph, self.H, self.kv, self.R
+        rows = tokens.shape[0]
+        E = 1 + R
+        outs: list[Tensor] = []
+        state: dict[int, Tensor | None] = {}  # layer -> delta of its attention receivers
+        model = self.model
+
+        def resid_pre(layer):
+            def fn(act):
+                main = act[:rows]
+                if layer == 0:
+                    if embed is not None:
+                        main = embed.to(act.dtype)
+                    outs.append(main)
+                delta = mixer.delta(g.attn_receivers(layer), outs)
+                state[layer] = delta
+                if delta is None:
+                    return torch.cat([main, act[rows:]]) if layer == 0 and embed is not None else act
+                copies = einops.rearrange(main[:, :, None] + delta, "b s r d -> (r b) s d")
+                return torch.cat([main, copies])
+
+            return fn
+
+        def qkv(layer, offset, n):
+            def fn(act):
+                if state.get(layer) is None:
+                    return act
+                main = act[:rows]
+                picked = [act[(1 + offset + h) * rows : (2 + offset + h) * rows, :, h] for h in range(n)]
+                new_main = torch.stack(picked, dim=2)
+                return torch.cat([new_main.to(main.dtype), act[rows:]])
+
+            return fn
+
+        def z_read(layer):
+            def fn(act):
+                W_O = model.backend.W_O(layer).to(act.device, act.dtype)
+                heads = einops.einsum(act[:rows], W_O, "b s h e, h e m -> b s h m")
+                outs.extend(heads.unbind(2))
+                return act
+
+            return fn
+
+        def mlp_in(layer):
+            def fn(act):
+                d_m = mixer.delta([g.mlp_receiver(layer)], outs)
+                if d_m is None:
+                    return act
+                return torch.cat([act[:rows] + d_m[:, :, 0], act[rows:]])
+
+            return fn
+
+        def mlp_out(layer):
+            def fn(act):
+                outs.append(act[:rows])
+                return act
+
+            return fn
+
+        def final(act):
+            d_f = mixer.delta([g.logits_receiver], outs)
+            if d_f is None:
+                return act
+            return torch.cat([act[:rows] + d_f[:, :, 0], act[rows:]])
+
+        edits: list[tuple[Site, Callable]] = []
+        for layer in range(g.n_layers):
+            edits.append((Site("resid_pre", layer), resid_pre(layer)))
+            edits += [(Site("q", layer), qkv(layer, 0, H)), (Site("k", layer), qkv(layer, H, kv)),
+                      (Site("v", layer), qkv(layer, H + kv, kv)), (Site("z", layer), z_read(layer))]
+            if g.has_mlp:
+                edits += [(Site("resid_mid", layer), mlp_in(layer)), (Site("mlp_out", layer), mlp_out(layer))]
+        edits.append((Site("resid_post", g.n_layers - 1), final))
+        big = einops.repeat(tokens, "b s -> (e b) s", e=E)
+        logits, _ = model.run(big, edits=edits, detach=False)
+        logits = logits[:rows]
+        return _Run(logits[:, at] if at is not None else logits, outs, [], mixer.probes)
+
+
+def _engine(model, graph: Graph, engine: str):
+    from patching import fast as _fast
+
+    if engine not in ENGINES:
+        raise DiscoveryError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    reason = _fast.unsupported_reason(model)
+    if engine == "fast" and reason is not None:
+        raise DiscoveryError(f"engine='fast' cannot run this model: {reason}. Use engine='auto' or engine='hooks'.")
+    if engine != "hooks" and reason is None:
+        return _NativeEngine(model, graph)
+    return _HookEngine(model, graph)
+
+
+# =============================================================================== shared set-up
+@dataclass
+class _Setup:
+    model: Any
+    prompts: PromptSet
+    metric: Metric
+    graph: Graph
+    eng: Any
+    clean: Tensor
+    corrupted: Tensor
+    at: int | None  # the answer position when the metric reads it alone
+    corr_outs: Tensor  # [sender n S d]
+    clean_outs: Tensor
+    clean_resid: list[Tensor]
+    clean_value: float
+    corrupted_value: float
+
+    def values(self, logits: Tensor, copies: int) -> Tensor:
+        """The mean metric of each copy: ``[copies]`` float64."""
+        from patching.fast import _expand
+
+        n = len(self.prompts)
+        full = _expand(logits, self.prompts.seq_len, self.at)
+        return torch.stack([check_values(self.metric(full[j * n : (j + 1) * n], self.prompts), n, self.metric).double().mean()
+                            for j in range(copies)])
+
+    def W(self, patched: Tensor) -> Tensor:
+        """Dense ``[copies sender receiver]`` weights from per-edge patch amounts ``[copies edge]``."""
+        g = self.graph
+        W = torch.zeros(patched.shape[0], len(g.senders), len(g.receivers), dtype=torch.float32)
+        u = torch.tensor([e[0] for e in g.edges])
+        v = torch.tensor([e[1] for e in g.edges])
+        W[:, u, v] = patched.float()
+        return W.to(self.clean.device)
+
+    def run(self, patched: Tensor, start: int | None = None) -> Tensor:
+        """Mean metric ``[copies]`` with each copy's edges patched by the amounts ``patched [copies edge]``."""
+        C, n = patched.shape[0], len(self.prompts)
+        W = self.W(patched)
+        mixer = _Mixer(self.graph, W, self.corr_outs, C, n, probe=False)
+        tokens = einops.repeat(self.clean, "n s -> (c n) s", c=C)
+        begin = None
+        if start and isinstance(self.eng, _NativeEngine):
+            k = self.graph.n_senders_before(2 * start)
+            rep = lambda t: einops.repeat(t, "n ... -> (c n) ...", c=C)  # noqa: E731
+            begin = (start, rep(self.clean_resid[start]), [rep(o) for o in self.clean_outs[:k]])
+        with torch.no_grad():
+            out = self.eng.run(tokens, mixer, self.at, start=begin)
+        return self.values(out.logits, C)
+
+
+def _setup(model, prompts: PromptSet, metric: Metric, engine: str) -> _Setup:
+    from patching.fast import answer_only
+
+    if not isinstance(prompts, PromptSet):
+        raise InputError(f"prompts must be an interp.tasks.PromptSet, got {type(prompts).__name__}.")
+    if not callable(metric):
+        raise InputError(f"metric must be a function (logits, prompts) -> [batch], got {type(metric).__name__}.")
+    if prompts.clean.shape != prompts.corrupted.shape:
+        raise InputError(f"Clean tokens {tuple(prompts.clean.shape)} and corrupted tokens {tuple(prompts.corrupted.shape)} differ in shape.")
+    clean, corrupted = model.check_tokens(prompts.clean), model.check_tokens(prompts.corrupted)
+    graph = build_graph(model)
+    eng = _engine(model, graph, engine)
+    at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
+    n = len(prompts)
+    with torch.no_grad():
+        zero = _Mixer(graph, None, None, 1, n, probe=False)
+        c_run = eng.run(clean, zero, at, record_resid=True)
+        r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
+    setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs), torch.stack(c_run.outs),
+                   c_run.resid, 0.0, 0.0)
+    setup.clean_value = float(setup.values(c_run.logits, 1)[0])
+    setup.corrupted_value = float(setup.values(r_run.logits, 1)[0])
+    return setup
+
+
+def _check_batch(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DiscoveryError(f"batch_size must be a positive int (sequences per forward), got {batch_size!r}.")
+
+
+# =============================================================================== scores
+def edge_scores(
+    model,
+    prompts: PromptSet,
+    metric: Metric,
+    method: str = "eap",
+    steps: int = 5,
+    batch_size: int = 128,
+    engine: str = "auto",
+    progress: bool = True,
+) -> EdgeScores:
+    """A score for every edge of ``build_graph(model)``: the (estimated) change of the mean metric when
+    that edge alone is patched from clean to corrupted.
+
+    ``method``: ``"eap"`` (gradient at the clean run; one forward per prompt set, one backward),
+    ``"eap_ig"`` (gradient averaged over ``steps`` input embeddings from corrupted to clean, Hanna et
+    al. 2024), ``"exact"`` (each edge patched, ``batch_size`` sequences per forward). ``engine``:
+    "auto" (direct on native TransformerLens models, hooks otherwise), "fast" or "hooks".
+    """
+    if method not in METHODS:
+        raise DiscoveryError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise DiscoveryError(f"steps must be a positive int (interpolation points for eap_ig), got {steps!r}.")
+    _check_batch(batch_size)
+    s = _setup(model, prompts, metric, engine)
+    if method == "exact":
+        scores = _exact(s, batch_size, progress)
+    else:
+        scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
+    settings = dict(metric=metric_name(metric), clean_value=s.clean_value, corrupted_value=s.corrupted_value,
+                    n_prompts=len(prompts), engine="fast" if isinstance(s.eng, _NativeEngine) else "hooks")
+    if method == "eap_ig":
+        settings["steps"] = steps
+    return EdgeScores(s.graph, scores, method, settings)
+
+
+def eap(model, prompts: PromptSet, metric: Metric, engine: str = "auto") -> EdgeScores:
+    """Edge attribution patching (Syed et al. 2023): `edge_scores` with ``method="eap"``."""
+    return edge_scores(model, prompts, metric, "eap", engine=engine, progress=False)
+
+
+def eap_ig(model, prompts: PromptSet, metric: Metric, steps: int = 5, engine: str = "auto") -> EdgeScores:
+    """EAP with integrated gradients (Hanna et al. 2024): `edge_scores` with ``method="eap_ig"``."""
+    return edge_scores(model, prompts, metric, "eap_ig", steps=steps, engine=engine, progress=False)
+
+
+def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
+    """EAP (``steps`` None: the gradient at the clean run) or EAP-IG (averaged over ``steps`` points)."""
+    g, n = s.graph, len(s.prompts)
+    alphas = [1.0] if steps is None else [(k + 1) / steps for k in range(steps)]
+    per = max(1, batch_size // n)
+    grads: dict[int, Tensor] = {}
+    emb_clean, emb_corr = s.clean_outs[0], s.corr_outs[0]
+    for i in range(0, len(alphas), per):
+        chunk = torch.tensor(alphas[i : i + per], dtype=emb_clean.dtype, device=emb_clean.device)
+        C = len(chunk)
+        tokens = einops.repeat(s.clean, "n s -> (c n) s", c=C)
+        embed = None
+        if steps is not None:
+            embed = (emb_corr[None] + chunk.view(C, 1, 1, 1) * (emb_clean - emb_corr)[None]).flatten(0, 1)
+        mixer = _Mixer(g, None, None, C, n, probe=True)
+        with torch.enable_grad():
+            out = s.eng.run(tokens, mixer, s.at, embed=embed)
+            total = _values_grad(s, out.logits, C)
+            keys = list(out.probes)
+            got = torch.autograd.grad(total, [out.probes[k] for k in keys], allow_unused=True)
+        for key, grad in zip(keys, got, strict=True):
+            grad = torch.zeros_like(out.probes[key]) if grad is None else grad
+            grad = grad.view(C, n, *grad.shape[1:]).sum(0)  # [n S R d]
+            grads[key] = grads.get(key, 0) + grad.detach()
+    diff = (s.corr_outs - s.clean_outs).double()  # [u n S d]
+    scores = torch.zeros(g.n_edges, dtype=torch.float64)
+    index = {e: i for i, e in enumerate(g.edges)}
+    for first, grad in grads.items():
+        R = grad.shape[2]
+        k = g.n_senders_before(g.receivers[first].time)
+        prod = einops.einsum(diff[:k], grad.double() / len(alphas), "u n s d, n s r d -> u r")
+        for r in range(R):
+            for u in range(k):
+                scores[index[(u, first + r)]] = prod[u, r]
+    return scores
+
+
+def _values_grad(s: _Setup, logits: Tensor, copies: int) -> Tensor:
+    """The sum over copies of each copy's mean metric, differentiable."""
+    from patching.fast import _expand
+
+    n = len(s.prompts)
+    full = _expand(logits, s.prompts.seq_len, s.at)
+    total = 0.0
+    for j in range(copies):
+        values = s.metric(full[j * n : (j + 1) * n], s.prompts)
+        check_values(values.detach(), n, s.metric)
+        total = total + values.float().mean()
+    return total
+
+
+def _exact(s: _Setup, batch_size: int, progress: bool) -> Tensor:
+    """Each edge patched on its own, ``batch_size // n`` edges per forward, grouped by the receiver's
+    layer so that each forward starts at that layer from the clean run (native engine)."""
+    g, n = s.graph, len(s.prompts)
+    per = max(1, batch_size // n)
+    order = sorted(range(g.n_edges), key=lambda i: g.receivers[g.edges[i][1]].time)
+    out = torch.empty(g.n_edges, dtype=torch.float64)
+    with tqdm(total=g.n_edges, desc="exact edge patching", disable=not progress) as bar:
+        for i in range(0, len(order), per):
+            idx = order[i : i + per]
+            patched = torch.zeros(len(idx), g.n_edges)
+            patched[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
+            first = min(g.receivers[g.edges[e][1]].time for e in idx)
+            start = min(first // 2, g.n_layers - 1) if first < 2 * g.n_layers else g.n_layers - 1
+            out[idx] = s.run(patched, start=start) - s.clean_value
+            bar.update(len(idx))
+    return out
+
+
+# =============================================================================== circuits
+def faithfulness(model, prompts: PromptSet, metric: Metric, circuits: Sequence[Circuit | Tensor], batch_size: int = 128,
+                 engine: str = "auto") -> Float[Tensor, " circuit"]:
+    """The faithfulness of each circuit (a `Circuit` or a boolean mask over the graph's edges): the
+    mean metric with every edge outside it patched, as ``(value - corrupted) / (clean - corrupted)``
+    where clean keeps every edge and corrupted patches every edge (so 1 and 0 by construction)."""
+    _check_batch(batch_size)
+    s = _setup(model, prompts, metric, engine)
+    return _faithfulness(s, [_mask(c, s.graph) for c in circuits], batch_size)
+
+
+def _mask(c, graph: Graph) -> Tensor:
+    mask = c.edges if isinstance(c, Circuit) else c
+    if not isinstance(mask, Tensor) or mask.shape != (graph.n_edges,) or mask.dtype != torch.bool:
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise DiscoveryError(f"A circuit is a Circuit or a bool tensor of shape ({graph.n_edges},) (one per edge), got {got}.")
+    return mask
+
+
+def _span(s: _Setup) -> float:
+    span = s.clean_value - s.corrupted_value
+    if not math.isfinite(span) or span == 0:
+        raise DiscoveryError(f"Faithfulness is undefined: the clean metric ({s.clean_value}) equals the corrupted one "
+                             f"({s.corrupted_value}); choose a corruption that changes the metric.")
+    return span
+
+
+def _faithfulness(s: _Setup, masks: list[Tensor], batch_size: int) -> Tensor:
+    """Faithfulness of each mask; the full graph is the clean run (1) and the empty circuit, every edge
+    patched, the corrupted run (0) by definition, so those two are not run."""
+    span = _span(s)
+    per = max(1, batch_size // len(s.prompts))
+    out = torch.empty(len(masks), dtype=torch.float64)
+    todo = []
+    for i, mask in enumerate(masks):
+        if bool(mask.all()) or not bool(mask.any()):
+            out[i] = 1.0 if bool(mask.all()) else 0.0
+        else:
+            todo.append(i)
+    for j in range(0, len(todo), per):
+        idx = todo[j : j + per]
+        patched = (~torch.stack([masks[i] for i in idx])).float()
+        out[idx] = (s.run(patched) - s.corrupted_value) / span
+    return out
+
+
+def acdc(model, prompts: PromptSet, metric: Metric, tau: float = 0.01, engine: str = "auto", progress: bool = True) -> Circuit:
+    """ACDC (Conmy et al. 2023) with exact edge patching: start from the full graph; visit the receivers
+    from the logits back to the first layer and, for each, its senders from the latest back; patch the
+    edge for good when faithfulness falls by less than ``tau`` (in faithfulness units; 0 keeps every edge
+    that matters at all). ``Circuit.scores`` holds each edge's faithfulness drop when it was tried."""
+    if not isinstance(tau, int | float) or isinstance(tau, bool) or not tau >= 0:
+        raise DiscoveryError(f"tau must be a non-negative number (a faithfulness drop), got {tau!r}.")
+    s = _setup(model, prompts, metric, engine)
+    span, g = _span(s), s.graph
+    patched = torch.zeros(g.n_edges)
+    current = 1.0
+    drops = torch.zeros(g.n_edges, dtype=torch.float64)
+    order = sorted(range(g.n_edges), key=lambda i: (-g.receivers[g.edges[i][1]].time, g.edges[i][1], -g.edges[i][0]))
+    for i in tqdm(order, desc="ACDC", disable=not progress):
+        trial = patched.clone()
+        trial[i] = 1.0
+        value = float((s.run(trial[None])[0] - s.corrupted_value) / span)
+        drops[i] = current - value
+        if current - value < tau:
+            patched, current = trial, value
+    return Circuit(g, patched == 0, drops, f"acdc(tau={tau:g})")
+
+
+def faithfulness_curve(model, prompts: PromptSet, metric: Metric, scores: Sequence[EdgeScores] | EdgeScores,
+                       ks: Sequence[int] | None = None, batch_size: int = 128, engine: str = "auto"):
+    """Faithfulness of the top-k circuit of each scoring, for each k in ``ks`` (default: 20 sizes from 0
+    to every edge): a DataFrame with columns ``method``, ``k``, ``fraction`` (k / edges), ``faithfulness``."""
+    import pandas as pd
+
+    scores = [scores] if isinstance(scores, EdgeScores) else list(scores)
+    s = _setup(model, prompts, metric, engine)
+    n = s.graph.n_edges
+    ks = sorted({round(n * f) for f in torch.linspace(0, 1, 21).tolist()}) if ks is None else list(ks)
+    for k in ks:
+        _check_k(k, n, "faithfulness_curve", allow_zero=True)
+    rows = []
+    for sc in scores:
+        if sc.graph != s.graph:
+            raise DiscoveryError("These EdgeScores belong to another model's graph; score this model first.")
+        values = _faithfulness(s, [sc.circuit(k=k).edges for k in ks], batch_size)
+        rows += [{"method": sc.method, "k": k, "fraction": k / n, "faithfulness": float(v)} for k, v in zip(ks, values, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def plot_faithfulness_curve(curve, ax=None, title: str | None = None):
+    """The faithfulness curve (from `faithfulness_curve`) as a matplotlib Figure: one line per method."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(5.5, 3.6)) if ax is None else (ax.figure, ax))
+    for method, part in curve.groupby("method", sort=False):
+        ax.plot(part["k"], part["faithfulness"], marker="o", ms=3, label=method)
+    ax.axhline(1.0, color="0.6", lw=0.8, ls="--")
+    ax.axhline(0.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("edges kept (top-k by |score|)")
+    ax.set_ylabel("faithfulness (0 corrupted, 1 clean)")
+    ax.set_title(title or "Faithfulness against circuit size")
+    ax.legend(frameon=False)
+    return fig
+
+
+_INPUT_COLOURS = {"q": "tab:blue", "k": "tab:red", "v": "tab:green", "mlp": "0.35", "logits": "0.35"}
+
+
+def draw_circuit(circuit: Circuit, ax=None, title: str | None = None):
+    """`Circuit.draw`: a matplotlib Figure of the circuit."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    g = circuit.graph
+    rows = max(g.n_heads, 1)
+    fig, ax = (plt.subplots(figsize=(2.0 + 1.6 * g.n_layers, 0.6 + 0.55 * rows)) if ax is None else (ax.figure, ax))
+
+    def where(node: Node) -> tuple[float, float]:
+        mid = (rows - 1) / 2
+        if node.kind == "input":
+            return 0.0, mid
+        if node.kind == "logits":
+            return 2.0 * g.n_layers + 1, mid
+        if node.kind == "mlp":
+            return 2.0 * node.layer + 2, mid
+        return 2.0 * node.layer + 1, float(rows - 1 - node.head)
+
+    kept = torch.nonzero(circuit.edges).flatten().tolist()
+    used = set()
+    weights = circuit.scores.abs() if circuit.scores is not None else torch.ones(g.n_edges)
+    top = float(weights[kept].max()) if kept and float(weights[kept].max()) > 0 else 1.0
+    for i in kept:
+        u, v = g.edges[i]
+        s, r = g.senders[u], g.receivers[v]
+        used |= {s.name, r.name.rsplit(".", 1)[0] if r.kind in "qkv" else r.name}
+        (x0, y0), (x1, y1) = where(s), where(r)
+        offset = {"q": -0.12, "k": 0.0, "v": 0.12}.get(r.kind, 0.0)
+        ax.annotate("", xy=(x1 - 0.18, y1 + offset), xytext=(x0 + 0.18, y0),
+                    arrowprops=dict(arrowstyle="-|>", color=_INPUT_COLOURS[r.kind], alpha=0.8,
+                                    lw=0.6 + 3.4 * float(weights[i]) / top, shrinkA=0, shrinkB=0,
+                                    connectionstyle="arc3,rad=0.08"))
+    for node in g.senders + (g.receivers[-1],):
+        x, y = where(node)
+        on = node.name in used
+        ax.scatter([x], [y], s=260 if on else 90, c="white", edgecolors="black" if on else "0.8", zorder=3)
+        ax.text(x, y, node.name, ha="center", va="center", fontsize=6.5 if on else 5, color="black" if on else "0.6", zorder=4)
+    ax.set_xticks([0] + [2 * layer + 1 for layer in range(g.n_layers)] + [2 * g.n_layers + 1])
+    ax.set_xticklabels(["embed"] + [f"layer {layer}" for layer in range(g.n_layers)] + ["logits"])
+    ax.set_yticks([])
+    ax.set_xlim(-0.6, 2 * g.n_layers + 1.6)
+    ax.set_ylim(-0.8, rows - 0.2)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    handles = [Line2D([], [], color=c, label=f"{k} input") for k, c in _INPUT_COLOURS.items() if k in "qkv"]
+    handles.append(Line2D([], [], color="0.35", label="residual input (MLP, logits)"))
+    ax.legend(handles=handles, fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or f"{circuit.method} circuit: {circuit.n_edges} of {g.n_edges} edges", fontsize=9)
+    return fig
