@@ -328,6 +328,8 @@ def train_das(
     learn the size too (``k`` is then the initial boundary; ``size_penalty`` × Σ mask is added to
     the loss; the temperature anneals geometrically from ``temperature[0]`` to ``temperature[1]``).
     Returns the basis ``[d k]``, the loss per step, and IIA / log-odds effect on the held-out pairs.
+    On a half-precision model the rotation, the exchange and the loss are float32; only the patched
+    activation is cast to the model's dtype, where it is written into the model.
     """
     site = as_site(site).validate(model)
     if not isinstance(dataset, CounterfactualDataset):
