@@ -107,8 +107,11 @@ def test_probe_follows_scikit_learn_conventions():
     assert scores.min() >= 0.97
     with pytest.raises(ProbeNotFittedError, match="call probe.fit"):
         LinearProbe().predict(X)
-    # Parameters are only validated in fit, with the bad value named.
-    bad = LinearProbe(task="clasification")
+    # The task is checked at construction (it decides what the estimator is); every parameter, also
+    # one changed by set_params, is validated again in fit, with the bad value named.
+    with pytest.raises(InputError, match="'clasification'"):
+        LinearProbe(task="clasification")
+    bad = LinearProbe().set_params(task="clasification")
     with pytest.raises(InputError, match="'clasification'"):
         bad.fit(X, y)
     with pytest.raises(InputError, match="C=-1"):
