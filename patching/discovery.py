@@ -576,7 +576,7 @@ class _Setup:
         return self.values(out.logits, C)
 
 
-def _setup(model, prompts: PromptSet, metric: Metric, engine: str) -> _Setup:
+def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bool = True) -> _Setup:
     from patching.fast import answer_only
 
     if not isinstance(prompts, PromptSet):
@@ -591,13 +591,13 @@ def _setup(model, prompts: PromptSet, metric: Metric, engine: str) -> _Setup:
     at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
     n = len(prompts)
     with torch.no_grad():
-        zero = _Mixer(graph, None, None, 1, n, probe=False)
-        c_run = eng.run(clean, zero, at, record_resid=True)
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
-    setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs), torch.stack(c_run.outs),
-                   c_run.resid, 0.0, 0.0)
-    setup.clean_value = float(setup.values(c_run.logits, 1)[0])
+        c_run = eng.run(clean, _Mixer(graph, None, None, 1, n, probe=False), at, record_resid=True) if clean_run else None
+    setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs),
+                   torch.stack(c_run.outs) if clean_run else None, c_run.resid if clean_run else [], math.nan, 0.0)
     setup.corrupted_value = float(setup.values(r_run.logits, 1)[0])
+    if clean_run:  # (EAP reads the clean run off its gradient pass instead)
+        setup.clean_value = float(setup.values(c_run.logits, 1)[0])
     return setup
 
 
@@ -630,7 +630,7 @@ def edge_scores(
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise DiscoveryError(f"steps must be a positive int (interpolation points for eap_ig), got {steps!r}.")
     _check_batch(batch_size)
-    s = _setup(model, prompts, metric, engine)
+    s = _setup(model, prompts, metric, engine, clean_run=method != "eap")
     if method == "exact":
         scores = _exact(s, batch_size, progress)
     else:
@@ -658,7 +658,8 @@ def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
     alphas = [1.0] if steps is None else [(k + 1) / steps for k in range(steps)]
     per = max(1, batch_size // n)
     grads: dict[int, Tensor] = {}
-    emb_clean, emb_corr = s.clean_outs[0], s.corr_outs[0]
+    emb_clean = s.corr_outs[0] if s.clean_outs is None else s.clean_outs[0]  # (EAP: unused)
+    emb_corr = s.corr_outs[0]
     for i in range(0, len(alphas), per):
         chunk = torch.tensor(alphas[i : i + per], dtype=emb_clean.dtype, device=emb_clean.device)
         C = len(chunk)
@@ -672,6 +673,9 @@ def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
             total = _values_grad(s, out.logits, C)
             keys = list(out.probes)
             got = torch.autograd.grad(total, [out.probes[k] for k in keys], allow_unused=True)
+        if s.clean_outs is None:  # EAP: this pass is the clean run
+            s.clean_outs = torch.stack([o.detach() for o in out.outs])
+            s.clean_value = float(total.detach())
         for key, grad in zip(keys, got, strict=True):
             grad = torch.zeros_like(out.probes[key]) if grad is None else grad
             grad = grad.view(C, n, *grad.shape[1:]).sum(0)  # [n S R d]

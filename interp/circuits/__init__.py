@@ -368,3 +368,27 @@ def write_seed_section(result: CardResult, model_dir: str | Path) -> Path:
             "| claim | measured on the second seed | |", "|---|---|---|"]
     rows += [f"| `{r.claim.key}` | {r.summary} | {'PASS' if r.passed else 'FAIL'} |" for r in result.results]
     return _write_block(result.card.path, SEED_START, SEED_END, "the second seed", "\n".join(rows))
+
+
+def discovered(subject: Subject, prompts, key: str) -> dict[str, Any]:
+    """Automatic circuit discovery on ``prompts`` (memoised under ``key``): exact, EAP and EAP-IG edge
+    scores with `patching.discovery` (logit difference), and Spearman correlations (ties averaged) of
+    EAP and EAP-IG with exact over every edge. The cards' ``discovered`` claims read it."""
+    from scipy.stats import spearmanr
+
+    from patching import discovery, logit_diff
+
+    def compute():
+        scores = {m: discovery.edge_scores(subject.model, prompts, logit_diff, m, progress=False) for m in discovery.METHODS}
+        exact = scores["exact"].scores.numpy()
+        rho = {m: float(spearmanr(scores[m].scores.numpy(), exact).statistic) for m in ("eap", "eap_ig")}
+        return {"scores": scores, "spearman": rho}
+
+    return subject.memo(f"discovered:{key}", compute)
+
+
+def top_circuit_faithfulness(subject: Subject, prompts, scores, ks: list[int]) -> list[float]:
+    """Faithfulness (logit difference; 0 corrupted, 1 clean) of the top-k circuits of ``scores``."""
+    from patching import discovery, logit_diff
+
+    return discovery.faithfulness(subject.model, prompts, logit_diff, [scores.circuit(k=k) for k in ks]).tolist()

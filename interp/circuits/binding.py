@@ -225,6 +225,29 @@ def _fmt_shares(n: dict[str, float]) -> str:
     return ", ".join(f"{n[f'positional_{i}']:.2f}" for i in range(count))
 
 
+DISCOVERY_SEED, DISCOVERY_SIZE = 74_000, 3
+
+
+def measure_discovered(s: Subject) -> dict[str, float]:
+    """Exact edge scores on 50 three-pair prompts (the query changed to another pair's attribute)."""
+    from interp.circuits import discovered, top_circuit_faithfulness
+
+    prompts = binding.binding_prompts(50, DISCOVERY_SIZE, seed=DISCOVERY_SEED)
+    d = discovered(s, prompts, "binding")
+    exact = d["scores"]["exact"]
+    g = exact.graph
+    top = exact.top(5)
+    k6, n20 = 30, g.n_edges // 5
+    f6, f20 = top_circuit_faithfulness(s, prompts, exact, [k6, n20])
+    first = top.iloc[0]
+    return {
+        "n_edges": g.n_edges, "k_30": k6, "k_20": n20, "faithfulness_30": f6, "faithfulness_20": f20,
+        "top_is_embed_to_m0": float(first["edge"] == "input -> m0"),
+        "n_top5_m0_to_layer1_queries": int(((top["sender"] == "m0") & top["receiver"].str.startswith("a1.") & (top["input"] == "q")).sum()),
+        "spearman_eap": d["spearman"]["eap"], "spearman_eap_ig": d["spearman"]["eap_ig"],
+    }
+
+
 CARD = Card(
     name="binding",
     model="binding-4l",
@@ -275,6 +298,19 @@ CARD = Card(
             passes=lambda n: n["acc_min"] >= 0.95 and n["lexical_min"] >= 0.95,
             summary=lambda n: (f"lowest accuracy over slots and sizes {n['acc_min']:.3f} (5 pairs: middle slots {n['acc_middle_5']:.3f}, "
                                f"first and last {n['acc_edges_5']:.3f}); lowest lexical share {n['lexical_min']:.3f}"),
+        ),
+        Claim(
+            key="discovered",
+            statement="Automatic discovery (exact edge patching, logit difference, 50 three-pair prompts) finds the lexical route: the largest edge is the embeddings → MLP 0 (at the query, the asked attribute), and at least 2 of the 5 largest are MLP 0 → layer-1 head queries (the retrieval layer); 30 edges (6%) reach faithfulness ≥ 0.85 and the top 20% ≥ 0.95",
+            figure="discovery_faithfulness",
+            measure=measure_discovered,
+            passes=lambda n: (n["top_is_embed_to_m0"] == 1 and n["n_top5_m0_to_layer1_queries"] >= 2
+                              and n["faithfulness_30"] >= 0.85 and n["faithfulness_20"] >= 0.95),
+            summary=lambda n: (f"top edge embed → m0: {'yes' if n['top_is_embed_to_m0'] else 'no'}; {int(n['n_top5_m0_to_layer1_queries'])} "
+                               f"of the top 5 are m0 → layer-1 queries; faithfulness: top {int(n['k_30'])} {n['faithfulness_30']:.3f}, "
+                               f"top {int(n['k_20'])} of {int(n['n_edges'])} {n['faithfulness_20']:.3f}; Spearman with exact: "
+                               f"EAP {n['spearman_eap']:.3f}, EAP-IG {n['spearman_eap_ig']:.3f}"),
+            tolerances={"n_*": EXACT, "k_*": EXACT, "top_is_embed_to_m0": EXACT},
         ),
     ),
 )

@@ -16,7 +16,15 @@ from collections import Counter
 import numpy as np
 import torch
 
-from interp.circuits import EXACT, RELATIVE, Card, Claim, Subject
+from interp.circuits import (
+    EXACT,
+    RELATIVE,
+    Card,
+    Claim,
+    Subject,
+    discovered,
+    top_circuit_faithfulness,
+)
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import facts
@@ -158,6 +166,31 @@ def measure_dynamics(s: Subject) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- the card
 
+# ---------------------------------------------------------------------------- automatic discovery
+
+
+def _discovery_prompts(s: Subject):
+    return _kb(s).fact_prompts(RELATION, template=TEMPLATE, subjects=TRACE_SUBJECTS, seed=0)
+
+
+def measure_discovered(s: Subject) -> dict[str, float]:
+    """Exact edge scores on the 50 traced prompts: what the top edges are, and the top-20% circuit's faithfulness."""
+    d = discovered(s, _discovery_prompts(s), "facts")
+    exact = d["scores"]["exact"]
+    g = exact.graph
+    top = exact.top(10)
+    n20 = g.n_edges // 5
+    (f20,) = top_circuit_faithfulness(s, _discovery_prompts(s), exact, [n20])
+    first = top.iloc[0]
+    return {
+        "n_edges": g.n_edges, "k_20": n20, "faithfulness_20": f20,
+        "top_is_mlp_to_logits": float(first["sender"].startswith("m") and first["receiver"] == "logits"),
+        "n_top10_embed_to_layer0_values": int(((top["sender"] == "input") & top["receiver"].str.startswith("a0.") & (top["input"] == "v")).sum()),
+        "n_top10_mlp_to_logits": int((top["sender"].str.startswith("m") & (top["receiver"] == "logits")).sum()),
+        "spearman_eap": d["spearman"]["eap"], "spearman_eap_ig": d["spearman"]["eap_ig"],
+    }
+
+
 CLAIMS = (
     Claim(
         "mlp_site",
@@ -217,6 +250,21 @@ CLAIMS = (
                    f"({int(n['n_evals_near'])} evaluations, every {n['eval_every']:.0f}); recall 0.5 at step "
                    f"{n['recall_half_step']:.0f}, 0.99 at step {n['recall_99_step']:.0f} of {n['total_steps']:.0f}"),
         tolerances={"baseline": RELATIVE, "*": EXACT},  # steps and counts read from the shipped history.json
+    ),
+    Claim(
+        "discovered",
+        "Automatic discovery (exact edge patching, logit difference, the 50 traced prompts) finds the route of the other "
+        "claims: the largest edge is an MLP's write to the logits, and the 10 largest include at least 2 embedding → "
+        "layer-0 head value edges (the subject moved to the last token) and at least 2 MLP → logits edges; the top 20% "
+        "of the edges reach faithfulness ≥ 0.8 (smaller circuits do not: the route is spread over every layer's MLP)",
+        "discovery_faithfulness", measure_discovered,
+        lambda n: (n["top_is_mlp_to_logits"] == 1 and n["n_top10_embed_to_layer0_values"] >= 2
+                   and n["n_top10_mlp_to_logits"] >= 2 and n["faithfulness_20"] >= 0.8),
+        lambda n: (f"top edge MLP → logits: {'yes' if n['top_is_mlp_to_logits'] else 'no'}; top 10: "
+                   f"{int(n['n_top10_embed_to_layer0_values'])} embed → layer-0 value edges, {int(n['n_top10_mlp_to_logits'])} "
+                   f"MLP → logits; top {int(n['k_20'])} of {int(n['n_edges'])} edges: faithfulness {n['faithfulness_20']:.3f}; "
+                   f"Spearman with exact: EAP {n['spearman_eap']:.3f}, EAP-IG {n['spearman_eap_ig']:.3f}"),
+        tolerances={"n_*": EXACT, "k_20": EXACT, "top_is_mlp_to_logits": EXACT},
     ),
 )
 

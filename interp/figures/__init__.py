@@ -8,6 +8,11 @@ function is importable from here: ``from interp.figures import facts_causal_trac
 """
 
 from interp.figures import binding, facts, induction  # noqa: F401  (each registers its figures)
+
+# isort: split
+from interp.figures import discovery  # noqa: F401  (registered last: its figures follow the cards' in the report)
+
+# isort: split
 from interp.figures.base import FIGURES, FigureResult, default_out_dir, reproduce
 
 globals().update(FIGURES)

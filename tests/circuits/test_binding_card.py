@@ -36,6 +36,10 @@ def test_by_slot(check_claim):
     check_claim(CARD, "by_slot")
 
 
+def test_discovered(check_claim):
+    check_claim(CARD, "discovered")
+
+
 def test_card_table_is_what_the_shipped_weights_give(check_table):
     check_table(CARD)
 

@@ -41,6 +41,10 @@ def test_dynamics(check_claim):
     check_claim(CARD, "dynamics")
 
 
+def test_discovered(check_claim):
+    check_claim(CARD, "discovered")
+
+
 def test_card_table_is_what_the_shipped_weights_give(check_table):
     check_table(CARD)
 

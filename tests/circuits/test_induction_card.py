@@ -42,6 +42,14 @@ def test_phase_change(check_claim):
     check_claim(CARD, "phase_change")
 
 
+def test_discovered(check_claim):
+    check_claim(CARD, "discovered")
+
+
+def test_discovery_agreement(check_claim):
+    check_claim(CARD, "discovery_agreement")
+
+
 def test_card_table_is_what_the_shipped_weights_give(check_table):
     check_table(CARD)
 
