@@ -22,8 +22,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# Two workers on the two cores (each test runs torch on one thread); a card's claims, the wheel
+# build and the docs build stay on one worker each (xdist groups), so each is computed once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 reproduce: $(STAMP)
 	$(BIN)/interp reproduce all

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("docs")  # one worker builds once for the module
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "patching", "probes")
 

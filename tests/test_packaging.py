@@ -20,6 +20,8 @@ import pytest
 
 import interp
 
+pytestmark = pytest.mark.xdist_group("packaging")  # one worker builds once for the module
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["binding-4l", "facts-4l", "induction-2l"]
 

@@ -12,7 +12,7 @@ from interp.circuits import binding
 from interp.models import build_native
 from interp.recipes import BINDING_CONFIG
 
-pytestmark = pytest.mark.circuits
+pytestmark = [pytest.mark.circuits, pytest.mark.xdist_group("card-binding")]  # one worker measures the card once
 CARD = "binding"
 
 

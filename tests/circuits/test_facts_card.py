@@ -13,7 +13,7 @@ from interp.circuits import facts
 from interp.models import build_native
 from interp.recipes import FACTS_CONFIG
 
-pytestmark = pytest.mark.circuits
+pytestmark = [pytest.mark.circuits, pytest.mark.xdist_group("card-facts")]  # one worker measures the card once
 CARD = "facts"
 
 

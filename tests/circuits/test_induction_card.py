@@ -14,7 +14,7 @@ from interp.circuits import induction
 from interp.models import build_native
 from interp.recipes import INDUCTION_CONFIG
 
-pytestmark = pytest.mark.circuits
+pytestmark = [pytest.mark.circuits, pytest.mark.xdist_group("card-induction")]  # one worker measures the card once
 CARD = "induction"
 
 
