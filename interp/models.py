@@ -570,6 +570,10 @@ class HookedModel(nn.Module):
         self.module = backend.module  # registered: .parameters(), .to(), .train() reach it
         self.name = name
         self.info = dict(info or {})
+        #: how `interp.load` made this model (``interp.load(**model.source)`` loads it again, e.g. in a
+        #: Ray worker); None for a model built in memory. See `reload_arguments`.
+        self.source: dict | None = None
+        self._source_versions: tuple[int, ...] = ()
         self._edits: list[tuple[Site, Intervention]] = []
 
     # ------------------------------------------------------------------ description
@@ -886,6 +890,15 @@ class HookedModel(nn.Module):
             site_map = hf_site_map(module)
         return cls(NNsightBackend(module, site_map, tokenizer), name=name)
 
+    def reload_arguments(self) -> dict | None:
+        """The `interp.load` arguments that give this model again in another process, or None when
+        there are none: built in memory, or its weights or dtype changed since it was loaded."""
+        if self.source is None or self.dtype != self.source.get("dtype_loaded", self.dtype):
+            return None
+        if tuple(p._version for p in self.module.parameters()) != self._source_versions:
+            return None  # written in place (training, load_state_dict) since it was loaded
+        return {k: v for k, v in self.source.items() if k != "dtype_loaded"}
+
     def blank_copy(self, seed: int = 0) -> HookedModel:
         """A re-initialised model of the same architecture (only for our native models)."""
         if "tl_config" not in self.info:
@@ -981,9 +994,18 @@ def load(
     if (path / "model.json").exists():
         if backend != "transformer_lens":
             raise LoadError(f"{path} is a native TransformerLens model; load it with backend='transformer_lens'.")
-        return load_native_dir(path).to(device, dtype)
-    if (path / "config.json").exists():
-        return load_hf_dir(path, backend=backend, device=device, dtype=dtype, **kwargs)
+        model = load_native_dir(path).to(device, dtype)
+    elif (path / "config.json").exists():
+        model = load_hf_dir(path, backend=backend, device=device, dtype=dtype, **kwargs)
+    else:
+        model = None
+    if model is not None:  # what a worker needs to load it again (interp.distributed)
+        where = str(name_or_path) if str(name_or_path) in zoo.list_names() and not Path(name_or_path).exists() else str(path.resolve())
+        model.source = dict(name_or_path=where, backend=backend, device=None if device is None else str(device),
+                            dtype=None if dtype is None else str(dtype).removeprefix("torch."), **kwargs,
+                            dtype_loaded=model.dtype)
+        model._source_versions = tuple(p._version for p in model.module.parameters())
+        return model
     raise LoadError(
         f"{path} is not a model directory: it has neither model.json (a model saved by interp) nor "
         f"config.json (a Hugging Face model saved with save_pretrained)."

@@ -77,6 +77,7 @@ def activation_patch(
     batch_size: int | None = 64,
     progress: bool = True,
     engine: str = "auto",
+    executor=None,
 ) -> PatchResult:
     """Patch each site (or each set of sites) separately and return the mean metric per intervention.
 
@@ -93,9 +94,14 @@ def activation_patch(
     native TransformerLens models only; reuses the cached prefix, skips unchanged earlier
     positions and unembeds only the answer position; an error where it does not apply) or "auto"
     (fast where it applies, else hooks). Both give the same numbers (to float rounding).
+    ``executor``: None runs here; an `interp.distributed.RayExecutor` splits the interventions
+    into chunks of whole forwards run by its workers, with the same result (exactly).
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if executor is not None:
+        return _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos, layers, batch_size,
+                         progress, engine)
     if engine != "hooks":
         from patching import fast
 
@@ -105,19 +111,99 @@ def activation_patch(
         if result is not None:
             return result
     plan, base, source_acts = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size)
-    n = len(prompts)
-    per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
+    per_chunk = _per_chunk(plan, prompts, batch_size)
     out = torch.empty(len(plan.cells), dtype=torch.float64)
-    with torch.no_grad():
-        chunks = range(0, len(plan.cells), per_chunk)
-        for start in tqdm(chunks, desc=f"patching {plan.kind}", disable=not progress):
-            cells = plan.cells[start : start + per_chunk]
-            tokens = einops.repeat(base, "b p -> (k b) p", k=len(cells))
-            logits, _ = model.run(tokens, edits=_row_edits(cells, source_acts, n))
-            for k in range(len(cells)):
-                values = check_values(metric(logits[k * n : (k + 1) * n], prompts), n, metric)
-                out[start + k] = values.double().mean()
+    for start in tqdm(range(0, len(plan.cells), per_chunk), desc=f"patching {plan.kind}", disable=not progress):
+        out[start : start + per_chunk] = _hook_forward(model, prompts, metric, plan, base, source_acts, start, per_chunk)
     return _result(model, prompts, plan, out, metric, direction, source, by_pos)
+
+
+def _per_chunk(plan: _Plan, prompts: PromptSet, batch_size: int | None) -> int:
+    """Interventions per forward of the hook engine."""
+    return len(plan.cells) if batch_size is None else max(1, batch_size // len(prompts))
+
+
+def _hook_forward(model, prompts, metric, plan, base, source_acts, start: int, per_chunk: int) -> Tensor:
+    """The mean metric of interventions ``start .. start + per_chunk - 1``, run as one forward."""
+    n = len(prompts)
+    cells = plan.cells[start : start + per_chunk]
+    out = torch.empty(len(cells), dtype=torch.float64)
+    with torch.no_grad():
+        tokens = einops.repeat(base, "b p -> (k b) p", k=len(cells))
+        logits, _ = model.run(tokens, edits=_row_edits(cells, source_acts, n))
+        for k in range(len(cells)):
+            out[k] = check_values(metric(logits[k * n : (k + 1) * n], prompts), n, metric).double().mean()
+    return out
+
+
+# =============================================================================== on an executor
+def _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, progress, engine):
+    """`activation_patch` on an executor: every input is checked here, then the workers run chunks of
+    whole forwards (the hook engine's batches, or the fast engine's passes), so each intervention is
+    computed exactly as in one process; the values are put back in plan order."""
+    from interp.distributed import chunk_ranges
+    from patching import fast
+
+    plan, _, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
+    use_fast = False
+    if engine != "hooks":
+        reason = fast.unsupported_reason(model, [s for cell in plan.cells for s in cell])
+        if reason is not None and engine == "fast":
+            raise fast.FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
+        use_fast = reason is None
+    args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+    if use_fast:
+        run = fast.FastRun.setup(model, *args)  # the schedule only: nothing runs here
+        units, multiple = run.n_passes, 1
+        weights_of = [len(d) + (len(run.sched.noop) if i == 0 else 0) for i, d in enumerate(run.sched.done)]
+    else:
+        per_chunk = _per_chunk(plan, prompts, batch_size)
+        units, multiple = len(plan.cells), per_chunk
+    chunks = chunk_ranges(units, executor.chunks, multiple)
+    weights = [sum(weights_of[i] for i in c) for c in chunks] if use_fast else [len(c) for c in chunks]
+    out = torch.empty(len(plan.cells), dtype=torch.float64)
+
+    def put(_, value):
+        index, values = value
+        out[index] = values
+
+    desc = f"patching {plan.kind}{' (fast)' if use_fast else ''} on {executor.num_workers} workers"
+    executor.map(_patch_chunk, chunks, shared=(use_fast, args), model=model, progress=progress, desc=desc,
+                 weights=weights, on_result=put)
+    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+    if use_fast:
+        result.settings["engine"] = "fast"
+    return result
+
+
+def _patch_chunk(model, shared, chunk: range, memo: dict) -> tuple[Tensor, Tensor]:
+    """A worker's share: fast-engine passes ``chunk`` (pass 0 first, once per worker: it fills the
+    store later passes read), or hook-engine interventions ``chunk`` in batches of the single-process run."""
+    use_fast, (prompts, sites, metric, direction, source, by_pos, layers, batch_size) = shared
+    args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+    if use_fast:
+        from patching import fast
+
+        if "run" not in memo:
+            memo["run"] = run = fast.FastRun.setup(model, *args, required=True)
+            memo["pass0"] = run.run_pass(0)
+        run = memo["run"]
+        index, values = [], []
+        for number in chunk:
+            if number == 0:
+                i, v = memo["pass0"]
+            else:
+                i, v = run.run_pass(number)
+            index.append(i)
+            values.append(v)
+        return torch.cat(index), torch.cat(values)
+    if "prepared" not in memo:
+        memo["prepared"] = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+    plan, base, source_acts = memo["prepared"]
+    per_chunk = _per_chunk(plan, prompts, batch_size)
+    values = [_hook_forward(model, prompts, metric, plan, base, source_acts, start, per_chunk)
+              for start in range(chunk.start, chunk.stop, per_chunk)]
+    return torch.arange(chunk.start, chunk.stop), torch.cat(values)[: len(chunk)]
 
 
 def reference_patch(

@@ -33,6 +33,7 @@ tensor, texts that tokenise to the same length, or a `PromptSet`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -257,6 +258,7 @@ def causal_trace(
     seed: int = 0,
     max_batch: int = 256,
     progress: bool = True,
+    executor=None,
 ) -> TraceResult:
     """ROME causal tracing of every layer × token for each prompt (see the module docstring).
 
@@ -266,6 +268,10 @@ def causal_trace(
     ``answers``: the answer token id per prompt, read at ``answer_pos`` (default: the last position).
     ``noise``: noise std in units of the token-embedding std (``noise_std`` sets it absolutely).
     ``severed``: "mlp", "attn" or both: also trace the residual stream with those outputs frozen.
+    ``executor``: None runs here; an `interp.distributed.RayExecutor` traces chunks of prompts on its
+    workers. The noise of prompt ``i`` is drawn here (``samples`` draws per prompt, in prompt order,
+    from one generator seeded with ``seed``), so it depends on the prompt's index, never on the
+    worker, and the result equals the single-process one exactly.
     """
     # ---------------------------------------------------------------- inputs
     if isinstance(prompts, PromptSet):
@@ -316,44 +322,24 @@ def causal_trace(
     # ---------------------------------------------------------------- tracing
     S, d = samples, model.d_model
     gen = torch.Generator().manual_seed(seed)
-    need = {TRACE_SITES[k] for k in kinds if k != "resid"} | {TRACE_SITES[k] for k in severed}
-    if "resid" in kinds or severed:
-        need.add("resid_post")
-    keys = [*kinds, *(f"resid_severed_{s}" for s in severed)]
-    probs = {k: torch.zeros(n_prompts, L, n_pos) for k in keys}
-    p_clean, p_corr = torch.zeros(n_prompts), torch.zeros(n_prompts)
+    eps = [torch.randn(S, len(subj), d, generator=gen) * noise_std for subj in subjects]  # prompt i's noise
     all_noise = torch.zeros(n_prompts, S, max(len(s) for s in subjects), d)
-    chunk = max(1, max_batch // S)
-    bar = tqdm(total=n_prompts * len(keys) * L, desc="causal trace", disable=not progress)
-    with torch.no_grad():
-        for i in range(n_prompts):
-            row = tokens[i : i + 1]
-            subj = subjects[i]
-            eps = torch.randn(S, len(subj), d, generator=gen) * noise_std
-            all_noise[i, :, : len(subj)] = eps
-            noise_full = torch.zeros(S, n_pos, d)
-            noise_full[:, subj] = eps
-            noise_full = noise_full.to(model.device)
-            site_list = [Site(kind, layer) for kind in sorted(need) for layer in range(L)]
-            clean_logits, clean = model.run(row, reads=site_list)
-            p_clean[i] = _prob(clean_logits, answer_pos, int(answers[i]))[0]
-            corr_logits, corrupted = model.run(
-                row.expand(S, n_pos), reads=site_list, edits={Site("embed"): _add(noise_full)})
-            p_corr[i] = _prob(corr_logits, answer_pos, int(answers[i])).mean()
+    for i, e in enumerate(eps):
+        all_noise[i, :, : e.shape[1]] = e
+    job = _Job(tokens, subjects, answers, eps, answer_pos, kinds, severed, window, max(1, max_batch // S))
+    if executor is None:
+        bar = tqdm(total=n_prompts * len(job.keys) * L, desc="causal trace", disable=not progress)
+        probs, p_clean, p_corr = job.run(model, range(n_prompts), bar.update)
+        bar.close()
+    else:
+        from interp.distributed import chunk_ranges
 
-            run = _Restorer(model, row, noise_full, int(answers[i]), answer_pos, S, chunk, clean, corrupted)
-            for key in keys:
-                for layer in range(L):
-                    if key == "resid":
-                        probs[key][i, layer] = run(layer, "resid_post", [layer])
-                    elif key in ("mlp", "attn"):
-                        lo, hi = max(0, layer - window // 2), min(L, layer - (-window // 2))
-                        probs[key][i, layer] = run(layer, TRACE_SITES[key], range(lo, hi))
-                    else:
-                        frozen = TRACE_SITES[key.rsplit("_", 1)[1]]
-                        probs[key][i, layer] = run(layer, "resid_post", [layer], frozen, range(layer + 1, L))
-                    bar.update(1)
-    bar.close()
+        chunks = chunk_ranges(n_prompts, executor.chunks)
+        parts = executor.map(_trace_chunk, chunks, shared=job.to("cpu"), model=model, progress=progress,
+                             desc=f"causal trace on {executor.num_workers} workers",
+                             weights=[len(c) * len(job.keys) * L for c in chunks])
+        probs = {k: torch.cat([part[0][k] for part in parts]) for k in job.keys}
+        p_clean, p_corr = (torch.cat([part[j] for part in parts]) for j in (1, 2))
     str_tokens = None
     if model.tokenizer is not None:
         try:
@@ -367,6 +353,73 @@ def causal_trace(
                       severed=tuple(severed), answer_pos=answer_pos, seed=seed,
                       restored=dict(resid="resid_post", mlp="mlp_out", attn="attn_out")),
     )
+
+
+@dataclass
+class _Job:
+    """What tracing a prompt needs beyond the model: its tokens, subject, answer and noise."""
+
+    tokens: Tensor  # [prompt pos]
+    subjects: list[list[int]]
+    answers: Tensor  # [prompt]
+    eps: list[Tensor]  # per prompt: [sample subject d_model]
+    answer_pos: int
+    kinds: list[str]
+    severed: list[str]
+    window: int
+    chunk: int  # positions per forward
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.kinds, *(f"resid_severed_{s}" for s in self.severed)]
+
+    def to(self, device) -> _Job:
+        return dataclasses.replace(self, tokens=self.tokens.to(device))
+
+    def run(self, model: HookedModel, prompts: Sequence[int], update=lambda k: None):
+        """Restored probabilities ``{key: [prompt layer pos]}``, p_clean and p_corrupted ``[prompt]``
+        of ``prompts`` (indices), each prompt traced on its own."""
+        tokens = self.tokens.to(model.device)
+        L, n_pos, keys, window, answer_pos = model.n_layers, tokens.shape[1], self.keys, self.window, self.answer_pos
+        need = {TRACE_SITES[k] for k in self.kinds if k != "resid"} | {TRACE_SITES[k] for k in self.severed}
+        if "resid" in self.kinds or self.severed:
+            need.add("resid_post")
+        probs = {k: torch.zeros(len(prompts), L, n_pos) for k in keys}
+        p_clean, p_corr = torch.zeros(len(prompts)), torch.zeros(len(prompts))
+        site_list = [Site(kind, layer) for kind in sorted(need) for layer in range(L)]
+        with torch.no_grad():
+            for r, i in enumerate(prompts):
+                row = tokens[i : i + 1]
+                subj = self.subjects[i]
+                answer = int(self.answers[i])
+                noise_full = torch.zeros(self.eps[i].shape[0], n_pos, self.eps[i].shape[2])
+                noise_full[:, subj] = self.eps[i]
+                noise_full = noise_full.to(model.device)
+                S = noise_full.shape[0]
+                clean_logits, clean = model.run(row, reads=site_list)
+                p_clean[r] = _prob(clean_logits, answer_pos, answer)[0]
+                corr_logits, corrupted = model.run(
+                    row.expand(S, n_pos), reads=site_list, edits={Site("embed"): _add(noise_full)})
+                p_corr[r] = _prob(corr_logits, answer_pos, answer).mean()
+
+                run = _Restorer(model, row, noise_full, answer, answer_pos, S, self.chunk, clean, corrupted)
+                for key in keys:
+                    for layer in range(L):
+                        if key == "resid":
+                            probs[key][r, layer] = run(layer, "resid_post", [layer])
+                        elif key in ("mlp", "attn"):
+                            lo, hi = max(0, layer - window // 2), min(L, layer - (-window // 2))
+                            probs[key][r, layer] = run(layer, TRACE_SITES[key], range(lo, hi))
+                        else:
+                            frozen = TRACE_SITES[key.rsplit("_", 1)[1]]
+                            probs[key][r, layer] = run(layer, "resid_post", [layer], frozen, range(layer + 1, L))
+                        update(1)
+        return probs, p_clean, p_corr
+
+
+def _trace_chunk(model: HookedModel, job: _Job, chunk: range, memo: dict):
+    """A worker's share of an executor's trace: prompts ``chunk``."""
+    return job.run(model, chunk)
 
 
 @dataclass

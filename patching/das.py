@@ -407,18 +407,44 @@ def das_sweep(
     k: int = 1,
     boundless: bool = False,
     progress: bool = True,
+    executor=None,
     **train_kwargs,
 ) -> pd.DataFrame:
-    """`train_das` at each site; a table with one row per site: site, kind, layer, pos, k, iia, log_odds, final_loss."""
-    rows = []
+    """`train_das` at each site; a table with one row per site: site, kind, layer, pos, k, iia, log_odds, final_loss.
+
+    ``executor``: None trains here; an `interp.distributed.RayExecutor` trains chunks of sites on its
+    workers (each site is the same seeded computation wherever it runs), rows in site order.
+    """
     sites = [as_site(s) for s in sites]
     if not sites:
         raise InputError("das_sweep needs at least one site, e.g. [Site('resid_post', l, pos=-1) for l in range(model.n_layers)].")
-    for site in tqdm(sites, desc="DAS sweep", disable=not progress):
-        r = train_das(model, site, dataset, k=k, boundless=boundless, progress=False, **train_kwargs)
-        rows.append(dict(site=str(site), kind=site.kind, layer=site.layer, pos=site.pos, **{
-            key: v for key, v in r.to_dict().items() if key != "site"}))
+    job = (dataset, k, boundless, train_kwargs)
+    if executor is None:
+        rows = [_das_row(model, site, job) for site in tqdm(sites, desc="DAS sweep", disable=not progress)]
+    else:
+        from interp.distributed import chunk_ranges
+
+        if not isinstance(dataset, CounterfactualDataset):  # bad inputs fail here, before any worker starts
+            raise InputError(f"dataset must be a CounterfactualDataset (see counterfactual_dataset), got {type(dataset).__name__}.")
+        for site in sites:
+            site.validate(model)
+        chunks = [sites[c.start : c.stop] for c in chunk_ranges(len(sites), executor.chunks)]
+        parts = executor.map(_das_chunk, chunks, shared=job, model=model, progress=progress,
+                             desc=f"DAS sweep on {executor.num_workers} workers", weights=[len(c) for c in chunks])
+        rows = [row for part in parts for row in part]
     return pd.DataFrame(rows)
+
+
+def _das_row(model: HookedModel, site: Site, job) -> dict:
+    dataset, k, boundless, train_kwargs = job
+    r = train_das(model, site, dataset, k=k, boundless=boundless, progress=False, **train_kwargs)
+    return dict(site=str(site), kind=site.kind, layer=site.layer, pos=site.pos, **{
+        key: v for key, v in r.to_dict().items() if key != "site"})
+
+
+def _das_chunk(model: HookedModel, job, sites: list[Site], memo: dict) -> list[dict]:
+    """A worker's share of an executor's DAS sweep: one row per site of ``sites``."""
+    return [_das_row(model, site, job) for site in sites]
 
 
 # =============================================================================== baselines

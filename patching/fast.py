@@ -168,57 +168,98 @@ def try_fast_patch(
     batch_size: int | None, progress: bool, required: bool = False,
 ) -> PatchResult | None:
     """`activation_patch` on the fast engine, or None where it does not apply (an error if ``required``)."""
-    plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
-    reason = unsupported_reason(model, [s for cell in plan.cells for s in cell])
-    if reason is not None:
-        if required:
-            raise FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
+    run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, required)
+    if run is None:
         return None
-    other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
-    net = _Native(model.module.original_model)
-    n, S = len(prompts), prompts.seq_len
-    ans = prompts.answer_pos % S
-    only_answer = answer_only(metric)
-    nb = 0 if source == "zero" else n
-    # With source "other" and a metric reading only the answer position, positions before the first
-    # one where the clean and corrupted tokens differ have the same activations in both runs
-    # (attention is causal): patching them changes nothing, so the computed window starts there.
-    same = 0
-    if source == "other" and only_answer:
-        differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
-        same = int(differs[0]) if len(differs) else S
-    per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
-    plan_key = (tuple(plan.cells), n, S, ans, same, only_answer, net.n_layers, per_chunk, net.token_flops(S), nb)
-    sched = _schedule(*plan_key)
-    store = _Store(
-        n=n, nb=nb, S=S, mean=source == "mean", keep=len(sched.passes) > 1, late=sched.late,
-        want_src=set() if source == "zero" else sched.want_src, src_seg=int(sched.split),
-    )
-    at = ans if only_answer else None
-    out = torch.empty(len(plan.cells), dtype=torch.float64)
-    blockwise = _blockwise(metric, prompts) if only_answer else None
-    bar = tqdm(total=len(plan.cells), desc=f"patching {plan.kind} (fast)") if progress else None
-    noop = sched.noop
-    # Inference mode (no view tracking, no version counters) saves per-op time over no_grad; what is
-    # kept from it (``out``) was made outside, so the result is an ordinary tensor.
-    with torch.inference_mode():
-        for number, (segs, edits, done) in enumerate(zip(sched.passes, sched.edits, sched.done, strict=True)):
-            first = number == 0  # the first pass also runs the base and source prompts (its first segments)
-            tokens = (base if nb == 0 else torch.cat([base, other])) if first else None
-            logits = net.run_flat(segs, tokens, store, edits, at)
-            if first and noop:  # the unpatched base run's metric
-                value = _metric_values(metric, logits[:n], prompts, 1, at, blockwise)[0]
-                out[noop] = value
-            if len(done):
-                rows = logits[(n + nb if first else 0) :]
-                out[done] = _metric_values(metric, rows, prompts, len(done), at, blockwise)
-            if bar is not None:
-                bar.update(len(done) + (len(noop) if first else 0))
+    bar = tqdm(total=len(run.plan.cells), desc=f"patching {run.plan.kind} (fast)") if progress else None
+    out = torch.empty(len(run.plan.cells), dtype=torch.float64)
+    for number in range(run.n_passes):
+        index, values = run.run_pass(number)
+        out[index] = values
+        if bar is not None:
+            bar.update(len(index))
     if bar is not None:
         bar.close()
-    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+    result = _result(model, prompts, run.plan, out, metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
+
+
+class FastRun:
+    """One fast-engine sweep, pass by pass: `setup`, then `run_pass` for 0, 1, ... in order (pass 0
+    runs the base and source prompts and fills the store every later pass reads; a later pass may be
+    skipped, as an executor's worker does with the passes of other workers)."""
+
+    @classmethod
+    def setup(cls, model, prompts: PromptSet, sites, metric: Metric, direction: str, source: str, by_pos, layers,
+              batch_size: int | None, required: bool = False) -> FastRun | None:
+        plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
+        reason = unsupported_reason(model, [s for cell in plan.cells for s in cell])
+        if reason is not None:
+            if required:
+                raise FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
+            return None
+        self = cls()
+        self.model, self.plan, self.base, self.metric, self.prompts, self.source = model, plan, base, metric, prompts, source
+        self._init(direction, batch_size)
+        return self
+
+    @property
+    def n_passes(self) -> int:
+        return len(self.sched.passes)
+
+    def _init(self, direction: str, batch_size: int | None) -> None:
+        model, prompts, plan, metric, source = self.model, self.prompts, self.plan, self.metric, self.source
+        other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
+        net = _Native(model.module.original_model)
+        n, S = len(prompts), prompts.seq_len
+        ans = prompts.answer_pos % S
+        only_answer = answer_only(metric)
+        nb = 0 if source == "zero" else n
+        # With source "other" and a metric reading only the answer position, positions before the first
+        # one where the clean and corrupted tokens differ have the same activations in both runs
+        # (attention is causal): patching them changes nothing, so the computed window starts there.
+        same = 0
+        if source == "other" and only_answer:
+            differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
+            same = int(differs[0]) if len(differs) else S
+        per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
+        plan_key = (tuple(plan.cells), n, S, ans, same, only_answer, net.n_layers, per_chunk, net.token_flops(S), nb)
+        self.sched = sched = _schedule(*plan_key)
+        self.store = _Store(
+            n=n, nb=nb, S=S, mean=source == "mean", keep=len(sched.passes) > 1, late=sched.late,
+            want_src=set() if source == "zero" else sched.want_src, src_seg=int(sched.split),
+        )
+        self.net, self.other, self.n, self.nb = net, other, n, nb
+        self.at = ans if only_answer else None
+        self.blockwise = _blockwise(metric, prompts) if only_answer else None
+        self.ran = -1  # the last pass run (pass 0 first: it fills the store)
+
+    def run_pass(self, number: int) -> tuple[Tensor, Tensor]:
+        """Run pass ``number`` (after pass 0, in increasing order); the cells it settles and their values."""
+        if number <= self.ran or (number > 0 and self.ran < 0):
+            raise ValueError(f"pass {number} after pass {self.ran}: pass 0 first, then increasing")
+        sched, n, nb, metric, prompts, at = self.sched, self.n, self.nb, self.metric, self.prompts, self.at
+        segs, edits, done = sched.passes[number], sched.edits[number], sched.done[number]
+        first = number == 0  # the first pass also runs the base and source prompts (its first segments)
+        index, values = [], []
+        # Inference mode (no view tracking, no version counters) saves per-op time over no_grad; what is
+        # kept from it (the values) is copied out, so results are ordinary tensors.
+        with torch.inference_mode():
+            tokens = (self.base if nb == 0 else torch.cat([self.base, self.other])) if first else None
+            logits = self.net.run_flat(segs, tokens, self.store, edits, at)
+            if first and sched.noop:  # the unpatched base run's metric
+                value = _metric_values(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
+                index.append(torch.tensor(sched.noop, dtype=torch.long))
+                values.append(value.double().expand(len(sched.noop)).clone())
+            if len(done):
+                rows = logits[(n + nb if first else 0) :]
+                index.append(done)
+                values.append(_metric_values(metric, rows, prompts, len(done), at, self.blockwise).double().clone())
+        self.ran = number
+        if not index:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float64)
+        return torch.cat(index), torch.cat(values)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ so memory stays bounded by one batch however many prompts there are; reading map
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,7 +117,8 @@ class ActivationStore:
         path = Path(path)
         index = path / "store.json"
         if not index.exists():
-            hint = (" It has shards but no store.json, so the collection did not finish; run collect again."
+            hint = (" It has shards but no store.json, so the collection did not finish; run the same collect "
+                    "again with resume=True to compute only the missing batches."
                     if path.exists() and any(path.glob("shard_*")) else "")
             raise InputError(f"{path} is not an activation store (no store.json).{hint} "
                              f"Create one with probes.collect(model, tokens, sites, store={str(path)!r}).")
@@ -258,11 +262,29 @@ class _MemoryWriter:
 
 
 class _DiskWriter:
-    def __init__(self, path: Path, sites: list[Site], overwrite: bool):
+    """Shards ``shard_{batch:05d}/`` (one per batch, even an empty one), each written under a temporary
+    name and renamed into place when complete, so a shard on disk is always whole and written once;
+    ``collect.json`` describes the job, so that an interrupted collection can be resumed."""
+
+    def __init__(self, path: Path, sites: list[Site], overwrite: bool, resume: bool, job: dict):
+        self.path, self.sites, self.job = path, sites, job
+        if resume and path.is_dir() and (path / "collect.json").exists():
+            held = json.loads((path / "collect.json").read_text())
+            if held != job:
+                differs = sorted(k for k in set(held) | set(job) if held.get(k) != job.get(k))
+                raise InputError(
+                    f"{path} holds another collection (it differs in {', '.join(differs)}), so it cannot be resumed "
+                    f"with these arguments; pass the same model, prompts, sites, positions and batch_size, or "
+                    f"overwrite=True to start again."
+                )
+            for stale in path.glob(".shard_*.tmp-*"):  # a shard being written when the collection stopped
+                shutil.rmtree(stale, ignore_errors=True)
+            return
         if path.exists() and (path.is_file() or any(path.iterdir())):
             if not overwrite:
-                raise InputError(f"{path} already exists and is not empty; choose a new directory or pass overwrite=True.")
-            if not (path / "store.json").exists() and not any(path.glob("shard_*")):
+                hint = " or resume=True to finish it" if (path / "collect.json").exists() else ""
+                raise InputError(f"{path} already exists and is not empty; choose a new directory, pass overwrite=True{hint}.")
+            if not any((path / f).exists() for f in ("store.json", "collect.json")) and not any(path.glob("shard_*")):
                 raise InputError(f"{path} is not an activation store, so overwrite=True will not delete it; choose another directory.")
             shutil.rmtree(path)
         try:
@@ -271,33 +293,49 @@ class _DiskWriter:
             raise InputError(f"Cannot create the activation store directory {str(path)!r}: {e.strerror or e}. "
                              f"Pass store= a directory you can write to (it is created with its parents), "
                              f"or store=None to keep the activations in memory.") from None
-        self.path, self.sites, self.shard_rows, self.dtype = path, sites, [], None
+        _write_atomic(path / "collect.json", json.dumps(job, indent=1) + "\n")
 
-    def write(self, acts: dict[Site, Tensor], meta: dict[str, Tensor]) -> None:
-        rows = int(meta["prompt_ids"].shape[0])
-        if rows == 0:
+    def done(self, batch: int) -> bool:
+        return (self.path / f"shard_{batch:05d}").is_dir()
+
+    def write(self, batch: int, acts: dict[Site, Tensor], meta: dict[str, Tensor]) -> None:
+        final = self.path / f"shard_{batch:05d}"
+        if final.exists():  # written already (a chunk run twice): keep the first, whole copy
             return
-        shard = self.path / f"shard_{len(self.shard_rows):05d}"
-        shard.mkdir()
+        tmp = self.path / f".shard_{batch:05d}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
         for j, s in enumerate(self.sites):
-            x = acts[s]
-            self.dtype = str(x.dtype).removeprefix("torch.")
-            np.save(shard / f"act_{j}.npy", x.cpu().numpy())
+            np.save(tmp / f"act_{j}.npy", acts[s].cpu().numpy())
         for m in _META:
-            np.save(shard / f"{m}.npy", meta[m].cpu().numpy().astype(np.int64))
-        self.shard_rows.append(rows)
+            np.save(tmp / f"{m}.npy", meta[m].cpu().numpy().astype(np.int64))
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another copy got there first
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    def finish(self, dims: dict[Site, int], info: dict) -> ActivationStore:
+    def finish(self, n_batches: int, info: dict) -> ActivationStore:
+        missing = [b for b in range(n_batches) if not self.done(b)]
+        if missing:
+            raise InputError(f"{self.path} lacks shards {missing[:5]}{' ...' if len(missing) > 5 else ''}; run collect again with resume=True.")
+        shard_rows = [int(np.load(self.path / f"shard_{b:05d}" / "prompt_ids.npy", mmap_mode="r").shape[0]) for b in range(n_batches)]
+        first = [np.load(self.path / "shard_00000" / f"act_{j}.npy", mmap_mode="r") for j in range(len(self.sites))]
         info = {
             "version": FORMAT_VERSION,
-            "sites": [dict(kind=s.kind, layer=s.layer, head=s.head, pos=s.pos, name=str(s), dim=dims[s]) for s in self.sites],
-            "shard_rows": self.shard_rows,
-            "rows": int(sum(self.shard_rows)),
-            "dtype": self.dtype,
+            "sites": [dict(kind=s.kind, layer=s.layer, head=s.head, pos=s.pos, name=str(s), dim=int(x.shape[1]))
+                      for s, x in zip(self.sites, first, strict=True)],
+            "shard_rows": shard_rows,
+            "rows": int(sum(shard_rows)),
+            "dtype": str(first[0].dtype),
             **info,
         }
-        (self.path / "store.json").write_text(json.dumps(info, indent=1) + "\n")
+        _write_atomic(self.path / "store.json", json.dumps(info, indent=1) + "\n")
         return ActivationStore.load(self.path)
+
+
+def _write_atomic(file: Path, text: str) -> None:
+    tmp = file.with_name(f".{file.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, file)
 
 
 # =============================================================================== collect
@@ -310,6 +348,8 @@ def collect(
     batch_size: int = 64,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
+    executor=None,
 ) -> ActivationStore:
     """Run ``model`` over the prompts in batches and keep ``sites`` at ``positions`` as rows.
 
@@ -318,7 +358,11 @@ def collect(
     `PromptSet` (its clean tokens). ``positions``: ``"last"``, ``"all"``, an int (negative counts
     from the end), a LongTensor ``[batch]`` with one position per prompt, or a BoolTensor mask
     ``[batch pos]``. ``store``: None keeps the rows in memory; a directory writes one shard per
-    batch there (``overwrite=True`` replaces an existing store). Returns an `ActivationStore`.
+    batch there, each complete before it appears under its name (``overwrite=True`` replaces an
+    existing store; ``resume=True`` finishes an interrupted collection of the same job, computing
+    only the batches that have no shard yet). ``executor``: None runs here; an
+    `interp.distributed.RayExecutor` runs chunks of batches on its workers, and the shards are
+    written here as they arrive. Returns an `ActivationStore`.
     """
     tokens, lengths = _as_tokens(model, tokens_or_prompts)
     n, seq = tokens.shape
@@ -337,29 +381,84 @@ def collect(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}.")
     mask = position_mask(positions, tokens, lengths)
-
-    writer = _MemoryWriter(site_list) if store is None else _DiskWriter(Path(store), site_list, overwrite)
-    dims: dict[Site, int] = {}
-    with torch.no_grad():
-        for start in tqdm(range(0, n, batch_size), desc="collect", unit="batch", disable=not progress):
-            batch, batch_mask = tokens[start:start + batch_size], mask[start:start + batch_size]
-            _, cache = model.run_with_cache(batch, site_list)
-            b_idx, p_idx = batch_mask.nonzero(as_tuple=True)
-            acts = {}
-            for site in site_list:
-                act = cache[site]
-                if site.kind == "pattern" and site.head is None:  # [b head q k] -> [b q head k]
-                    act = einops.rearrange(act, "b head q k -> b q head k")
-                act = einops.rearrange(act, "b p ... -> b p (...)")
-                rows = act[b_idx.to(act.device), p_idx.to(act.device)]
-                acts[site] = rows.to("cpu", _WIDEN.get(rows.dtype, rows.dtype)).contiguous()
-                dims[site] = act.shape[-1]
-            meta = dict(prompt_ids=b_idx + start, positions=p_idx, token_ids=batch.cpu()[b_idx, p_idx])
-            writer.write(acts, meta)
-            del cache, acts
     info = {"model": model.name, "n_prompts": n, "seq_len": seq,
             "positions": positions if isinstance(positions, str | int) else type(positions).__name__}
-    return writer.finish(dims, info)
+    n_batches = -(-n // batch_size)
+    if store is None:
+        writer, todo = _MemoryWriter(site_list), list(range(n_batches))
+    else:
+        job = _job(model, tokens, mask, site_list, batch_size, info)
+        writer = _DiskWriter(Path(store), site_list, overwrite, resume, job)
+        todo = [b for b in range(n_batches) if not writer.done(b)]
+    dims: dict[Site, int] = {}
+    job_args = (tokens.cpu(), mask, site_list, batch_size)
+
+    def keep(batch: int, rows) -> None:
+        acts, meta, batch_dims = rows
+        dims.update(batch_dims)
+        if store is None:
+            writer.write(acts, meta)
+        else:
+            writer.write(batch, acts, meta)
+
+    if executor is None:
+        with torch.no_grad():
+            for b in tqdm(todo, desc="collect", unit="batch", disable=not progress):
+                keep(b, _batch_rows(model, *job_args, b))
+    else:
+        from interp.distributed import chunk_ranges
+
+        chunks = [todo[c.start : c.stop] for c in chunk_ranges(len(todo), executor.chunks)]
+        results = {}
+
+        def arrived(i: int, rows: list) -> None:
+            for b, r in zip(chunks[i], rows, strict=True):
+                if store is None:
+                    results[b] = r  # kept in batch order below
+                else:
+                    keep(b, r)  # written at once: memory holds one chunk
+
+        executor.map(_collect_chunk, chunks, shared=job_args, model=model, progress=progress, on_result=arrived,
+                     weights=[len(c) for c in chunks], desc=f"collect on {executor.num_workers} workers")
+        for b in sorted(results):
+            keep(b, results.pop(b))
+    if store is None:
+        return writer.finish(dims, info)
+    return writer.finish(n_batches, info)
+
+
+def _job(model, tokens: Tensor, mask: Tensor, sites: list[Site], batch_size: int, info: dict) -> dict:
+    """What identifies a collection (for resume): the model, a digest of the tokens and positions, the sites."""
+    digest = hashlib.sha256(tokens.cpu().long().numpy().tobytes() + mask.numpy().tobytes()).hexdigest()
+    return {"model": model.name, "tokens_sha256": digest, "shape": list(tokens.shape), "sites": [str(s) for s in sites],
+            "batch_size": batch_size, "positions": info["positions"]}
+
+
+def _batch_rows(model: HookedModel, tokens: Tensor, mask: Tensor, site_list: list[Site], batch_size: int, b: int):
+    """The rows of batch ``b``: ``({site: [rows d]}, metadata, {site: d})`` on the CPU."""
+    start = b * batch_size
+    batch, batch_mask = tokens[start:start + batch_size], mask[start:start + batch_size]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch, site_list)
+    b_idx, p_idx = batch_mask.nonzero(as_tuple=True)
+    acts, dims = {}, {}
+    for site in site_list:
+        act = cache[site]
+        if site.kind == "pattern" and site.head is None:  # [b head q k] -> [b q head k]
+            act = einops.rearrange(act, "b head q k -> b q head k")
+        act = einops.rearrange(act, "b p ... -> b p (...)")
+        rows = act[b_idx.to(act.device), p_idx.to(act.device)]
+        acts[site] = rows.to("cpu", _WIDEN.get(rows.dtype, rows.dtype)).contiguous()
+        dims[site] = act.shape[-1]
+    meta = dict(prompt_ids=b_idx + start, positions=p_idx, token_ids=batch.cpu()[b_idx, p_idx])
+    del cache
+    return acts, meta, dims
+
+
+def _collect_chunk(model: HookedModel, job, batches: list[int], memo: dict) -> list:
+    """A worker's share of an executor's collection: the rows of ``batches``."""
+    tokens, mask, site_list, batch_size = job
+    return [_batch_rows(model, tokens, mask, site_list, batch_size, b) for b in batches]
 
 
 def _as_tokens(model: HookedModel, prompts) -> tuple[Tensor, Tensor]:

@@ -200,6 +200,7 @@ def probe_sweep(
     standardize: bool = True,
     max_iter: int = 1000,
     blas_threads: int | None = 1,
+    executor=None,
 ) -> ProbeSweepResult:
     """Fit and cross-validate a `LinearProbe` at every site of ``store`` (or ``sites``).
 
@@ -208,6 +209,9 @@ def probe_sweep(
     store's token ids with the task's label frequencies. The control is scored on the same folds,
     so selectivity is a paired difference. ``seed`` fixes the folds and the control labels.
     ``blas_threads`` caps BLAS threads during the fits (None: no cap).
+    ``executor``: None fits here; an `interp.distributed.RayExecutor` fits chunks of sites on its
+    workers (no model is loaded; a disk store is read by the workers from its path, so on several
+    machines put it on a shared filesystem), with the same scores.
     """
     if task not in TASKS:
         raise InputError(f"task={task!r} is not a probe task; use 'classification' or 'regression'.")
@@ -252,12 +256,34 @@ def probe_sweep(
     probe = LinearProbe(task, C=C, alpha=alpha, standardize=standardize, max_iter=max_iter, random_state=seed)
     scores = np.zeros((len(site_list), cv))
     control_scores = None if y_control is None else np.zeros((len(site_list), cv))
-    # Many small fits: BLAS threads cost more than they bring (10-20x slower on 2 busy cores).
-    with threadpool_limits(limits=blas_threads):
-        _fit_folds(probe, store, site_list, folds, y, y_control, scores, control_scores, progress)
+    if executor is None:
+        # Many small fits: BLAS threads cost more than they bring (10-20x slower on 2 busy cores).
+        with threadpool_limits(limits=blas_threads):
+            _fit_folds(probe, store, site_list, folds, y, y_control, scores, control_scores, progress)
+    else:
+        from interp.distributed import chunk_ranges
+
+        chunks = chunk_ranges(len(site_list), executor.chunks)
+        job = (probe, store, site_list, folds, y, y_control, blas_threads)
+        parts = executor.map(_sweep_chunk, chunks, shared=job, progress=progress, weights=[len(c) for c in chunks],
+                             desc=f"probe sweep on {executor.num_workers} workers")
+        for chunk, (part, control_part) in zip(chunks, parts, strict=True):
+            scores[chunk.start : chunk.stop] = part
+            if control_scores is not None:
+                control_scores[chunk.start : chunk.stop] = control_part
     settings = dict(cv=cv, seed=seed, C=C, alpha=alpha, standardize=standardize, max_iter=max_iter,
                     control=None if control is None else ("tokens" if isinstance(control, str) else "given"), rows=n)
     return ProbeSweepResult(site_list, scores, task, chance, control_scores, settings)
+
+
+def _sweep_chunk(model, job, chunk: range, memo: dict):
+    """A worker's share of an executor's probe sweep: the scores of sites ``chunk``."""
+    probe, store, site_list, folds, y, y_control, blas_threads = job
+    scores = np.zeros((len(chunk), len(folds)))
+    control_scores = None if y_control is None else np.zeros((len(chunk), len(folds)))
+    with threadpool_limits(limits=blas_threads):
+        _fit_folds(probe, store, site_list[chunk.start : chunk.stop], folds, y, y_control, scores, control_scores, False)
+    return scores, control_scores
 
 
 def _fit_folds(probe, store, site_list, folds, y, y_control, scores, control_scores, progress) -> None:
