@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from collections.abc import Callable
@@ -35,15 +36,26 @@ def register(fn: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
     return fn
 
 
+#: Within one `reproduce` call: the `Subject` of each shipped model, shared by its figures.
+_SUBJECTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("interp_figure_subjects", default=None)
+
+
 def subject_of(model):
     """A circuit-card `Subject` for a shipped model's name or a HookedModel, so that a figure reuses
-    the card's measurements (and a shipped model's checkpoints)."""
+    the card's measurements (and a shipped model's checkpoints). Inside `reproduce`, the figures of
+    one shipped model share one Subject, so a measurement two figures draw is made once."""
     from interp.circuits import Subject
     from interp.models import HookedModel
 
     if isinstance(model, HookedModel):
         return Subject(model)
-    return Subject(zoo.load_model(model), name=str(zoo.model_dir(model)))
+    shared = _SUBJECTS.get()
+    if shared is not None and model in shared:
+        return shared[model]
+    subject = Subject(zoo.load_model(model), name=str(zoo.model_dir(model)))
+    if shared is not None:
+        shared[model] = subject
+    return subject
 
 
 def default_out_dir() -> Path:
@@ -81,10 +93,14 @@ def reproduce(names: str | list[str] = "all", out_dir: str | Path | None = None,
         if name not in FIGURES:
             raise InputError(f"Unknown figure {name!r}.{closest(name, FIGURES)} Figures: {', '.join(FIGURES)}.")
     results = []
-    for name in wanted:
-        start = time.perf_counter()
-        results.append(FIGURES[name](out_dir=out_dir))
-        print(f"  {name}: {time.perf_counter() - start:5.1f} s -> {results[-1].paths[0]}")
+    token = _SUBJECTS.set({})
+    try:
+        for name in wanted:
+            start = time.perf_counter()
+            results.append(FIGURES[name](out_dir=out_dir))
+            print(f"  {name}: {time.perf_counter() - start:5.1f} s -> {results[-1].paths[0]}")
+    finally:
+        _SUBJECTS.reset(token)
     if report and names == "all":
         path = write_report(results, out_dir)
         print(f"Report: {path}")

@@ -57,7 +57,9 @@ def test_card_table_is_what_the_shipped_weights_give(check_table):
 def test_claims_fail_on_a_reinitialised_model():
     shipped = zoo.load_model("induction-2l")
     fresh = build_native(INDUCTION_CONFIG, shipped.tokenizer, seed=1, name="untrained")
-    weight_claims = [c.key for c in induction.CLAIMS if c.key != "phase_change"]
+    # phase_change reads checkpoints; discovery_agreement compares two scoring methods, not the
+    # model's mechanism (on random weights EAP-IG also tracks exact patching better than EAP)
+    weight_claims = [c.key for c in induction.CLAIMS if c.key not in ("phase_change", "discovery_agreement")]
     result = circuits.evaluate(CARD, model=fresh, keys=weight_claims)
     assert [r.claim.key for r in result.results if r.passed] == [], result.table()
 
