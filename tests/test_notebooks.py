@@ -31,9 +31,12 @@ def test_notebook_runs(path: Path, monkeypatch):
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
+    # The kernel inherits these. One BLAS/OpenMP thread unless the caller chose otherwise: the suite
+    # runs two test workers on two cores, and a kernel spinning a second thread against them costs
+    # far more than it computes.
     for var, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
-                       "TOKENIZERS_PARALLELISM": "false"}.items():
-        monkeypatch.setenv(var, os.environ.get(var, value))  # the kernel inherits them
+                       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(var, os.environ.get(var, value))
     before = path.read_bytes()
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
