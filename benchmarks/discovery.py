@@ -25,20 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.timing import timed
 from interp import zoo
 from interp.circuits.induction import key_path_prompts
 from interp.tasks import facts
 from patching import edge_scores, logit_diff
 from patching.discovery import build_graph
-
-
-def timed(fn, runs: int = 3) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def tl_exact(model, prompts) -> torch.Tensor:

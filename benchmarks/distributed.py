@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,21 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import interp
+from benchmarks.timing import timed
 from interp.distributed import RayExecutor
 from interp.tasks import facts
 from patching import activation_patch, causal_trace, logit_diff
 
 TARGET = 1.5
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time of ``repeats`` calls of ``fn()`` and the last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def same(a, b) -> bool:
