@@ -29,6 +29,7 @@ cannot reproduce gets an error rather than wrong numbers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 
 from interp.errors import InputError, InterpError
 from interp.sites import Site
+from probes.collect import _as_tokens as _tokens_and_lengths
 
 FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm", "model.ln_f")
 NORM_MODES = ("recomputed", "frozen")
@@ -97,6 +99,11 @@ class Readout:
 
     def logits(self, x: Float[Tensor, "... d_model"], scale: Tensor | None = None) -> Float[Tensor, "... vocab"]:
         return self.unembed(self.normalize(x, scale))
+
+    def cpu(self) -> Readout:
+        """The same read-out with its tensors on the CPU."""
+        move = lambda t: None if t is None else t.cpu()  # noqa: E731
+        return dataclasses.replace(self, weight=move(self.weight), bias=move(self.bias), W_U=self.W_U.cpu(), b_U=move(self.b_U))
 
     @classmethod
     def of(cls, model) -> Readout:
@@ -192,9 +199,8 @@ def _check_final(readout: Readout, resid_final: Tensor, logits: Tensor) -> None:
 
 # =============================================================================== tokens and answers
 def _as_tokens(model, tokens) -> Int[Tensor, "batch pos"]:
-    if isinstance(tokens, str) or (isinstance(tokens, list | tuple) and tokens and isinstance(tokens[0], str)):
-        tokens = model.to_tokens(tokens)
-    return model.check_tokens(tokens)
+    """Token ids ``[batch pos]`` from ids or text(s), as `probes.collect` reads them."""
+    return _tokens_and_lengths(model, tokens)[0]
 
 
 def _answer_ids(model, answers, tokens: Tensor) -> Tensor | None:
@@ -251,8 +257,7 @@ class LensResult:
         return f"LensResult(states={len(self.labels)}, tokens={tuple(self.tokens.shape)}, settings={self.settings})"
 
     def _token(self, i: int) -> str:
-        vocab = self.settings.get("vocab")
-        return vocab[i] if vocab is not None and 0 <= i < len(vocab) else str(i)
+        return (self.settings.get("vocab") or {}).get(i, str(i))
 
     def top_tokens(self, prompt: int = 0, pos: int = -1):
         """A DataFrame of the top-k predictions of every decoded state at one prompt and position."""
@@ -375,12 +380,13 @@ def logit_lens(
         if keep_logits:
             kept.append(state_logits.cpu())
     str_tokens = _str_tokens(model, tokens)
+    top_ids = torch.stack(tops)
     return LensResult(
-        labels=labels, tokens=tokens.cpu(), top_ids=torch.stack(tops), top_probs=torch.stack(top_p),
+        labels=labels, tokens=tokens.cpu(), top_ids=top_ids, top_probs=torch.stack(top_p),
         answer_prob=torch.stack(probs) if probs else None, answer_log_prob=torch.stack(logps) if logps else None,
         answer_rank=torch.stack(ranks) if ranks else None, logits=torch.stack(kept) if kept else None,
         str_tokens=str_tokens, settings=dict(norm=norm, sublayers=sublayers, k=k, answers=answers if isinstance(answers, str) else
-                                             (None if answers is None else "ids"), vocab=_vocab(model)),
+                                             (None if answers is None else "ids"), vocab=_token_strings(model, top_ids)),
     )
 
 
@@ -391,12 +397,14 @@ def _str_tokens(model, tokens: Tensor) -> list[list[str]] | None:
         return None
 
 
-def _vocab(model) -> list[str] | None:
+def _token_strings(model, ids: Tensor) -> dict[int, str] | None:
+    """``{id: token string}`` for the ids that occur in ``ids`` (not the whole vocabulary)."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return None
+    unique = ids.unique().tolist()
     try:
-        return tok.convert_ids_to_tokens(list(range(model.d_vocab)))
+        return dict(zip(unique, tok.convert_ids_to_tokens(unique), strict=True))
     except Exception:  # a tokenizer without that method: the tables show ids
         return None
 
@@ -521,7 +529,7 @@ def _target_directions(readout: Readout, answers: Tensor, wrong: Tensor | None, 
         if d.shape != (d_model,):
             raise InputError(f"direction has shape {tuple(d.shape)}; give one vector [{d_model}] in the (normalised) residual stream.")
         return d.expand(batch, d_model), torch.zeros(batch), "direction"
-    W_U, b_U = readout.W_U.cpu(), readout.b_U.cpu() if readout.b_U is not None else torch.zeros(readout.W_U.shape[1])
+    W_U, b_U = readout.W_U, readout.b_U if readout.b_U is not None else torch.zeros(readout.W_U.shape[1])
     dirs, bias = W_U[:, answers].T, b_U[answers]
     if wrong is None:
         return dirs, bias, "logit of the answer"
@@ -604,8 +612,7 @@ def direct_logit_attribution(
     if float(other.abs().max()) > 1e-4 * max(1.0, float(final.abs().max())):
         parts.append(other)
         labels.append("other")
-    cpu = Readout(**{**readout.__dict__, "weight": _cpu(readout.weight), "bias": _cpu(readout.bias), "W_U": readout.W_U.cpu(),
-                     "b_U": _cpu(readout.b_U)})
+    cpu = readout.cpu()
     dirs, unembed_bias, target = _target_directions(cpu, answers, wrong, direction, batch, model.d_model)
     scale = cpu.scale(final)  # [batch 1], frozen
     contributions = [(cpu.normalize(c, scale, with_bias=False) * dirs).sum(-1) for c in parts]
@@ -615,7 +622,3 @@ def direct_logit_attribution(
     actual = (cpu.normalize(final, scale) * dirs).sum(-1) + unembed_bias
     return DLAResult(torch.stack(contributions, dim=1), labels, L, model.n_heads, actual,
                      settings=dict(target=target, pos=pos, prompts=batch))
-
-
-def _cpu(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.cpu()
