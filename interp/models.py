@@ -316,6 +316,27 @@ _POST_NORMS = {
 }
 
 
+def _block_taps(embed: str, block: str, attn: str, qkv: dict[str, Tap], out_proj: str, mlp: str, mlp_down: str,
+                n_heads: int, resid_mid: str | None = None) -> dict[str, Tap | str]:
+    """The taps every decoder-block layout shares: ``block`` / ``attn`` / ``mlp`` are module paths
+    with ``{layer}``; ``out_proj`` and ``mlp_down`` name the attention's output projection (whose
+    input is z) and the MLP's last linear map (whose input is mlp_post); ``resid_mid`` is the
+    module whose input is the residual between the two adds (None for parallel blocks)."""
+    taps: dict[str, Tap | str] = {
+        "embed": embed,
+        "resid_pre": Tap(block, "input"),
+        **qkv,
+        "z": Tap(f"{attn}.{out_proj}", "input", **_split_heads(n_heads)),
+        "attn_out": Tap(attn, get=_first, put=_replace_first),
+        "mlp_post": Tap(f"{mlp}.{mlp_down}", "input"),
+        "mlp_out": mlp,
+        "resid_post": Tap(block, get=_first, put=_replace_first),
+    }
+    if resid_mid is not None:
+        taps["resid_mid"] = Tap(resid_mid, "input")
+    return taps
+
+
 def hf_site_map(hf_model: nn.Module) -> SiteMap:
     """The site map of a Hugging Face model of one of the `BUILT_IN_SITE_MAPS` architectures.
 
@@ -333,20 +354,9 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
     if kind == "gpt2":
         h, dm = cfg.n_head, cfg.n_embd
         dh = dm // h
-        block, attn, mlp = "transformer.h.{layer}", "transformer.h.{layer}.attn", "transformer.h.{layer}.mlp"
-        taps = {
-            "embed": "transformer.wte",
-            "resid_pre": Tap(block, "input"),
-            "q": Tap(f"{attn}.c_attn", **_fused_qkv(0, h, dh, "three h d")),
-            "k": Tap(f"{attn}.c_attn", **_fused_qkv(1, h, dh, "three h d")),
-            "v": Tap(f"{attn}.c_attn", **_fused_qkv(2, h, dh, "three h d")),
-            "z": Tap(f"{attn}.c_proj", "input", **_split_heads(h)),
-            "attn_out": Tap(attn, get=_first, put=_replace_first),
-            "resid_mid": Tap(f"{block}.ln_2", "input"),
-            "mlp_post": Tap(f"{mlp}.c_proj", "input"),
-            "mlp_out": mlp,
-            "resid_post": Tap(block, get=_first, put=_replace_first),
-        }
+        block, attn = "transformer.h.{layer}", "transformer.h.{layer}.attn"
+        qkv = {name: Tap(f"{attn}.c_attn", **_fused_qkv(i, h, dh, "three h d")) for i, name in enumerate("qkv")}
+        taps = _block_taps("transformer.wte", block, attn, qkv, "c_proj", f"{block}.mlp", "c_proj", h, f"{block}.ln_2")
         return SiteMap(
             taps, cfg.n_layer, h, dm, dh, cfg.vocab_size, cfg.n_positions, cfg.n_inner or 4 * dm,
             W_O=lambda m, layer: m.transformer.h[layer].attn.c_proj.weight.reshape(h, dh, dm),
@@ -356,20 +366,9 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
         h, dm = cfg.num_attention_heads, cfg.hidden_size
         dh = dm // h
         block, attn = "gpt_neox.layers.{layer}", "gpt_neox.layers.{layer}.attention"
-        taps = {
-            "embed": "gpt_neox.embed_in",
-            "resid_pre": Tap(block, "input"),
-            "q": Tap(f"{attn}.query_key_value", **_fused_qkv(0, h, dh, "h three d")),
-            "k": Tap(f"{attn}.query_key_value", **_fused_qkv(1, h, dh, "h three d")),
-            "v": Tap(f"{attn}.query_key_value", **_fused_qkv(2, h, dh, "h three d")),
-            "z": Tap(f"{attn}.dense", "input", **_split_heads(h)),
-            "attn_out": Tap(attn, get=_first, put=_replace_first),
-            "mlp_post": Tap(f"{block}.mlp.dense_4h_to_h", "input"),
-            "mlp_out": f"{block}.mlp",
-            "resid_post": Tap(block, get=_first, put=_replace_first),
-        }
-        if not cfg.use_parallel_residual:
-            taps["resid_mid"] = Tap(f"{block}.post_attention_layernorm", "input")
+        qkv = {name: Tap(f"{attn}.query_key_value", **_fused_qkv(i, h, dh, "h three d")) for i, name in enumerate("qkv")}
+        mid = None if cfg.use_parallel_residual else f"{block}.post_attention_layernorm"  # parallel: no resid_mid
+        taps = _block_taps("gpt_neox.embed_in", block, attn, qkv, "dense", f"{block}.mlp", "dense_4h_to_h", h, mid)
         return SiteMap(
             taps, cfg.num_hidden_layers, h, dm, dh, cfg.vocab_size, cfg.max_position_embeddings,
             cfg.intermediate_size,
@@ -380,18 +379,9 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
         h, dm = cfg.n_head, cfg.n_embd
         dh = dm // h
         block, attn = "transformer.h.{layer}", "transformer.h.{layer}.attn"
-        taps = {
-            "embed": "transformer.wte",
-            "resid_pre": Tap(block, "input"),
-            "q": Tap(f"{attn}.q_proj", **_split_heads(h)),
-            "k": Tap(f"{attn}.k_proj", **_split_heads(h)),
-            "v": Tap(f"{attn}.v_proj", **_split_heads(h)),
-            "z": Tap(f"{attn}.out_proj", "input", **_split_heads(h)),
-            "attn_out": Tap(attn, get=_first, put=_replace_first),
-            "mlp_post": Tap(f"{block}.mlp.fc_out", "input"),
-            "mlp_out": f"{block}.mlp",
-            "resid_post": Tap(block, get=_first, put=_replace_first),
-        }  # attention and MLP both read ln_1(resid_pre): no resid_mid
+        qkv = {name: Tap(f"{attn}.{name}_proj", **_split_heads(h)) for name in "qkv"}
+        # attention and MLP both read ln_1(resid_pre): no resid_mid
+        taps = _block_taps("transformer.wte", block, attn, qkv, "out_proj", f"{block}.mlp", "fc_out", h)
         return SiteMap(
             taps, cfg.n_layer, h, dm, dh, cfg.vocab_size, cfg.n_positions, cfg.n_inner or 4 * dm,
             W_O=lambda m, layer: m.transformer.h[layer].attn.out_proj.weight.T.reshape(h, dh, dm),
@@ -410,17 +400,8 @@ def hf_site_map(hf_model: nn.Module) -> SiteMap:
                 "k": Tap(f"{attn}.k_proj", **_split_heads(kv)),
                 "v": Tap(f"{attn}.v_proj", **_split_heads(kv)),
             }
-        taps = {
-            "embed": "model.embed_tokens",
-            "resid_pre": Tap(block, "input"),
-            **qkv,
-            "z": Tap(f"{attn}.o_proj", "input", **_split_heads(h)),
-            "attn_out": Tap(attn, get=_first, put=_replace_first),
-            "resid_mid": Tap(f"{block}.post_attention_layernorm", "input"),
-            "mlp_post": Tap(f"{block}.mlp.down_proj", "input"),
-            "mlp_out": f"{block}.mlp",
-            "resid_post": Tap(block, get=_first, put=_replace_first),
-        }
+        taps = _block_taps("model.embed_tokens", block, attn, qkv, "o_proj", f"{block}.mlp", "down_proj", h,
+                           f"{block}.post_attention_layernorm")
         attn_sum = None
         if kind in _POST_NORMS:
             attn_norm, resid_mid, mlp_norm = _POST_NORMS[kind]
