@@ -255,11 +255,12 @@ def _number_text(value: float) -> str:
     return repr(float(value))
 
 
-def committed_numbers(card: Card) -> dict[str, dict[str, tuple[float, Tolerance]]]:
-    """The numbers in the card's committed table: ``{claim key: {number: (value, tolerance)}}``."""
+def committed_numbers(card: Card, block: str | None = None) -> dict[str, dict[str, tuple[float, Tolerance]]]:
+    """The numbers in the card's committed table (or in ``block``, that table's text):
+    ``{claim key: {number: (value, tolerance)}}``."""
     out: dict[str, dict[str, tuple[float, Tolerance]]] = {}
     row = re.compile(r"^\| `([^`]+)` \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$")
-    for line in card_table_in_file(card).splitlines():
+    for line in (card_table_in_file(card) if block is None else block).splitlines():
         match = row.match(line.strip())
         if match:
             key, name, value, tol = match.groups()
@@ -267,12 +268,17 @@ def committed_numbers(card: Card) -> dict[str, dict[str, tuple[float, Tolerance]
     return out
 
 
+def _values(stored: dict[str, dict[str, tuple[float, Tolerance]]], key: str) -> dict[str, float]:
+    """Claim ``key``'s committed numbers without their tolerances."""
+    return {name: value for name, (value, _) in stored.get(key, {}).items()}
+
+
 def committed_result(card: Card) -> CardResult:
     """A `CardResult` holding the committed numbers (verdicts recomputed from them), as if measured."""
     stored = committed_numbers(card)
     out = CardResult(card)
     for claim in card.claims:
-        numbers = {name: value for name, (value, _) in stored.get(claim.key, {}).items()}
+        numbers = _values(stored, claim.key)
         out.results.append(ClaimResult(claim, numbers, bool(numbers) and bool(claim.passes(numbers)), 0.0))
     return out
 
@@ -281,7 +287,8 @@ def card_differences(card: Card, measured: CardResult) -> list[str]:
     """What differs between the card's committed table and ``measured`` beyond the stated tolerances:
     a claim's statement, figure, test or verdict (compared exactly), or a number (within the
     tolerance the card states next to it). An empty list means the card is up to date."""
-    stored = committed_numbers(card)
+    block = card_table_in_file(card)
+    stored = committed_numbers(card, block)
     problems = []
     for r in measured.results:
         key = r.claim.key
@@ -301,9 +308,9 @@ def card_differences(card: Card, measured: CardResult) -> list[str]:
                                 f"(tolerance {tol})")
     # statements, figures, tests and verdicts exactly: the committed table must be the one its own
     # numbers render, with the measured verdicts
-    expected = CardResult(card, [dataclasses.replace(r, numbers={n: v for n, (v, _) in stored.get(r.claim.key, {}).items()})
+    expected = CardResult(card, [dataclasses.replace(r, numbers=_values(stored, r.claim.key))
                                  for r in measured.results if r.claim.key in stored])
-    committed_rows, expected_rows = card_table_in_file(card).splitlines(), render_table(expected).splitlines()
+    committed_rows, expected_rows = block.splitlines(), render_table(expected).splitlines()
     problems += [f"table row differs:\n  committed: {a}\n  expected:  {b}" for a, b in zip(committed_rows, expected_rows, strict=False) if a != b]
     if len(committed_rows) != len(expected_rows):
         problems.append(f"the committed block has {len(committed_rows)} lines, the measured one {len(expected_rows)}")
