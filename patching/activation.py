@@ -91,7 +91,8 @@ def activation_patch(
     activation), "mean" (its mean over the prompt set) or "zero". ``batch_size``: sequences per
     forward (at least one intervention's prompts always run together); None runs everything at once.
     ``engine``: "hooks" (the batched hook engine below, any backend), "fast" (`patching.fast`:
-    native TransformerLens models only; reuses the cached prefix, skips unchanged earlier
+    native TransformerLens models, and Hugging Face GPT-2, GPT-NeoX and Llama-family models on either
+    backend (`patching.architectures`); reuses the cached prefix, skips unchanged earlier
     positions and unembeds only the answer position; an error where it does not apply) or "auto"
     (fast where it applies, else hooks). Both give the same numbers (to float rounding).
     ``executor``: None runs here; an `interp.distributed.RayExecutor` splits the interventions
@@ -147,7 +148,7 @@ def _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos
     plan, _, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
     use_fast = False
     if engine != "hooks":
-        reason = fast.unsupported_reason(model, [s for cell in plan.cells for s in cell])
+        reason = fast.unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
         if reason is not None and engine == "fast":
             raise fast.FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
         use_fast = reason is None

@@ -96,14 +96,13 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
 
     plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
     keys = sorted({_as_z(s).full for cell in plan.cells for s in cell})
-    if _fast.unsupported_reason(model, keys) is not None:
+    if _fast.unsupported_reason(model, keys, prompts.seq_len) is not None:
         return None
-    om = model.module.original_model
-    net = _fast._Native(om)
+    net = _fast.driver(model)
     n, S = len(prompts), prompts.seq_len
     wanted = {(k.kind, k.layer) for k in keys}
     top = max(k.layer for k in keys)
-    frozen = [p for p in om.parameters() if p.requires_grad]
+    frozen = [p for p in model.module.parameters() if p.requires_grad]
     try:
         for p in frozen:
             p.requires_grad_(False)

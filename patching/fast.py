@@ -141,26 +141,44 @@ def _blockwise(metric: Metric, prompts: PromptSet) -> Callable[[Tensor, PromptSe
     return normalized
 
 
-def unsupported_reason(model, sites: Sequence[Site] = ()) -> str | None:
-    """Why the fast engine cannot run ``sites`` on ``model`` (None when it can)."""
-    if getattr(model, "backend_name", None) != "transformer_lens":
-        return f"the model's backend is {getattr(model, 'backend_name', type(model).__name__)!r}, not 'transformer_lens'"
-    from transformer_lens.model_bridge.sources.native.model import NativeModel
-
-    om = getattr(model.module, "original_model", None)
-    if not isinstance(om, NativeModel):
-        return "the bridge does not wrap a native TransformerLens model (boot_native); Hugging Face bridges use the hook engine"
-    attn = _part(_part(om, "layers")[0], "attn")
-    if not attn.causal:
-        return "the model's attention is not causal"
-    if attn.kv_repeats != 1:
-        return "the model uses grouped-query attention"
+def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = None) -> str | None:
+    """Why the fast engine cannot run ``sites`` on ``model`` (None when it can): native TransformerLens
+    models, and Hugging Face GPT-2, GPT-NeoX and Llama-family models (`patching.architectures`) on
+    either backend."""
     if getattr(model, "_edits", None):
         return "an enclosing model.edit block is active (the fast engine runs no hooks)"
     bad = sorted({s.kind for s in sites if s.kind not in FAST_KINDS})
     if bad:
         return f"kinds {bad} are not covered (covered: {', '.join(sorted(FAST_KINDS))})"
+    if getattr(model, "is_split", False):
+        return "the model is split across devices (device_map)"
+    from patching import architectures
+
+    hf = architectures.hf_model(model) if hasattr(model, "backend_name") else None
+    if hf is not None:
+        return architectures.unsupported(hf, seq_len)
+    if getattr(model, "backend_name", None) != "transformer_lens":
+        return (f"the model is neither a native TransformerLens model nor a Hugging Face model (backend "
+                f"{getattr(model, 'backend_name', type(model).__name__)!r} over {type(getattr(model, 'module', model)).__name__})")
+    from transformer_lens.model_bridge.sources.native.model import NativeModel
+
+    om = getattr(model.module, "original_model", None)
+    if not isinstance(om, NativeModel):
+        return "the bridge wraps neither a native TransformerLens model nor a Hugging Face model"
+    attn = _part(_part(om, "layers")[0], "attn")
+    if not attn.causal:
+        return "the model's attention is not causal"
+    if attn.kv_repeats != 1:
+        return "the native model uses grouped-query attention (Hugging Face grouped-query models are covered)"
     return None
+
+
+def driver(model) -> _Net:
+    """The fast engine for ``model`` (checked by `unsupported_reason` first): reads its weights now."""
+    from patching import architectures
+
+    hf = architectures.hf_model(model)
+    return _Native(model.module.original_model) if hf is None else architectures.adapter(hf)
 
 
 def try_fast_patch(
@@ -194,7 +212,7 @@ class FastRun:
     def setup(cls, model, prompts: PromptSet, sites, metric: Metric, direction: str, source: str, by_pos, layers,
               batch_size: int | None, required: bool = False) -> FastRun | None:
         plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
-        reason = unsupported_reason(model, [s for cell in plan.cells for s in cell])
+        reason = unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
         if reason is not None:
             if required:
                 raise FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
@@ -211,7 +229,7 @@ class FastRun:
     def _init(self, direction: str, batch_size: int | None) -> None:
         model, prompts, plan, metric, source = self.model, self.prompts, self.plan, self.metric, self.source
         other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
-        net = _Native(model.module.original_model)
+        net = driver(model)
         n, S = len(prompts), prompts.seq_len
         ans = prompts.answer_pos % S
         only_answer = answer_only(metric)
@@ -346,68 +364,78 @@ def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, a
 
 
 # =============================================================================== the model, driven directly
-class _Native:
-    """The forward of a ``NativeModel`` driven directly: `block` (one layer of ``[batch pos d_model]``,
-    an edit callback at every site; attribution patching uses it) and `run_flat` (many segments of
-    different lengths through the layers at once; the activation-patching passes)."""
+class _Net:
+    """The forward of a causal transformer driven directly, one architecture-independent engine:
+    `block` (one layer of ``[batch pos d_model]``, an edit callback at every site; attribution
+    patching uses it) and `run_flat` (many segments of different lengths through the layers at
+    once; the activation-patching passes).
 
-    def __init__(self, om):
-        from transformer_lens.utilities.activation_functions import apply_softcap
+    An architecture (`_Native` here, the Hugging Face families in `patching.architectures`) sets
+    ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel`` and ``layers``: one dict
+    per layer of ``ln1, ln2, mlp, o`` (functions of ``[... d]``), ``qkv(h, index)`` (queries of
+    ``h[index]``, or of every token when index is None, and keys and values of every token, each
+    ``[tokens heads d_head]``), ``scale`` (the score multiplier), ``softcap`` (None or a float) and
+    ``rope`` (None, or ``(cos [positions rot], sin [positions rot], rotate_half)``, or anything else
+    true where `rope_table` builds the tables); and implements `embed`, `unembed` and `token_flops`."""
 
-        self.om, self.softcap = om, apply_softcap
-        self.cfg = cfg = om.cfg
-        self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
-        # plain Linear / LayerNorm as functions (no Module.__call__ per use).
-        self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
-        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(_part(om, "head"))
-        self.layers = []
-        for blk in _part(om, "layers"):
-            attn = _part(blk, "attn")
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln1")), attn=attn,
-                q=_fn(_part(attn, "q")), k=_fn(_part(attn, "k")), v=_fn(_part(attn, "v")), o=_fn(_part(attn, "o")),
-                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
-                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
-                fused=0 < attn.scale and not (attn.attn_scores_soft_cap is not None and attn.attn_scores_soft_cap > 0),
-            ))
+    parallel = False  # attention and MLP both read resid_pre (GPT-NeoX's parallel residual)
 
     def token_flops(self, S: int) -> float:
         """Floating-point operations of one token through one layer (projections, attention, MLP)."""
-        cfg = self.cfg
-        d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
-        mlp = 0 if self.attn_only else (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
-        return 2.0 * (4 * d * hd + 2 * S * hd + mlp)
+        raise NotImplementedError
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        resid = self.tok_embed(tokens)
-        if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
-            return resid + self.pos.weight[: tokens.shape[1]]
-        if self.pos is not None:
-            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
-            resid = resid + self.pos(position_ids)
-        return resid
+        raise NotImplementedError
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
+        raise NotImplementedError
+
+    def _mask(self, rows: slice, cols: int) -> Tensor:
+        """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
+        size = max(rows.stop, cols)
+        mask = getattr(self, "_causal", None)
+        if mask is None or mask.shape[0] < size:
+            self._causal = mask = torch.ones(size, size, dtype=torch.bool).triu(1)
+        return mask[rows, :cols]
+
+    def rope(self, layer: int, x: Float[Tensor, "batch head pos d_head"], first: int) -> Tensor:
+        """Rotary position embedding of ``x`` at positions ``first..`` (``x`` itself without rotary)."""
+        if self.layers[layer]["rope"] is None:
+            return x
+        s = x.shape[2]
+        cos, sin, rotate_half = self.rope_table(layer, first + s)
+        rd = cos.shape[-1]
+        cos, sin = cos[first : first + s].to(x.dtype), sin[first : first + s].to(x.dtype)
+        if rd == x.shape[-1]:
+            return x * cos + rotate_half(x) * sin
+        part, rest = x[..., :rd], x[..., rd:]
+        return torch.cat([part * cos + rotate_half(part) * sin, rest], dim=-1)
+
+    def rope_table(self, layer: int, n_pos: int) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        """Layer ``layer``'s rotary tables for positions 0..n_pos-1 (at least): its ``rope`` entry."""
+        return self.layers[layer]["rope"]
 
     def _attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, first: int, pattern_edit=None) -> Tensor:
         """Causal attention of queries at positions ``first..`` (``[b head s d_head]``) over keys / values
-        ``[b head S d_head]``; ``pattern_edit(pattern)`` (``[b head s S]``) where the pattern is read or
-        edited. Returns the mixed values ``[b head s d_head]``."""
+        ``[b kv_head S d_head]`` (grouped: query head h reads key/value head h // (heads / kv_heads));
+        ``pattern_edit(pattern)`` (``[b head s S]``) where the pattern is read or edited. Returns the
+        mixed values ``[b head s d_head]``."""
         blk = self.layers[layer]
-        attn = blk["attn"]
-        if pattern_edit is None and blk["fused"]:  # nothing reads or edits the pattern: one fused kernel
+        scale, grouped = blk["scale"], self.n_kv_heads != self.n_heads
+        if pattern_edit is None and blk["softcap"] is None:  # nothing reads or edits the pattern: one fused kernel
             if first >= k.shape[2] - 1:  # a query at the last key position sees every key: no mask
-                return _sdpa(q, k, v, scale=1.0 / attn.scale)
+                return _sdpa(q, k, v, scale=scale, enable_gqa=grouped)
             if first == 0 and q.shape[2] == k.shape[2]:
-                return _sdpa(q, k, v, is_causal=True, scale=1.0 / attn.scale)
-            allowed = ~attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
-            return _sdpa(q, k, v, attn_mask=allowed, scale=1.0 / attn.scale)
-        mask = attn.causal_mask[first : first + q.shape[2], : k.shape[2]]
-        scores = torch.matmul(q, k.transpose(-2, -1)) / attn.scale
-        scores = self.softcap(scores, attn.attn_scores_soft_cap)
+                return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=grouped)
+            allowed = ~self._mask(slice(first, first + q.shape[2]), k.shape[2])
+            return _sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=grouped)
+        if grouped:
+            reps = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(reps, dim=1), v.repeat_interleave(reps, dim=1)
+        mask = self._mask(slice(first, first + q.shape[2]), k.shape[2])
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+        if blk["softcap"] is not None:
+            scores = torch.tanh(scores / blk["softcap"]) * blk["softcap"]
         scores = scores.masked_fill(mask, float("-inf"))
         pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
         if pattern_edit is not None:
@@ -415,26 +443,29 @@ class _Native:
         return torch.matmul(pattern, v)
 
     def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit) -> Tensor:
-        """``NativeBlock.forward`` (and ``NativeAttention.forward``) for query positions p0.. of
-        ``x: [batch s d_model]``, earlier keys / values ``[batch head p0 d_head]`` from ``prefix``;
-        ``edit(kind, layer, act)`` sees (and may replace) every site's activation."""
+        """One layer's forward for query positions p0.. of ``x: [batch s d_model]``, earlier keys / values
+        ``[batch kv_head p0 d_head]`` from ``prefix``; ``edit(kind, layer, act)`` sees (and may replace)
+        every site's activation (k and v before the rotary embedding, as TransformerLens's hooks)."""
         blk = self.layers[layer]
         B, s, _ = x.shape
         H, dh = self.n_heads, self.d_head
         x = edit("resid_pre", layer, x)
         h = blk["ln1"](x)
-        q, k, v = (blk[name](h).view(B, s, H, dh).transpose(1, 2) for name in ("q", "k", "v"))
-        if blk["attn"].rotary is not None:
-            position_ids = torch.arange(p0, p0 + s, device=x.device).unsqueeze(0).expand(B, -1)
-            q, k = blk["attn"].rotary.apply_rope(q, k, position_ids=position_ids)
-        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch head pos d]
+        q, k, v = (t.reshape(B, s, -1, dh).transpose(1, 2) for t in blk["qkv"](h.reshape(B * s, -1), None))
+        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch kv_head pos d]
+        q, k = self.rope(layer, q, p0), self.rope(layer, k, p0)
         if prefix is not None:
             k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
         wants_pattern = "pattern" in getattr(edit, "kinds", ("pattern",))
         mixed = self._attend(layer, q, k, v, p0, (lambda p: edit("pattern", layer, p)) if wants_pattern else None)
         z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
-        x = x + edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
-        if not self.attn_only:
+        attn_out = edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
+        if self.attn_only:
+            x = x + attn_out
+        elif self.parallel:  # attention and MLP both read resid_pre
+            x = x + attn_out + edit("mlp_out", layer, blk["mlp"](blk["ln2"](x)))
+        else:
+            x = x + attn_out
             mlp_in = edit("resid_mid", layer, x)  # the bridge's hook_resid_mid is ln2's input
             x = x + edit("mlp_out", layer, blk["mlp"](blk["ln2"](mlp_in)))
         return edit("resid_post", layer, x)
@@ -453,7 +484,7 @@ class _Native:
         last layer computes keys / values for every position but everything after them for the answer
         query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
         Rows come in segment order."""
-        S, L, d = store.S, self.n_layers, self.cfg.d_model
+        S, L, d = store.S, self.n_layers, self.d_model
         x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
         if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
             x = self.embed(tokens)
@@ -481,11 +512,12 @@ class _Native:
             late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
             if late:
                 x = self._join_late(x, zs, layout, late, store, lay, ans if last else None)
+            blk = self.layers[lay]
             z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
-            x = x + edits.point("attn_out", lay, self.layers[lay]["o"](z.view(z.shape[0], -1)), layout, store)
-            if not self.attn_only:
-                blk = self.layers[lay]
-                mlp_in = edits.point("resid_mid", lay, x, layout, store, copy=True)  # ln2's input only
+            pre = x
+            x = x + edits.point("attn_out", lay, blk["o"](z.view(z.shape[0], -1)), layout, store)
+            if not self.attn_only:  # the MLP reads resid_pre (parallel) or resid_mid, where ln2's input is patched only
+                mlp_in = pre if self.parallel else edits.point("resid_mid", lay, x, layout, store, copy=True)
                 x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
             x = edits.point("resid_post", lay, x, layout, store)
         rows = sum(entry[0].rows for entry in layout)
@@ -513,36 +545,93 @@ class _Native:
         S, H, dh = store.S, self.n_heads, self.d_head
         blk = self.layers[lay]
         h = blk["ln1"](x)
-        rotary = blk["attn"].rotary
-        answer_queries = index is not None and rotary is None
-        q = blk["q"](h[index] if answer_queries else h)
-        k, v = blk["k"](h), blk["v"](h)
+        q, k, v = blk["qkv"](h, index)  # [tokens heads d_head]; q of the answer tokens only with index
         zs, row0 = [], 0
         for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
-            kg, vg = (t[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2) for t in (k, v))
-            if answer_queries:  # [rows head 1 d_head]: the answer query of each row
-                qg = q[row0 : row0 + rows].view(rows, 1, H, dh).transpose(1, 2)
+            kg, vg = (t[off : off + rows * tok].reshape(rows, tok, -1, dh).transpose(1, 2) for t in (k, v))
+            first = S - tok
+            if index is not None:  # [rows head 1 d_head]: the answer query of each row
+                qg = q[row0 : row0 + rows].reshape(rows, 1, H, dh).transpose(1, 2)
                 row0 += rows
             else:
-                qg = q[off : off + rows * tok].view(rows, tok, H, dh).transpose(1, 2)
-            if rotary is not None:
-                position_ids = torch.arange(S - tok, S, device=x.device).unsqueeze(0).expand(rows, -1)
-                qg, kg = rotary.apply_rope(qg, kg, position_ids=position_ids)
+                qg = q[off : off + rows * tok].reshape(rows, tok, H, dh).transpose(1, 2)
+            qg, kg = self.rope(lay, qg, first if index is None else ans), self.rope(lay, kg, first)
             if base:  # the base segment: record the base run's keys and values (its first n rows)
                 store.record_base("k", lay, kg[: store.n])
                 store.record_base("v", lay, vg[: store.n])
             elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
                 kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
-            first = S - tok
-            if ans is not None:
-                if not answer_queries:
-                    qg = qg[:, :, ans - first : ans - first + 1]
+            if index is not None:
                 first = ans
             mixed = self._attend(lay, qg, kg, vg, first, pattern_edit)
             zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
             if base and store.late:
                 store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[: store.n], first)
         return zs
+
+
+class _Native(_Net):
+    """A ``NativeModel`` (``TransformerBridge.boot_native``): ``NativeBlock`` / ``NativeAttention`` on
+    the unwrapped modules. Each layer's dict also holds ``q, k, v`` (functions of ``[... d_model]``)
+    and ``attn`` (the ``NativeAttention``)."""
+
+    def __init__(self, om):
+        from transformer_lens.model_bridge.sources.native.model import NativeRotary
+        from transformer_lens.utilities.activation_functions import apply_softcap
+
+        self.om, self.softcap = om, apply_softcap
+        self.cfg = cfg = om.cfg
+        self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
+        self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
+        # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
+        # plain Linear / LayerNorm as functions (no Module.__call__ per use).
+        self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
+        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(_part(om, "head"))
+        self.layers = []
+        for blk in _part(om, "layers"):
+            attn = _part(blk, "attn")
+            q, k, v = _fn(_part(attn, "q")), _fn(_part(attn, "k")), _fn(_part(attn, "v"))
+            cap = attn.attn_scores_soft_cap
+            rotary = attn.rotary
+            self.layers.append(dict(
+                ln1=_fn(_part(blk, "ln1")), attn=attn, q=q, k=k, v=v, o=_fn(_part(attn, "o")),
+                qkv=_separate_qkv(q, k, v, cfg.n_heads, attn.n_kv_heads, cfg.d_head),
+                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
+                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
+                scale=1.0 / attn.scale, softcap=cap if cap is not None and cap > 0 else None,
+                rope=None if rotary is None else (
+                    rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
+            ))
+        self.n_kv_heads = self.layers[0]["attn"].n_kv_heads
+
+    def token_flops(self, S: int) -> float:
+        cfg = self.cfg
+        d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
+        mlp = 0 if self.attn_only else (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
+        return 2.0 * (4 * d * hd + 2 * S * hd + mlp)
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.tok_embed(tokens)
+        if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
+            return resid + self.pos.weight[: tokens.shape[1]]
+        if self.pos is not None:
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
+            resid = resid + self.pos(position_ids)
+        return resid
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
+        return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
+
+
+def _separate_qkv(q, k, v, H: int, KV: int, dh: int):
+    """``qkv(h, index)`` of separate query, key and value maps: ``[tokens heads d_head]`` each."""
+
+    def qkv(h: Tensor, index: Tensor | None):
+        T = h.shape[0]
+        query = q(h if index is None else h[index])
+        return query.view(query.shape[0], H, dh), k(h).view(T, KV, dh), v(h).view(T, KV, dh)
+
+    return qkv
 
 
 def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans: int | None) -> list[list]:

@@ -146,25 +146,32 @@ def test_auto_picks_the_fast_engine_only_where_it_applies(models, tok, tmp_path)
     assert (edited.values - plain.values).abs().max() > 1e-4
 
 
-def test_falls_back_to_hooks_for_nnsight_and_hugging_face_models(tok, tmp_path):
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_falls_back_to_hooks_for_a_module_without_an_adapter(tok):
+    """A plain torch module through nnsight (no Hugging Face config): the hook engine, and the reason."""
+    from interp.models import SiteMap
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=V, bos_token_id=0, eos_token_id=0,
-                     pad_token_id=0, initializer_range=0.3)
-    GPT2LMHeadModel(cfg).eval().save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
+    emb, blocks, head = torch.nn.Embedding(V, 16), torch.nn.ModuleList([torch.nn.Linear(16, 16) for _ in range(2)]), torch.nn.Linear(16, V)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.blocks, self.head = emb, blocks, head
+
+        def forward(self, tokens):
+            x = self.emb(tokens)
+            for b in self.blocks:
+                x = x + torch.tanh(b(x))
+            return self.head(x)
+
+    site_map = SiteMap({"resid_post": "blocks.{layer}"}, n_layers=2, n_heads=1, d_model=16, d_head=16, d_vocab=V, n_ctx=32)
+    model = interp.HookedModel.from_module(Tiny().eval(), site_map)
+    assert "neither a native TransformerLens model nor a Hugging Face model" in unsupported_reason(model)
     p = make_prompts(n=2, seq=5)
-    results = {}
-    for backend in ("nnsight", "transformer_lens"):
-        model = interp.load(tmp_path, backend=backend)
-        assert unsupported_reason(model) is not None
-        r = activation_patch(model, p, "resid_pre", logit_diff, progress=False)
-        assert "engine" not in r.settings
-        with pytest.raises(FastEngineError):
-            activation_patch(model, p, "resid_pre", logit_diff, engine="fast", progress=False)
-        results[backend] = r.values
-    assert (results["nnsight"] - results["transformer_lens"]).abs().max() <= 1e-5
+    r = activation_patch(model, p, "resid_post", logit_diff, progress=False)
+    assert "engine" not in r.settings and r.values.shape == (2, 5)
+    with pytest.raises(FastEngineError, match="Hugging Face"):
+        activation_patch(model, p, "resid_post", logit_diff, engine="fast", progress=False)
 
 
 def test_answer_only_recognises_metrics():

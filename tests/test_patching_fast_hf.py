@@ -1,0 +1,201 @@
+"""The fast engine on Hugging Face models (`patching.architectures`): GPT-2, GPT-NeoX (sequential and
+parallel residual, partial rotary) and the Llama family (RMSNorm, rotary, gated MLP, grouped-query
+attention), on both backends, against the hook engine and the one-site-at-a-time reference loop;
+attribution patching through it; and the cases it leaves to the hook engine, with the reason."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import interp
+from interp import Site
+from patching import activation_patch, attribution_patch, logit_diff, prob, reference_patch
+from patching import attribution as attr_mod
+from patching.fast import FAST_KINDS, FastEngineError, unsupported_reason
+from tests.conftest import D_VOCAB
+
+V = D_VOCAB
+BACKENDS = ("transformer_lens", "nnsight")
+FAMILIES = ("gpt2", "neox-sequential", "neox-parallel", "llama-gqa")
+PARALLEL = {"neox-parallel"}
+
+
+def _build(arch: str):
+    import transformers as T
+
+    common = dict(vocab_size=V, bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=0.3)
+    llama = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64, max_position_embeddings=32,
+                 num_attention_heads=4, num_key_value_heads=2, **common)
+    if arch == "gpt2":
+        return T.GPT2LMHeadModel(T.GPT2Config(n_layer=3, n_embd=32, n_head=4, n_positions=32, **common))
+    if arch.startswith("neox"):
+        return T.GPTNeoXForCausalLM(T.GPTNeoXConfig(
+            num_hidden_layers=3, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=32, rotary_pct=0.25, use_parallel_residual=arch == "neox-parallel", **common,
+        ))
+    if arch == "llama-gqa":
+        return T.LlamaForCausalLM(T.LlamaConfig(**llama))
+    if arch == "qwen2":
+        return T.Qwen2ForCausalLM(T.Qwen2Config(**llama))
+    if arch == "mistral-window":  # a sliding window shorter than the prompts: not mirrored
+        return T.MistralForCausalLM(T.MistralConfig(**llama, sliding_window=4))
+    if arch == "gptj":  # no adapter
+        return T.GPTJForCausalLM(T.GPTJConfig(n_layer=2, n_embd=32, n_head=4, n_positions=32, rotary_dim=4, **common))
+    raise KeyError(arch)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, tokenizer):
+    """(arch, backend) -> model, each Hugging Face dir built once (seeded) and loaded on demand."""
+    dirs, models = {}, {}
+
+    def get(arch: str, backend: str):
+        if arch not in dirs:
+            torch.manual_seed(0)
+            dirs[arch] = path = tmp_path_factory.mktemp(arch)
+            _build(arch).eval().save_pretrained(path)
+            tokenizer.save_pretrained(path)
+        if (arch, backend) not in models:
+            models[(arch, backend)] = interp.load(dirs[arch], backend=backend)
+        return models[(arch, backend)]
+
+    return get
+
+
+def make_prompts(n=3, seq=8, seed=0, same_until=1):
+    from interp.tasks import PromptSet
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, V, (n, seq), generator=g)
+    corrupted = torch.randint(1, V, (n, seq), generator=g)
+    clean[:, 0] = 0
+    corrupted[:, :same_until] = clean[:, :same_until]
+    answers = torch.randint(1, V, (n,), generator=g)
+    wrong = (answers + torch.randint(1, V - 1, (n,), generator=g) - 1) % (V - 1) + 1
+    return PromptSet(clean, corrupted, answers, wrong)
+
+
+def every_position(logits, prompts):
+    """A metric reading every position: the fast engine gives it full logits."""
+    return logits[:, :, 3].sum(1) - logits[:, 1:, 5].mean(1)
+
+
+def kinds_of(arch: str) -> list[str]:
+    return sorted(FAST_KINDS - ({"resid_mid"} if arch in PARALLEL else set()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_fast_engine_equals_hook_engine_for_every_kind(loaded, arch, backend):
+    model = loaded(arch, backend)
+    assert unsupported_reason(model) is None
+    for kind in kinds_of(arch):
+        for by_pos, direction, metric in ((False, "denoise", logit_diff), (True, "noise", every_position)):
+            prompts = make_prompts(same_until=3 if by_pos else 1)
+            args = dict(direction=direction, by_pos=by_pos, progress=False)
+            fast = activation_patch(model, prompts, kind, metric, engine="fast", **args)
+            hooks = activation_patch(model, prompts, kind, metric, engine="hooks", **args)
+            assert fast.settings["engine"] == "fast" and fast.axes == hooks.axes
+            torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4, msg=f"{kind} by_pos={by_pos}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_fast_engine_equals_the_reference_loop_on_random_site_sets(loaded, arch, backend):
+    """Random sets of sites (one or several per intervention, any layer, head and position), random
+    shared prefixes, sources, metrics and batch sizes, against one hooked forward per intervention."""
+    model = loaded(arch, backend)
+    L, H = model.n_layers, model.n_heads
+    kinds = sorted(set(kinds_of(arch)) - {"head_out"})  # the reference edits head_out through attn_out
+
+    @st.composite
+    def site(draw):
+        kind = draw(st.sampled_from(kinds))
+        head = draw(st.one_of(st.none(), st.integers(0, H - 1))) if kind in ("z", "pattern") else None
+        return Site(kind, draw(st.integers(0, L - 1)), head, draw(st.one_of(st.none(), st.integers(-8, 7))))
+
+    groups = st.lists(st.lists(site(), min_size=1, max_size=3), min_size=1, max_size=5)
+
+    @settings(max_examples=6, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(groups=groups, same_until=st.integers(0, 7), batch_size=st.sampled_from([3, 6, None]),
+           source=st.sampled_from(["other", "mean", "zero"]), metric=st.sampled_from([logit_diff, every_position]))
+    def check(groups, same_until, batch_size, source, metric):
+        prompts = make_prompts(same_until=same_until)
+        got = activation_patch(model, prompts, groups, metric, source=source, batch_size=batch_size, engine="fast", progress=False)
+        ref = reference_patch(model, prompts, groups, metric, source=source)
+        torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
+
+    check()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ["gpt2", "neox-parallel", "llama-gqa"])
+def test_fast_attribution_equals_hook_attribution(loaded, monkeypatch, arch, backend):
+    model = loaded(arch, backend)
+    prompts = make_prompts(same_until=2)
+    for kind, by_pos, metric in (("resid_pre", True, logit_diff), ("z", False, prob), ("attn_out", True, every_position)):
+        fast = attribution_patch(model, prompts, kind, metric, by_pos=by_pos)
+        with monkeypatch.context() as m:
+            m.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
+            hooks = attribution_patch(model, prompts, kind, metric, by_pos=by_pos)
+        torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    assert all(p.requires_grad and p.grad is None for p in model.module.parameters())
+
+
+def test_weights_are_read_at_every_call(loaded):
+    """An in-place weight edit between two sweeps shows in the second (nothing is cached across calls)."""
+    model = loaded("llama-gqa", "nnsight")
+    prompts = make_prompts()
+    before = activation_patch(model, prompts, "resid_pre", logit_diff, engine="fast", progress=False).values
+    weight = model.module.model.layers[1].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(3.0)
+        fast = activation_patch(model, prompts, "resid_pre", logit_diff, engine="fast", progress=False).values
+        hooks = activation_patch(model, prompts, "resid_pre", logit_diff, engine="hooks", progress=False).values
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert (fast - before).abs().max() > 1e-3
+    torch.testing.assert_close(fast, hooks, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("arch", "reason"), [
+    ("gptj", "model_type 'gptj' has no fast-engine adapter"),
+    ("mistral-window", "sliding attention window of 4 tokens"),
+])
+def test_uncovered_models_fall_back_to_hooks_and_say_why(loaded, arch, reason):
+    prompts = make_prompts()
+    results = {}
+    for backend in BACKENDS:
+        model = loaded(arch, backend)
+        result = activation_patch(model, prompts, "resid_pre", logit_diff, progress=False)
+        assert "engine" not in result.settings  # auto: the hook engine ran
+        with pytest.raises(FastEngineError, match=reason):
+            activation_patch(model, prompts, "resid_pre", logit_diff, engine="fast", progress=False)
+        results[backend] = result.values
+    torch.testing.assert_close(results["nnsight"], results["transformer_lens"], atol=1e-5, rtol=1e-4)
+
+
+def test_short_prompts_inside_the_window_run_fast(loaded):
+    model = loaded("mistral-window", "nnsight")
+    prompts = make_prompts(seq=4)
+    fast = activation_patch(model, prompts, "resid_pre", logit_diff, engine="fast", progress=False)
+    hooks = activation_patch(model, prompts, "resid_pre", logit_diff, engine="hooks", progress=False)
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+
+
+def test_an_edit_block_falls_back_on_hugging_face_models(loaded):
+    model = loaded("gpt2", "nnsight")
+    with model.edit({Site("z", 0, head=0): interp.Scale(0.0)}):
+        assert "model.edit" in unsupported_reason(model)
+        with pytest.raises(FastEngineError, match="model.edit"):
+            activation_patch(model, make_prompts(), "resid_pre", logit_diff, engine="fast", progress=False)
