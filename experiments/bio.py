@@ -1,0 +1,267 @@
+"""The biography experiment (issue 19): which data and model settings move fact storage to the
+subject (ROME's two stages, Meng et al. 2022) and how long the learning plateau lasts (Zucchet et al. 2025).
+
+    python -m experiments.bio list                        # the registry; which runs are stored
+    python -m experiments.bio run bio-n1000               # train, evaluate, trace -> assets/experiments/bio/bio-n1000.json
+    python -m experiments.bio run bio-n300 --steps 100 --out /tmp/smoke    # a cheap check of the pipeline
+    python -m experiments.bio run qa-n1000 --save-model   # also ship the final fp16 weights (only runs worth shipping)
+
+Each run builds a `interp.tasks.bio.Biographies` world from its `RUNS` entry, trains a fresh native
+model on it with `interp.train.train` (language-model loss on every token), evaluates recall every
+``eval_every`` steps on a fixed balanced subset of individuals (biographies, and questions about
+individuals seen / not seen in question form), causal-traces (`patching.causal_trace`: noise 3× the
+embedding std on both name tokens, 10 samples, window 1) the prompts ``<bos> first last <relation
+words>`` of ``TRACE_PROMPTS`` individuals at a quarter, half and all of training, and writes one JSON
+(``assets/experiments/bio/NAME.json``): the exact command and settings, the evaluation history,
+the training loss (means of 10 steps), final recall on every individual, the traces' per-layer
+indirect effects in ROME's token groups, the ROME ratio (`interp.tasks.bio.rome_ratio`) and the
+plateau (`interp.tasks.bio.plateau`). The final weights go to ``.cache/bio-runs/NAME`` (ignored by
+git) for later analysis, and with ``--save-model`` to ``assets/experiments/bio/models/NAME`` in fp16.
+
+The registry covers the issue's axes, each against one base run (``bio-n1000``: biographies of 1,000
+individuals, 4 relations, 4 layers, d_model 128, uniform frequencies): ``individuals`` (300, 1,000,
+3,000), ``depth`` (4, 6, 8 layers at about the same parameter count), ``design`` (templated
+sentences; biographies; + profile; + pronouns; + questions for half with held-out extraction; the
+same with relation words before the name) and ``frequencies`` (uniform vs Zipf). Every run takes
+well under 20 minutes on 2 cores (one thread: ``OMP_NUM_THREADS=1``, ``--threads 1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = ROOT / "assets" / "experiments" / "bio"
+CACHE = ROOT / ".cache" / "bio-runs"
+TRACE_PROMPTS = 40
+EVAL_INDIVIDUALS = 256
+RELATIONS = ("birth_city", "birth_year", "university", "employer")
+
+MODEL_4L = dict(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512)
+MODEL_6L = dict(n_layers=6, d_model=104, n_heads=4, d_head=26, d_mlp=416)  # about MODEL_4L's parameters
+MODEL_8L = dict(n_layers=8, d_model=92, n_heads=4, d_head=23, d_mlp=368)
+COMMON = dict(attn_only=False, normalization_type="LN", positional_embedding_type="standard", act_fn="gelu")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One registered run: the world (`BioConfig` fields), the model, the optimisation, and the
+    axes of the experiment it is a point of."""
+
+    name: str
+    task: dict
+    model: dict = field(default_factory=lambda: dict(MODEL_4L))
+    axes: tuple[str, ...] = ()
+    steps: int = 2500
+    batch_size: int = 64
+    lr: float = 1e-3
+    eval_every: int = 50
+    seed: int = 0
+    note: str = ""
+
+
+def _bio(n: int, **kw) -> dict:
+    return dict(n_individuals=n, relations=RELATIONS, **kw)
+
+
+RUNS: dict[str, Run] = {r.name: r for r in [
+    Run("bio-n1000", _bio(1000), axes=("individuals", "depth", "design", "frequencies"), note="the base run: shuffled biographies, 3 paraphrases"),
+    Run("bio-n300", _bio(300), axes=("individuals",)),
+    Run("bio-n3000", _bio(3000), axes=("individuals",)),
+    Run("bio-n1000-6l", _bio(1000), model=dict(MODEL_6L), axes=("depth",)),
+    Run("bio-n1000-8l", _bio(1000), model=dict(MODEL_8L), axes=("depth",)),
+    Run("templates-n1000", _bio(1000, layout="sentence"), axes=("design",), note="one templated sentence per row (facts-4l's design, LM loss)"),
+    Run("profile-n1000", _bio(1000, profile=True), axes=("design",)),
+    Run("pronouns-n1000", _bio(1000, pronoun_share=1.0), axes=("design",), note="every sentence after the first uses a pronoun"),
+    Run("qa-n1000", _bio(1000, question_share=0.5), axes=("design",), note="question rows for half of the individuals"),
+    Run("qa-before-n1000", _bio(1000, question_share=0.5, order="before"), axes=("design",), note="relation words before the name, in biographies and questions"),
+    Run("bio-n1000-zipf", _bio(1000, frequencies="zipf"), axes=("frequencies",)),
+    Run("bio-n3000-zipf", _bio(3000, frequencies="zipf"), axes=("frequencies",)),
+]}
+
+#: The label of each run on each axis's x-axis (figures read it from the stored JSON).
+AXIS_LABELS = {
+    "individuals": lambda r: str(r.task["n_individuals"]),
+    "depth": lambda r: f"{r.model['n_layers']} layers",
+    "design": lambda r: r.name.rsplit("-n", 1)[0],
+    "frequencies": lambda r: f"{r.task.get('frequencies', 'uniform')} N={r.task['n_individuals']}",
+}
+
+
+# =============================================================================== running
+def trace_run(model, world, step: int) -> list[dict]:
+    """Causal traces of the biography prompt (and, with question rows, of the question about
+    held-out individuals): per-layer indirect effects in ROME's groups and the ROME ratio."""
+    from interp.tasks.bio import rome_ratio, to_text
+    from patching import causal_trace
+    from patching.causal_tracing import GROUPS
+
+    relation = world.config.relations[0]
+    specs = [("bio", world.held_out or list(range(len(world.names))))]
+    if world.question_set:
+        specs.append(("question", world.held_out))
+    out = []
+    for form, pool in specs:
+        who = pool[:: max(1, len(pool) // TRACE_PROMPTS)][:TRACE_PROMPTS]
+        p = world.fact_prompts(relation, form=form, individuals=who, seed=0)
+        trace = causal_trace(model, p.clean, p.metadata["subject_pos"].tolist(), p.answers, noise=3.0, samples=10,
+                             window=1, seed=0, progress=False)
+        agg = trace.aggregate()
+        groups = {kind: {g: [round(float(v), 5) for v in agg[kind][:, i]] for i, g in enumerate(GROUPS)} for kind in agg}
+        mlp = groups["mlp"]
+        out.append({
+            "step": step, "form": form, "order": p.metadata["order"], "relation": relation, "n_prompts": len(who),
+            "prompt": to_text(p.clean[0]),
+            "p_clean": float(trace.p_clean.mean()), "p_corrupted": float(trace.p_corrupted.mean()),
+            "groups": groups,
+            "rome_ratio": rome_ratio(mlp["last subject token"], mlp["last token"]),
+            "rome_ratio_layer0": rome_ratio(mlp["last subject token"], mlp["last token"], include_layer0=True),
+        })
+    return out
+
+
+def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int = 1, save_model: bool = False,
+        progress: bool = True) -> dict:
+    """Train, evaluate and trace run ``name`` of `RUNS`; write ``out_dir/NAME.json`` and return it."""
+    from interp.errors import InputError, closest
+    from interp.models import build_native, save_native, state_dict_of
+    from interp.tasks.bio import BioConfig, Biographies, plateau
+    from interp.tokenizers import word_tokenizer
+    from interp.train import TrainConfig, train
+
+    if name not in RUNS:
+        raise InputError(f"No run {name!r}.{closest(name, RUNS)} Runs: {', '.join(RUNS)}.")
+    spec = RUNS[name]
+    if steps is not None and Path(out_dir).resolve() == STORE.resolve():
+        raise InputError("--steps changes the run, so its history must not replace the registered one; add --out DIR.")
+    steps = steps or spec.steps
+    torch.set_num_threads(threads)
+    world = Biographies(BioConfig(**spec.task, seed=spec.seed))
+    cache = CACHE / name
+    tokenizer = word_tokenizer(world.vocab, cache / "tokenizer")
+    tl_config = {**COMMON, **spec.model, "d_vocab": world.d_vocab, "n_ctx": world.max_len}
+    model = build_native(tl_config, tokenizer, seed=spec.seed, name=f"bio-{name}")
+    n_params = sum(p.numel() for p in model.module.parameters())
+    config = TrainConfig(steps=steps, batch_size=spec.batch_size, lr=spec.lr, warmup=100, seed=spec.seed,
+                         eval_every=min(spec.eval_every, steps), weight_decay=0.01)
+    subset = world.eval_individuals(EVAL_INDIVIDUALS, seed=0)
+    trace_steps = sorted({steps // 4, steps // 2})
+    traces: list[dict] = []
+
+    def evaluate(m, step):
+        metrics = world.recall_metrics(m, subset)
+        if step in trace_steps:
+            traces.extend(trace_run(m, world, step))
+        return metrics
+
+    result = train(model, lambda gen, step: world.training_batch(config.batch_size, gen), config, eval_fn=evaluate,
+                   checkpoint_steps=trace_steps, checkpoint_dir=None if not trace_steps else cache / "checkpoints",
+                   checkpoint_dtype=torch.float16, progress=progress)
+    start = time.perf_counter()
+    final = world.recall_metrics(model)
+    traces.extend(trace_run(model, world, steps))
+    plateau_numbers = plateau(result.history, world.no_knowledge_loss())
+    plateau_numbers["censored"] = bool(plateau_numbers["plateau_end"] == result.history[-1]["step"])
+    losses = np.asarray(result.losses)
+    command = f"OMP_NUM_THREADS={threads} python -m experiments.bio run {name}" + (f" --steps {steps}" if steps != spec.steps else "")
+    record = {
+        "name": name, "command": command, "axes": list(spec.axes), "note": spec.note,
+        "labels": {axis: AXIS_LABELS[axis](spec) for axis in spec.axes},
+        "git_commit": _git_commit(), "torch": torch.__version__, "threads": threads,
+        "time_s": round(result.time_s + time.perf_counter() - start, 1),
+        "task": world.config.to_dict(), "model": {**tl_config, "n_params": n_params}, "train": vars(config),
+        "eval_individuals": len(subset), "no_knowledge_loss": world.no_knowledge_loss(),
+        "history": result.history,
+        "loss_every_10": [round(float(v), 4) for v in losses[: len(losses) // 10 * 10].reshape(-1, 10).mean(1)],
+        "final": final, "traces": traces,
+        "rome_ratio": next(t["rome_ratio"] for t in reversed(traces) if t["form"] == "bio"),
+        "plateau": plateau_numbers,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(_clean(record), indent=1) + "\n")
+    save_native(model, cache, extra={"run": name, "task": world.config.to_dict()})
+    if save_model:
+        target = out_dir / "models" / name
+        save_native(model, target, extra={"run": name, "task": world.config.to_dict(), "command": command})
+        from safetensors.torch import save_file
+
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in state_dict_of(model).items()}, str(target / "model.safetensors"))
+    print(f"{name}: {summary(record)}\nwrote {path}")
+    return record
+
+
+def summary(record: dict) -> str:
+    """One line: final recall, the ROME ratio and the plateau of a stored run."""
+    f, p = record["final"], record["plateau"]
+    qa = "".join(f", qa {g} {f[f'qa_recall_{g}']:.2f}" for g in ("seen", "unseen") if f"qa_recall_{g}" in f)
+    return (f"bio recall {f['bio_recall']:.3f}{qa}; ROME ratio {record['rome_ratio']:.3f}; plateau {p['plateau_steps']:.0f} steps"
+            f"{' (censored)' if p.get('censored') else ''}, recall 0.5 at {p['recall_half_step']}; {record['time_s']:.0f} s")
+
+
+def load_runs(store: Path = STORE) -> list[dict]:
+    """Every stored run record under ``store`` (sorted by name)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
+
+
+def _clean(x):
+    """JSON without NaN: NaN -> None."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+# =============================================================================== command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bio", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the registered runs, their axes, and the stored outcome of each")
+    p = sub.add_parser("run", help="train, evaluate and trace one registered run")
+    p.add_argument("name")
+    p.add_argument("--steps", type=int, default=None, help="fewer steps for a check (needs --out)")
+    p.add_argument("--out", default=None, help=f"where the JSON goes (default {STORE.relative_to(ROOT)})")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-model", action="store_true", help="also write the final fp16 weights under OUT/models/NAME")
+    p.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from interp.errors import InterpError
+
+    try:
+        if args.command == "list":
+            stored = {r["name"]: r for r in load_runs()}
+            for r in RUNS.values():
+                state = summary(stored[r.name]) if r.name in stored else "not run"
+                print(f"{r.name:<18} {','.join(r.axes):<36} {state}")
+            return 0
+        run(args.name, Path(args.out) if args.out else STORE, steps=args.steps, threads=args.threads,
+            save_model=args.save_model, progress=not args.quiet)
+        return 0
+    except InterpError as e:
+        print(f"experiments.bio: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
