@@ -162,6 +162,8 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
         metrics = world.recall_metrics(m, subset)
         if step in trace_steps:
             traces.extend(trace_run(m, world, step))
+        if not progress:  # one log line per evaluation instead of the bar
+            print(f"{name} step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
         return metrics
 
     result = train(model, lambda gen, step: world.training_batch(config.batch_size, gen), config, eval_fn=evaluate,
