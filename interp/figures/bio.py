@@ -1,0 +1,207 @@
+"""Figures of the biography experiment (issue 19), drawn from the stored run histories only.
+
+Each run of ``python -m experiments.bio run NAME`` stores one JSON under
+``assets/experiments/bio/`` (see `experiments.bio`): its settings, evaluation history and causal
+traces. These figures read those files (no model is loaded or trained, a few seconds each) and
+recompute the two summary numbers with the task's own definitions, `interp.tasks.bio.rome_ratio`
+and `interp.tasks.bio.plateau`, one panel per axis of the experiment (number of individuals, depth
+at fixed parameters, data design, frequencies).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from interp import zoo
+from interp.figures.base import FigureResult, register, save
+from interp.tasks.bio import plateau, rome_ratio
+
+AXES = ("individuals", "depth", "design", "frequencies")
+AXIS_TITLES = {"individuals": "number of individuals", "depth": "depth at ~fixed parameters",
+               "design": "data design", "frequencies": "frequencies of individuals"}
+DESIGN_ORDER = ("templates", "bio", "profile", "pronouns", "qa", "qa-before")
+
+
+def runs_dir() -> Path:
+    """Where the stored runs are read from: ``assets/experiments/bio`` (under `interp.zoo.assets_dir`)."""
+    return zoo.assets_dir() / "experiments" / "bio"
+
+
+def load_runs(directory: str | Path | None = None) -> list[dict]:
+    """Every stored run record (``*.json``) in ``directory`` (default `runs_dir`), sorted by name."""
+    folder = Path(directory) if directory is not None else runs_dir()
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def final_trace(record: dict, form: str = "bio") -> dict | None:
+    """The run's causal trace of ``form`` ("bio" or "question") at its last traced step, or None."""
+    traces = [t for t in record.get("traces", []) if t["form"] == form]
+    return max(traces, key=lambda t: t["step"]) if traces else None
+
+
+def run_numbers(record: dict) -> dict[str, float]:
+    """ROME ratios (biography prompt; question prompt about held-out individuals where trained with
+    questions) and plateau numbers of one stored run, recomputed from its traces and history."""
+    out: dict[str, float] = {}
+    for form in ("bio", "question"):
+        t = final_trace(record, form)
+        if t is not None:
+            mlp = t["groups"]["mlp"]
+            out[f"rome_ratio_{form}"] = rome_ratio(mlp["last subject token"], mlp["last token"])
+            out[f"rome_ratio_{form}_layer0"] = rome_ratio(mlp["last subject token"], mlp["last token"], include_layer0=True)
+    p = plateau(record["history"], record["no_knowledge_loss"])
+    out.update({k: float(v) for k, v in p.items() if k != "baseline"})
+    out["censored"] = float(p["plateau_end"] == record["history"][-1]["step"])
+    final = record["final"]
+    for key in ("bio_recall", "qa_recall_seen", "qa_recall_unseen"):
+        if key in final:
+            out[key] = float(final[key])
+    return out
+
+
+def _members(runs: list[dict], axis: str) -> list[dict]:
+    chosen = [r for r in runs if axis in r.get("axes", [])]
+
+    def key(r):
+        if axis == "individuals":
+            return (r["task"]["n_individuals"],)
+        if axis == "depth":
+            return (r["model"]["n_layers"],)
+        if axis == "design":
+            label = r["labels"][axis]
+            return (DESIGN_ORDER.index(label) if label in DESIGN_ORDER else len(DESIGN_ORDER), label)
+        return (r["task"]["n_individuals"], r["task"]["frequencies"] != "uniform")
+
+    return sorted(chosen, key=key)
+
+
+def _axes_figure(title: str):
+    fig, axes = plt.subplots(1, len(AXES), figsize=(16, 3.9), constrained_layout=True)
+    fig.suptitle(title, fontsize=11)
+    return fig, axes
+
+
+def _empty(ax, axis: str) -> None:
+    ax.text(0.5, 0.5, "no stored run on this axis yet\n(python -m experiments.bio list)", ha="center", va="center",
+            transform=ax.transAxes, fontsize=9, color="gray")
+    ax.set_xticks([])
+
+
+@register
+def bio_rome_ratio(out_dir: str | Path | None = None, runs: str | Path | None = None) -> FigureResult:
+    """The ROME ratio (last subject token's early-to-middle MLP effect ÷ the last token's largest MLP
+    effect) of every stored biography run, against each axis of the experiment."""
+    records = load_runs(runs)
+    numbers: dict[str, float] = {}
+    fig, axes = _axes_figure("ROME ratio: MLP restoration at the last name token (layers 1 .. L/2) ÷ at the last token "
+                             "(causal trace, noise 3σ on the name, final weights)")
+    for ax, axis in zip(axes, AXES, strict=True):
+        members = _members(records, axis)
+        ax.set_title(AXIS_TITLES[axis], fontsize=10)
+        if not members:
+            _empty(ax, axis)
+            continue
+        x = np.arange(len(members))
+        vals = [run_numbers(r) for r in members]
+        ax.bar(x, [v.get("rome_ratio_bio", math.nan) for v in vals], color="tab:blue", width=0.6, label="biography prompt")
+        ax.plot(x, [v.get("rome_ratio_bio_layer0", math.nan) for v in vals], "o", mfc="none", color="tab:blue",
+                label="… with layer 0's MLP")
+        ax.plot(x, [v.get("rome_ratio_question", math.nan) for v in vals], "D", color="tab:orange",
+                label="question, held-out individuals")
+        ax.axhline(1.0, ls="--", lw=0.8, color="gray")
+        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        for r, v in zip(members, vals, strict=True):
+            numbers[f"{r['name']}_rome_ratio"] = v.get("rome_ratio_bio", math.nan)
+    axes[0].set_ylabel("ROME ratio (1 = subject MLPs as strong as last-token MLPs)")
+    if records:
+        axes[0].legend(fontsize=7, loc="upper left")
+    caption = ("Meng et al. 2022 find the largest MLP effects at the last subject token in early-middle layers; "
+               "a ratio above 1 (dashed) would show that route. ")
+    measured = {k: v for k, v in numbers.items() if not math.isnan(v)}
+    if measured:
+        best = max(measured, key=measured.get)
+        caption += (f"Over {len(records)} stored runs the largest ratio is {measured[best]:.3f} "
+                    f"({best.removesuffix('_rome_ratio')}).")
+    else:
+        caption += "No stored run has a measured ratio yet (a run that recalls nothing has none)."
+    return FigureResult("bio_rome_ratio", save(fig, "bio_rome_ratio", out_dir), numbers, caption)
+
+
+@register
+def bio_plateau(out_dir: str | Path | None = None, runs: str | Path | None = None) -> FigureResult:
+    """Plateau length (steps with the attribute loss within 10% of the no-knowledge loss) and the
+    step where biography recall reaches 0.5, of every stored run, against each axis."""
+    records = load_runs(runs)
+    numbers: dict[str, float] = {}
+    fig, axes = _axes_figure("Plateau: steps with the attribute loss within 10% of the no-knowledge loss "
+                             "(hatched: still there at the last step); ◆ recall 0.5")
+    for ax, axis in zip(axes, AXES, strict=True):
+        members = _members(records, axis)
+        ax.set_title(AXIS_TITLES[axis], fontsize=10)
+        if not members:
+            _empty(ax, axis)
+            continue
+        x = np.arange(len(members))
+        vals = [run_numbers(r) for r in members]
+        bars = ax.bar(x, [v["plateau_steps"] for v in vals], color="tab:green", width=0.6, label="plateau (steps)")
+        for bar, v in zip(bars, vals, strict=True):
+            if v["censored"]:
+                bar.set_hatch("//")
+        half = [v["recall_half_step"] for v in vals]
+        ax.plot(x, half, "D", color="tab:red", label="recall 0.5 reached")
+        last = [r["history"][-1]["step"] for r in members]
+        never = [i for i, h in enumerate(half) if math.isnan(h)]
+        ax.plot(x[never], [last[i] for i in never], "x", color="tab:red", ms=9, label="recall 0.5 never reached")
+        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        for r, v in zip(members, vals, strict=True):
+            numbers[f"{r['name']}_plateau_steps"] = v["plateau_steps"]
+            numbers[f"{r['name']}_recall_half_step"] = v["recall_half_step"]
+    axes[0].set_ylabel("training steps")
+    if records:
+        axes[0].legend(fontsize=7, loc="upper left")
+    caption = "Zucchet et al. 2025 report a plateau that grows with the number of individuals and shrinks with imbalanced frequencies. "
+    plateaus = {k.removesuffix("_plateau_steps"): v for k, v in numbers.items() if k.endswith("_plateau_steps")}
+    if plateaus:
+        longest = max(plateaus, key=plateaus.get)
+        caption += f"Longest measured plateau: {plateaus[longest]:.0f} steps ({longest}), over {len(records)} stored runs."
+    else:
+        caption += "No run is stored yet."
+    return FigureResult("bio_plateau", save(fig, "bio_plateau", out_dir), numbers, caption)
+
+
+@register
+def bio_learning_curves(out_dir: str | Path | None = None, runs: str | Path | None = None) -> FigureResult:
+    """Recall over training of every stored run: on biographies (solid) and on questions about
+    individuals never seen in question form (dashed, runs trained with questions), one panel per axis."""
+    records = load_runs(runs)
+    numbers: dict[str, float] = {}
+    fig, axes = _axes_figure("Recall over training (evaluation subset): biographies (solid), "
+                             "questions about held-out individuals (dashed)")
+    for ax, axis in zip(axes, AXES, strict=True):
+        members = _members(records, axis)
+        ax.set_title(AXIS_TITLES[axis], fontsize=10)
+        if not members:
+            _empty(ax, axis)
+            continue
+        for k, r in enumerate(members):
+            steps = np.array([h["step"] for h in r["history"]])
+            color = plt.cm.viridis(k / max(1, len(members) - 1))
+            ax.plot(steps, [h["bio_recall"] for h in r["history"]], color=color, label=r["labels"][axis])
+            if r["task"]["question_share"] > 0:
+                ax.plot(steps, [h.get("qa_recall_unseen", math.nan) for h in r["history"]], ls="--", color=color)
+            numbers[f"{r['name']}_final_bio_recall"] = float(r["final"]["bio_recall"])
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("top-1 recall of attributes")
+    caption = (f"Learning curves of {len(records)} stored runs; a plateau shows as a flat stretch near chance "
+               "before recall rises.") if records else "No run is stored yet."
+    return FigureResult("bio_learning_curves", save(fig, "bio_learning_curves", out_dir), numbers, caption)
