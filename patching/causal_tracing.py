@@ -403,7 +403,13 @@ class _Job:
                 p_corr[r] = _prob(corr_logits, answer_pos, answer).mean()
 
                 run = _Restorer(model, row, noise_full, answer, answer_pos, S, self.chunk, clean, corrupted)
+                fast = _restored_fast(model, row, noise_full, answer, answer_pos, self.kinds, window, self.chunk * S)
+                for key, value in (fast or {}).items():
+                    probs[key][r] = value
+                    update(L)
                 for key in keys:
+                    if fast is not None and key in fast:
+                        continue
                     for layer in range(L):
                         if key == "resid":
                             probs[key][r, layer] = run(layer, "resid_post", [layer])
@@ -415,6 +421,33 @@ class _Job:
                             probs[key][r, layer] = run(layer, "resid_post", [layer], frozen, range(layer + 1, L))
                         update(1)
         return probs, p_clean, p_corr
+
+
+def _restored_fast(model: HookedModel, row: Tensor, noise: Tensor, answer: int, answer_pos: int, kinds: Sequence[str],
+                   window: int, batch_size: int) -> dict[str, Float[Tensor, "layer pos"]] | None:
+    """The restorations of ``kinds`` (not the severed ones) for one prompt on the fast engine
+    (`patching.fast`), or None where it does not apply: one sweep whose interventions restore the clean
+    state at one position in a window of layers, over the noised run (``noise [sample pos d_model]``
+    on the embedding) as its base, so the layers before the window and the positions before the
+    first noised one are computed once."""
+    from patching import fast, metrics
+
+    samples, n_pos = noise.shape[0], row.shape[1]
+    L = model.n_layers
+    cells, shape = [], []
+    for key in kinds:
+        for layer in range(L):
+            lo, hi = (layer, layer + 1) if key == "resid" else (max(0, layer - window // 2), min(L, layer - (-window // 2)))
+            cells += [[Site(TRACE_SITES[key], j, pos=pos) for j in range(lo, hi)] for pos in range(n_pos)]
+        shape.append(key)
+    tokens = row.expand(samples, n_pos)
+    prompts = PromptSet(tokens, tokens, torch.full((samples,), answer), None, answer_pos=answer_pos)
+    run = fast.FastRun.setup(model, prompts, cells, metrics.prob, "denoise", "other", None, None, batch_size,
+                             base_noise=noise)
+    if run is None:
+        return None
+    values = run.values().float().view(len(shape), L, n_pos)
+    return {key: values[i] for i, key in enumerate(shape)}
 
 
 def _trace_chunk(model: HookedModel, job: _Job, chunk: range, memo: dict):

@@ -189,16 +189,7 @@ def try_fast_patch(
     run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, required)
     if run is None:
         return None
-    bar = tqdm(total=len(run.plan.cells), desc=f"patching {run.plan.kind} (fast)") if progress else None
-    out = torch.empty(len(run.plan.cells), dtype=torch.float64)
-    for number in range(run.n_passes):
-        index, values = run.run_pass(number)
-        out[index] = values
-        if bar is not None:
-            bar.update(len(index))
-    if bar is not None:
-        bar.close()
-    result = _result(model, prompts, run.plan, out, metric, direction, source, by_pos)
+    result = _result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
 
@@ -210,7 +201,11 @@ class FastRun:
 
     @classmethod
     def setup(cls, model, prompts: PromptSet, sites, metric: Metric, direction: str, source: str, by_pos, layers,
-              batch_size: int | None, required: bool = False) -> FastRun | None:
+              batch_size: int | None, required: bool = False,
+              base_noise: Float[Tensor, "batch pos d_model"] | None = None) -> FastRun | None:
+        """Plan a sweep (`activation_patch`'s arguments); None where the engine does not apply (an error
+        if ``required``). ``base_noise`` is added to the base run's embedding (causal tracing: the base
+        run is the noised one); positions where it is zero and the tokens agree count as shared."""
         plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
         reason = unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
         if reason is not None:
@@ -219,12 +214,26 @@ class FastRun:
             return None
         self = cls()
         self.model, self.plan, self.base, self.metric, self.prompts, self.source = model, plan, base, metric, prompts, source
+        self.noise = None if base_noise is None else base_noise.to(model.device, model.dtype)
         self._init(direction, batch_size)
         return self
 
     @property
     def n_passes(self) -> int:
         return len(self.sched.passes)
+
+    def values(self, progress: bool = False) -> Float[Tensor, " cell"]:
+        """Every pass in order: the mean metric of each cell of the plan (float64)."""
+        bar = tqdm(total=len(self.plan.cells), desc=f"patching {self.plan.kind} (fast)") if progress else None
+        out = torch.empty(len(self.plan.cells), dtype=torch.float64)
+        for number in range(self.n_passes):
+            index, values = self.run_pass(number)
+            out[index] = values
+            if bar is not None:
+                bar.update(len(index))
+        if bar is not None:
+            bar.close()
+        return out
 
     def _init(self, direction: str, batch_size: int | None) -> None:
         model, prompts, plan, metric, source = self.model, self.prompts, self.plan, self.metric, self.source
@@ -239,7 +248,10 @@ class FastRun:
         # (attention is causal): patching them changes nothing, so the computed window starts there.
         same = 0
         if source == "other" and only_answer:
-            differs = (prompts.clean != prompts.corrupted).any(0).nonzero()
+            differs = (prompts.clean != prompts.corrupted).any(0)
+            if self.noise is not None:
+                differs = differs | (self.noise != 0).any(2).any(0).to(differs.device)
+            differs = differs.nonzero()
             same = int(differs[0]) if len(differs) else S
         per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
         plan_key = (tuple(plan.cells), n, S, ans, same, only_answer, net.n_layers, per_chunk, net.token_flops(S), nb)
@@ -265,7 +277,7 @@ class FastRun:
         # kept from it (the values) is copied out, so results are ordinary tensors.
         with torch.inference_mode():
             tokens = (self.base if nb == 0 else torch.cat([self.base, self.other])) if first else None
-            logits = self.net.run_flat(segs, tokens, self.store, edits, at)
+            logits = self.net.run_flat(segs, tokens, self.store, edits, at, self.noise if first else None)
             if first and sched.noop:  # the unpatched base run's metric
                 value = _metric_values(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
                 index.append(torch.tensor(sched.noop, dtype=torch.long))
@@ -470,7 +482,8 @@ class _Net:
             x = x + edit("mlp_out", layer, blk["mlp"](blk["ln2"](mlp_in)))
         return edit("resid_post", layer, x)
 
-    def run_flat(self, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None) -> Tensor:
+    def run_flat(self, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None,
+                 noise: Tensor | None = None) -> Tensor:
         """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
         tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
 
@@ -483,11 +496,14 @@ class _Net:
         their p0 (``store.src_seg``); they fill ``store`` as they go, and later passes read it. With ``ans``, the
         last layer computes keys / values for every position but everything after them for the answer
         query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
-        Rows come in segment order."""
+        Rows come in segment order. ``noise`` (``[n S d_model]``, first pass) is added to the base
+        prompts' embedding."""
         S, L, d = store.S, self.n_layers, self.d_model
         x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
         if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
             x = self.embed(tokens)
+            if noise is not None:
+                x = torch.cat([x[: store.n] + noise, x[store.n :]])
             layout.append([segs[0], 0, S, 0])
             if store.src_seg:
                 src = segs[1]

@@ -179,3 +179,36 @@ def test_errors(mlp_model, attn_only_model, prompts):
         causal_trace(mlp_model, tokens, SUBJECT, answers[:1], progress=False)
     with pytest.raises(InputError, match="subject_positions"):
         causal_trace(mlp_model, tokens, None, answers, progress=False)
+
+
+@pytest.mark.parametrize("model_name", ["mlp_model", "gpt2_transformer_lens", "gpt2_nnsight"])
+def test_fast_engine_restorations_equal_the_hook_restorer(request, monkeypatch, gpt2_dir, model_name):
+    """Causal tracing runs its restorations as one fast-engine sweep per prompt where the engine applies
+    (native and Hugging Face models): the same probabilities as restoring through hooks, window and all."""
+    import interp
+    from patching import causal_tracing, fast
+
+    if model_name == "mlp_model":
+        model = request.getfixturevalue("mlp_model")
+    else:
+        model = interp.load(gpt2_dir, backend=model_name.split("_", 1)[1])
+    tokens = torch.randint(1, 32, (2, 8), generator=torch.Generator().manual_seed(5))
+    answers = model(tokens)[:, -1].argmax(-1)
+    args = dict(samples=3, window=2, severed="attn", seed=0, progress=False)
+    calls = []
+    original = fast.FastRun.setup.__func__
+
+    def counting(cls, *a, **k):
+        run = original(cls, *a, **k)
+        calls.append(run is not None)
+        return run
+
+    monkeypatch.setattr(fast.FastRun, "setup", classmethod(counting))
+    quick = causal_trace(model, tokens, SUBJECT, answers, **args)
+    assert calls and all(calls)  # the fast engine ran for each prompt
+    monkeypatch.setattr(causal_tracing, "_restored_fast", lambda *a, **k: None)
+    hooks = causal_trace(model, tokens, SUBJECT, answers, **args)
+    assert set(quick.probs) == set(hooks.probs) == {"resid", "mlp", "attn", "resid_severed_attn"}
+    for kind in quick.probs:
+        torch.testing.assert_close(quick.probs[kind], hooks.probs[kind], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(quick.p_corrupted, hooks.p_corrupted)
