@@ -5,6 +5,7 @@ subject (ROME's two stages, Meng et al. 2022) and how long the learning plateau 
     python -m experiments.bio run bio-n1000               # train, evaluate, trace -> assets/experiments/bio/bio-n1000.json
     python -m experiments.bio run bio-n300 --steps 100 --out /tmp/smoke    # a cheap check of the pipeline
     python -m experiments.bio run qa-n1000 --save-model   # also ship the final fp16 weights (only runs worth shipping)
+    python -m experiments.bio notes                       # the table of stored runs in assets/experiments/bio/NOTES.md
 
 Each run builds a `interp.tasks.bio.Biographies` world from its `RUNS` entry, trains a fresh native
 model on it with `interp.train.train` (language-model loss on every token), evaluates recall every
@@ -217,6 +218,44 @@ def load_runs(store: Path = STORE) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
 
 
+NOTES = STORE / "NOTES.md"
+BLOCK = ("<!-- runs:start -->", "<!-- runs:end -->")
+
+
+def notes_table(records: list[dict]) -> list[str]:
+    """The table of stored runs written into ``NOTES.md`` by ``python -m experiments.bio notes``."""
+    from interp.figures.bio import final_trace, run_numbers
+
+    def f(v, fmt="{:.2f}"):
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+    lines = ["| run | axes | N | layers | steps | time (s) | bio recall | QA seen | QA held-out | ROME ratio | with layer 0 | "
+             "question prompt | subject MLP L1..L/2 | last-token MLP max | plateau (steps) | recall 0.5 at |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        n = run_numbers(r)
+        mlp = final_trace(r)["groups"]["mlp"]
+        layers = r["model"]["n_layers"]
+        subj = max(mlp["last subject token"][1 : layers // 2 + 1])
+        lines.append(
+            f"| `{r['name']}` | {', '.join(r['axes'])} | {r['task']['n_individuals']} | {layers} | {r['train']['steps']} | "
+            f"{r['time_s']:.0f} | {f(n.get('bio_recall'))} | {f(n.get('qa_recall_seen'))} | {f(n.get('qa_recall_unseen'))} | "
+            f"{f(n.get('rome_ratio_bio'), '{:.3f}')} | {f(n.get('rome_ratio_bio_layer0'), '{:.3f}')} | "
+            f"{f(n.get('rome_ratio_question'), '{:.3f}')} | {subj:.3f} | {max(mlp['last token']):.3f} | "
+            f"{n['plateau_steps']:.0f}{' (censored)' if n['censored'] else ''} | {f(n['recall_half_step'], '{:.0f}')} |")
+    return lines
+
+
+def write_notes(path: Path = NOTES) -> Path:
+    """Rewrite the generated table of ``NOTES.md`` (between its markers) from the stored runs;
+    the hand-written text around it stays."""
+    text = path.read_text() if path.exists() else f"# Biography runs\n\n{BLOCK[0]}\n{BLOCK[1]}\n"
+    head, rest = text.split(BLOCK[0], 1)
+    _, tail = rest.split(BLOCK[1], 1)
+    path.write_text(head + BLOCK[0] + "\n" + "\n".join(notes_table(load_runs(path.parent))) + "\n" + BLOCK[1] + tail)
+    return path
+
+
 def _clean(x):
     """JSON without NaN: NaN -> None."""
     if isinstance(x, dict):
@@ -240,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bio", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered runs, their axes, and the stored outcome of each")
+    sub.add_parser("notes", help=f"rewrite the table of stored runs in {NOTES.relative_to(ROOT)}")
     p = sub.add_parser("run", help="train, evaluate and trace one registered run")
     p.add_argument("name")
     p.add_argument("--steps", type=int, default=None, help="fewer steps for a check (needs --out)")
@@ -256,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in RUNS.values():
                 state = summary(stored[r.name]) if r.name in stored else "not run"
                 print(f"{r.name:<18} {','.join(r.axes):<36} {state}")
+            return 0
+        if args.command == "notes":
+            print(f"wrote {write_notes()}")
             return 0
         run(args.name, Path(args.out) if args.out else STORE, steps=args.steps, threads=args.threads,
             save_model=args.save_model, progress=not args.quiet)
