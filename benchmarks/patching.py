@@ -202,9 +202,18 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--differ-at-start", action="store_true",
                         help="corrupt the token after BOS too, so clean and corrupted share no prefix but BOS")
+    parser.add_argument("--hf", action="store_true", help="Hugging Face shapes on both backends (benchmarks/patching_hf.py)")
+    parser.add_argument("--full", action="store_true", help="with --hf: every cell of every sweep (hours on a CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --hf: interleaved rounds per cell")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.hf:
+        from benchmarks import patching_hf
+
+        if "--sample" not in (argv or __import__("sys").argv):
+            args.sample = 16 if args.quick else 32
+        return patching_hf.main(args)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}, "
           f"prompts {'differing from position 1' if args.differ_at_start else 'differing from position seq/2'}, times: medians")
     rows = run(args.quick, args.sample, args.seed, args.differ_at_start)
