@@ -1,11 +1,11 @@
-"""The fast activation-patching engine for native TransformerLens models: do only the work that changes.
+"""The fast activation-patching engine: do only the work that changes.
 
 Patching one activation at layer l and position p leaves everything before it untouched: layers
 0..l-1 of every position, and (attention being causal) every layer at positions before p. The
 generic engine (`patching.activation`, forward hooks on the whole model) recomputes all of it, and
 TransformerLens' `get_act_patch_*` do so once per intervention, with autograd on. This engine, for
-models built by ``TransformerBridge.boot_native`` (``model.backend_name == "transformer_lens"``
-and a ``NativeModel`` underneath), instead:
+models built by ``TransformerBridge.boot_native`` (`_Native`) and Hugging Face GPT-2, GPT-NeoX and
+Llama-family models on either backend (the adapters of `patching.architectures`), instead:
 
 1. **reuses the prefix**: the source and base prompts run once, and every intervention starts from
    that run's state where it first differs: at layer l's residual stream (resid_pre), or, when it
@@ -34,17 +34,23 @@ and a ``NativeModel`` underneath), instead:
 How a sweep runs (its segments, passes and writes) depends only on its sites and sizes, so it is
 planned once per shape (`_schedule`, cached); the weights are read at every call.
 
-It mirrors the native model's own forward (``transformer_lens.model_bridge.sources.native.model``:
-``NativeBlock`` / ``NativeAttention``) with the same modules, so its numbers equal the hook
-engine's to float rounding; ``tests/test_patching_fast.py`` checks every supported kind. The sites
-follow the bridge's hook semantics exactly, including ``resid_mid``, which the bridge places on the
-MLP's input (``ln2.hook_in``), so patching it changes the MLP's input and not the residual stream.
+The planning (segments, passes, writes) and the engine (`_Net`: `_Net.run_flat` for sweeps,
+`_Net.block` for attribution patching) are shared; an architecture adapter says how its family
+embeds, normalises, projects queries / keys / values (fused or separate, grouped-query), applies
+rotary embeddings, mixes (sequential or parallel residual) and unembeds, reading the weights of
+the model's own modules at every call. It mirrors the models' own forwards, so its numbers equal
+the hook engine's to float rounding (``tests/test_patching_fast.py``,
+``tests/test_patching_fast_hf.py``). The sites follow the bridge's hook semantics exactly,
+including ``resid_mid``, which the bridge places on the MLP's input (``ln2.hook_in``), so patching
+it changes the MLP's input and not the residual stream (parallel-residual models have none).
 
 Supported kinds: resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, head_out, pattern. Other
-kinds (q, k, v, mlp_post, embed), other backends, non-causal or grouped-query attention, and models
-inside an active ``model.edit`` block fall back to the hook engine (``engine="auto"``) or raise
-(``engine="fast"``). Hooks added to the bridge's HookPoints by hand (outside ``model.edit``) are not
-run by this engine: pass ``engine="hooks"`` to keep them.
+kinds (q, k, v, mlp_post, embed), other architectures (`patching.architectures.unsupported` says
+why: GPT-J, Gemma, a sliding window shorter than the prompts, ...), native grouped-query models,
+models split across devices and models inside an active ``model.edit`` block fall back to the hook
+engine (``engine="auto"``) or raise (``engine="fast"``), naming the reason. Hooks added by hand
+(outside ``model.edit``) are not run by this engine: pass ``engine="hooks"`` to keep them.
+`patching.causal_trace` runs its restorations through it too (`FastRun` with ``base_noise``).
 
     result = activation_patch(model, prompts, "resid_pre", logit_diff)                 # auto: fast here
     result = activation_patch(model, prompts, "z", logit_diff, by_pos=True, engine="fast")
