@@ -14,6 +14,7 @@ individuals seen / not seen in question form), causal-traces (`patching.causal_t
 embedding std on both name tokens, 10 samples, window 1) the prompts ``<bos> first last <relation
 words>`` of ``TRACE_PROMPTS`` individuals at a quarter, half and all of training, and writes one JSON
 (``assets/experiments/bio/NAME.json``): the exact command and settings, the evaluation history,
+linear probes for each attribute at the last name token (`probe_run`, Allen-Zhu & Li's test),
 the training loss (means of 10 steps), final recall on every individual, the traces' per-layer
 indirect effects in ROME's token groups, the ROME ratio (`interp.tasks.bio.rome_ratio`) and the
 plateau (`interp.tasks.bio.plateau`). The final weights go to ``.cache/bio-runs/NAME`` (ignored by
@@ -131,6 +132,46 @@ def trace_run(model, world, step: int) -> list[dict]:
     return out
 
 
+def probe_run(model, world, max_individuals: int = 1000) -> dict:
+    """Allen-Zhu & Li's test of storage at the name: a linear probe (5-fold cross-validation over
+    individuals, so scored on individuals it never saw) for each relation's attribute from the
+    residual stream at the last name token of ``<bos> first last`` (the start of a biography), after
+    the embeddings and after each block. Returns ``{relation: [accuracy by site]}`` and the chance levels."""
+    from interp.sites import Site
+    from probes import collect, probe_sweep
+
+    who = world.eval_individuals(max_individuals, seed=0)
+    tokens = torch.tensor([[0, world.vocab.index(world.names[i][0]) + 1, world.vocab.index(world.names[i][1]) + 1] for i in who])
+    sites = [Site("resid_pre", 0)] + [Site("resid_post", layer) for layer in range(model.n_layers)]
+    out: dict = {"n_individuals": len(who), "sites": ["embed"] + [f"after block {layer}" for layer in range(model.n_layers)],
+                 "accuracy": {}, "chance": {}}
+    for relation in world.config.relations:
+        labels = np.array([world.attributes[relation][i] for i in who])
+        values, counts = np.unique(labels, return_counts=True)
+        keep = np.isin(labels, values[counts >= 5])  # 5 folds need 5 of each class: rare values are left out
+        if (counts >= 5).sum() < 2:  # too few individuals to probe this relation
+            out["accuracy"][relation], out["chance"][relation] = None, None
+            continue
+        store = collect(model, tokens[torch.from_numpy(keep)], sites, positions=2, progress=False)
+        result = probe_sweep(store, labels[keep], cv=5, seed=0, progress=False)
+        out["accuracy"][relation] = [round(float(a), 4) for a in result.mean]
+        out["chance"][relation] = float(result.chance)
+    return out
+
+
+def add_probe(name: str, out_dir: Path = STORE) -> dict:
+    """Probe the cached final weights of a stored run (``.cache/bio-runs/NAME``) and add the result to its JSON."""
+    from interp.models import load_native_dir
+    from interp.tasks.bio import BioConfig, Biographies
+
+    path = Path(out_dir) / f"{name}.json"
+    record = json.loads(path.read_text())
+    model = load_native_dir(CACHE / name)
+    record["probe"] = probe_run(model, Biographies(BioConfig(**record["task"])))
+    path.write_text(json.dumps(_clean(record), indent=1) + "\n")
+    return record
+
+
 def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int = 1, save_model: bool = False,
         progress: bool = True) -> dict:
     """Train, evaluate and trace run ``name`` of `RUNS`; write ``out_dir/NAME.json`` and return it."""
@@ -173,6 +214,7 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
     start = time.perf_counter()
     final = world.recall_metrics(model)
     traces.extend(trace_run(model, world, steps))
+    probe = probe_run(model, world)
     plateau_numbers = plateau(result.history, world.no_knowledge_loss())
     plateau_numbers["censored"] = bool(plateau_numbers["plateau_end"] == result.history[-1]["step"])
     losses = np.asarray(result.losses)
@@ -188,7 +230,7 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
         "loss_every_10": [round(float(v), 4) for v in losses[: len(losses) // 10 * 10].reshape(-1, 10).mean(1)],
         "final": final, "traces": traces,
         "rome_ratio": next(t["rome_ratio"] for t in reversed(traces) if t["form"] == "bio"),
-        "plateau": plateau_numbers,
+        "plateau": plateau_numbers, "probe": probe,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,8 +272,8 @@ def notes_table(records: list[dict]) -> list[str]:
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
     lines = ["| run | axes | N | layers | steps | time (s) | bio recall | QA seen | QA held-out | ROME ratio | with layer 0 | "
-             "question prompt | subject MLP L1..L/2 | last-token MLP max | plateau (steps) | recall 0.5 at |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "question prompt | subject MLP L1..L/2 | last-token MLP max | name probe (best layer / chance) | plateau (steps) | recall 0.5 at |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         n = run_numbers(r)
         mlp = final_trace(r)["groups"]["mlp"]
@@ -241,9 +283,21 @@ def notes_table(records: list[dict]) -> list[str]:
             f"| `{r['name']}` | {', '.join(r['axes'])} | {r['task']['n_individuals']} | {layers} | {r['train']['steps']} | "
             f"{r['time_s']:.0f} | {f(n.get('bio_recall'))} | {f(n.get('qa_recall_seen'))} | {f(n.get('qa_recall_unseen'))} | "
             f"{f(n.get('rome_ratio_bio'), '{:.3f}')} | {f(n.get('rome_ratio_bio_layer0'), '{:.3f}')} | "
-            f"{f(n.get('rome_ratio_question'), '{:.3f}')} | {subj:.3f} | {max(mlp['last token']):.3f} | "
+            f"{f(n.get('rome_ratio_question'), '{:.3f}')} | {subj:.3f} | {max(mlp['last token']):.3f} | {_probe_cell(r)} | "
             f"{n['plateau_steps']:.0f}{' (censored)' if n['censored'] else ''} | {f(n['recall_half_step'], '{:.0f}')} |")
     return lines
+
+
+def _probe_cell(record: dict) -> str:
+    """Mean over relations of the best-layer probe accuracy at the last name token, and of chance."""
+    probe = record.get("probe")
+    if not probe:
+        return "–"
+    measured = [r for r, acc in probe["accuracy"].items() if acc]
+    if not measured:
+        return "–"
+    best = np.mean([max(probe["accuracy"][r]) for r in measured])
+    return f"{best:.2f} / {np.mean([probe['chance'][r] for r in measured]):.2f}"
 
 
 def write_notes(path: Path = NOTES) -> Path:
@@ -279,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bio", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered runs, their axes, and the stored outcome of each")
+    p = sub.add_parser("probe", help="add the name-token probes to a stored run from its cached weights (.cache/bio-runs/NAME)")
+    p.add_argument("name")
     sub.add_parser("notes", help=f"rewrite the table of stored runs in {NOTES.relative_to(ROOT)}")
     p = sub.add_parser("run", help="train, evaluate and trace one registered run")
     p.add_argument("name")
@@ -296,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in RUNS.values():
                 state = summary(stored[r.name]) if r.name in stored else "not run"
                 print(f"{r.name:<18} {','.join(r.axes):<36} {state}")
+            return 0
+        if args.command == "probe":
+            print(add_probe(args.name)["probe"])
             return 0
         if args.command == "notes":
             print(f"wrote {write_notes()}")

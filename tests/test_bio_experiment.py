@@ -60,6 +60,7 @@ def test_a_run_stores_its_command_history_and_traces(tiny_record):
     assert {"bio_recall", "qa_recall_seen", "qa_recall_unseen", "attribute_loss"} <= set(stored["history"][-1])
     assert {(t["step"], t["form"]) for t in stored["traces"]} == {(s, f) for s in (2, 4, 8) for f in ("bio", "question")}
     assert len(stored["traces"][-1]["groups"]["mlp"]["last token"]) == 2
+    assert set(stored["probe"]["accuracy"]) == set(stored["task"]["relations"])  # None where too few individuals
     assert (out / "cache" / "tiny" / "model.safetensors").exists()  # the final weights, for later analysis
 
 
