@@ -98,7 +98,10 @@ def test_bfloat16_sweep_is_close_to_float32_and_its_metrics_are_float32(llama_di
         tl = bf16 if backend == "transformer_lens" else interp.load(llama_dir, dtype=torch.bfloat16)
         _, clean_cache = tl.module.run_with_cache(prompts.clean)
         theirs = tlp.get_act_patch_attn_head_out_all_pos(tl.module, prompts.corrupted, clean_cache, metrics.mean(logit_diff, prompts))
-        assert (got - theirs.float()).abs().max() <= 1e-5
+        hooks = activation_patch(bf16, prompts, "head_out", logit_diff, by_pos=False, progress=False, engine="hooks").values
+        assert (hooks - theirs.float()).abs().max() <= 1e-5  # the same bfloat16 operations
+        # the fast engine (batched, fused attention) rounds differently in bfloat16, within its precision
+        assert (got - theirs.float()).abs().max() <= BF16_TOLERANCE * expected.abs().max()
 
 
 def test_bfloat16_native_model_sweep(tokenizer):
