@@ -44,6 +44,7 @@ from typing import Any
 
 import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -512,6 +513,409 @@ class _HookEngine:
         return _Run(logits[:, at] if at is not None else logits, outs, [], mixer.probes)
 
 
+# =============================================================================== the direct engine
+@dataclass
+class _Trace:
+    """One run of `_Direct.run`: per layer (lists), at the positions each was computed for."""
+
+    x: list[Tensor]  # resid_pre [B s d] (positions p0..)
+    qkv: list[Tensor]  # every head's q, k and v projections (before rotary) [B s 3H dh]
+    keys: list[Tensor]  # the keys / values the queries read, prefix included: [B H S dh] (rotated)
+    values: list[Tensor]
+    qs: list[Tensor]  # the queries as attention read them (rotated) [B H sq dh] (the last layer: the answer's)
+    outs: list[Tensor]  # each head's write [B sq H d]
+    mid: list[Tensor]  # resid_mid [B sq d] (the MLP's input before its layer norm)
+    h2: list[Tensor]  # ln2(resid_mid) [B sq d]
+    mlp: list[Tensor]  # mlp_out [B sq d]
+    post: list[Tensor]  # resid_post [B sq d]
+    final: Tensor  # the logits' input [B sq d]
+    logits: Tensor  # [B vocab] (answer only) or [B s vocab]
+
+
+class _Direct:
+    """A native TransformerLens model's forward, driven directly on the positions that can change.
+
+    Every prompt pair agrees before its first differing token ``p0``, so edges (whose corrupted and
+    clean writes differ only from p0 on) change nothing there: the engine runs the shared prefix once
+    (keeping its keys and values) and every later run computes positions p0.. only. When the metric
+    reads the answer position alone, the last layer computes that query alone (keys and values still
+    at every position). Used by EAP / EAP-IG (one gradient pass, no parameter gradients) and by exact
+    edge scores (each edge recomputed from its receiver's layer)."""
+
+    def __init__(self, model, graph: Graph):
+        from patching.fast import _Native, _part, _tensor
+
+        om = model.module.original_model
+        self.net = net = _Native(om)
+        self.graph = graph
+        self.L, self.H, self.dh = net.n_layers, net.n_heads, net.d_head
+        self.has_mlp = not net.attn_only
+        self.layers = []
+        for blk, parts in zip(_part(om, "layers"), net.layers, strict=True):
+            attn = _part(blk, "attn")
+            lay = dict(ln1=parts["ln1"] or (lambda x: x), ln2=(parts["ln2"] or (lambda x: x)) if self.has_mlp else None,
+                       mlp=parts["mlp"], rotary=parts["attn"].rotary)
+            lay["dot1"] = _NormDot(_part(blk, "ln1"), lay["ln1"])
+            lay["dot2"] = _NormDot(_part(blk, "ln2"), lay["ln2"]) if self.has_mlp else None
+            for name in ("q", "k", "v"):
+                lin = _part(attn, name)
+                bias = _tensor(lin, "bias")
+                lay["W" + name] = _tensor(lin, "weight").detach().view(self.H, self.dh, -1)  # [H dh d]
+                lay["b" + name] = None if bias is None else bias.detach().view(self.H, self.dh)
+            o = _part(attn, "o")
+            lay["Wqkv"] = torch.cat([lay["Wq"], lay["Wk"], lay["Wv"]])  # [3H dh d]
+            lay["Wflat"] = lay["Wqkv"].flatten(0, 1)  # [3H*dh d]: one linear map for every head's q, k, v
+            biases = [lay["b" + name] for name in "qkv"]
+            lay["bflat"] = None if any(b is None for b in biases) else torch.cat(biases).flatten()
+            lay["WO"] = einops.rearrange(_tensor(o, "weight").detach(), "d (h e) -> h e d", h=self.H)
+            bias = _tensor(o, "bias")
+            lay["bO"] = None if bias is None else bias.detach()
+            self.layers.append(lay)
+
+    # --------------------------------------------------------------------------- pieces
+    def project(self, layer: int, kind: str, h: Tensor, heads: Tensor | None = None) -> Tensor:
+        """``h [B s d]`` -> every head's ``[B H s dh]``; with ``heads [E]``: ``h [E n s d]`` -> ``[E n s dh]``
+        (edge e through head ``heads[e]``)."""
+        lay = self.layers[layer]
+        W, b = lay["W" + kind], lay["b" + kind]
+        if heads is None:
+            out = einops.einsum(h, W, "b s m, h e m -> b h s e")
+            return out if b is None else out + b[:, None]
+        out = einops.einsum(h, W[heads], "E n s m, E e m -> E n s e")
+        return out if b is None else out + b[heads][:, None, None]
+
+    def back(self, layer: int, grads: Tensor, first: int = 0) -> Tensor:
+        """Gradients at heads' projections ``[B s R dh]`` (the heads ``first..first+R`` of the q, k, v
+        order) -> at their inputs (the norm's output), one per head: ``[R B s d]``."""
+        B, s, R, e = grads.shape
+        per_head = grads.permute(2, 0, 1, 3).reshape(R, B * s, e)
+        return torch.bmm(per_head, self.layers[layer]["Wqkv"][first : first + R]).view(R, B, s, -1)
+
+    def rope(self, layer: int, t: Tensor, first: int) -> Tensor:
+        """Rotary embedding of queries or keys ``[... s dh]`` at positions first.. (identity without rotary)."""
+        rot = self.layers[layer]["rotary"]
+        if rot is None:
+            return t
+        lead = t.shape[:-2]
+        flat = t.reshape(-1, 1, *t.shape[-2:])
+        pos = torch.arange(first, first + t.shape[-2], device=t.device).unsqueeze(0).expand(flat.shape[0], -1)
+        return rot.apply_rope(flat, flat, position_ids=pos)[0].reshape(*lead, *t.shape[-2:])
+
+    def mlp(self, layer: int, mid: Tensor) -> tuple[Tensor, Tensor]:
+        lay = self.layers[layer]
+        h2 = lay["ln2"](mid)
+        return h2, lay["mlp"](h2)
+
+    # --------------------------------------------------------------------------- runs
+    def run(self, x: Tensor, p0: int, prefix, at: int | None, first_layer: int = 0) -> _Trace:
+        """Layers ``first_layer..`` on the residual stream ``x [B s d]`` of positions p0.. (rows: copies
+        of the n prompts, each reading the prefix's keys and values); ``at``: the answer position, whose
+        query alone the last layer computes."""
+        t = _Trace([], [], [], [], [], [], [], [], [], [], None, None)
+        B, s, _ = x.shape
+        H = self.H
+        for layer in range(first_layer, self.L):
+            lay = self.layers[layer]
+            last = at is not None and layer == self.L - 1
+            t.x.append(x)
+            qkv = F.linear(lay["ln1"](x), lay["Wflat"], lay["bflat"]).view(B, s, 3 * H, self.dh)
+            q, k, v = (qkv[:, :, i * H : (i + 1) * H].transpose(1, 2) for i in range(3))  # [B H s dh]
+            if last:
+                x, q = x[:, at - p0 : at - p0 + 1], q[:, :, at - p0 : at - p0 + 1]
+            qf = at if last else p0
+            q, keys, values = self.rope(layer, q, qf), self.rope(layer, k, p0), v
+            if prefix is not None:
+                pk, pv = prefix[layer]
+                reps = B // pk.shape[0]
+                keys = torch.cat([pk.repeat(reps, 1, 1, 1) if reps > 1 else pk, keys], dim=2)
+                values = torch.cat([pv.repeat(reps, 1, 1, 1) if reps > 1 else pv, values], dim=2)
+            z = self.net._attend(layer, q, keys, values, qf)  # [B H sq dh]
+            outs = einops.einsum(z, lay["WO"], "b h s e, h e d -> b s h d")  # each head's write
+            x = x + outs.sum(2)
+            if lay["bO"] is not None:
+                x = x + lay["bO"]
+            t.qkv.append(qkv), t.keys.append(keys), t.values.append(values), t.qs.append(q)
+            t.outs.append(outs), t.mid.append(x)
+            if self.has_mlp:
+                h2, out = self.mlp(layer, x)
+                t.h2.append(h2), t.mlp.append(out)
+                x = x + out
+            t.post.append(x)
+        t.final = x
+        t.logits = self.net.unembed(x[:, 0] if at is not None else x)
+        return t
+
+
+def _first_change(clean: Tensor, corrupted: Tensor, at: int | None) -> int:
+    """The first position where any clean and corrupted prompt differ (clamped so that the answer
+    position, or the last one, is still computed)."""
+    S = clean.shape[1]
+    differ = torch.nonzero((clean != corrupted).any(0)).flatten()
+    p0 = int(differ[0]) if len(differ) else S - 1
+    return min(p0, at if at is not None else S - 1)
+
+
+@dataclass
+class _DirectSetup:
+    """What EAP and exact share on the direct engine: the shared prefix and the corrupted run."""
+
+    d: _Direct
+    prompts: PromptSet
+    metric: Metric
+    at: int | None
+    p0: int
+    emb_clean: Tensor  # [n s d] at positions p0..
+    emb_corr: Tensor
+    prefix: list | None  # per layer (keys, values) [n H p0 dh]
+    prefix_logits: Tensor | None  # [n p0 vocab], for metrics that read every position
+    corr_outs: list[Tensor]  # each sender's corrupted write at positions p0.. (the last layer's: the answer position)
+    corrupted_value: float
+
+    def values(self, logits: Tensor, copies: int) -> Tensor:
+        """The mean metric of each of ``copies`` blocks of n rows: ``[copies]`` (float64; differentiable)."""
+        if self.prefix_logits is not None:  # full logits: the prefix's (unchanged) logits first
+            logits = torch.cat([self.prefix_logits.repeat(copies, 1, 1).to(logits.dtype), logits], dim=1)
+        return _block_values(self.metric, self.prompts, logits, copies, self.at)
+
+    def sender_outs(self, t: _Trace, start: int = 0) -> list[Tensor]:
+        """Each sender's write ``[n sq d]`` (input, then per layer its heads and MLP) from position
+        ``start`` of the run on (the last layer's at the answer position alone, where it computed that alone)."""
+        outs = [t.x[0][:, start:]]
+        for layer in range(self.d.L):
+            skip = 0 if self.at is not None and layer == self.d.L - 1 else start
+            outs += [o[:, skip:] for o in t.outs[layer].unbind(2)]
+            if self.d.has_mlp:
+                outs.append(t.mlp[layer][:, skip:])
+        return outs
+
+
+def _block_values(metric: Metric, prompts: PromptSet, logits: Tensor, copies: int, at: int | None) -> Tensor:
+    """The mean metric of each of ``copies`` blocks of n rows of ``logits`` (answer logits with ``at``)."""
+    from patching.fast import _expand
+
+    n = len(prompts)
+    full = _expand(logits, prompts.seq_len, at)
+    return torch.stack([check_values(metric(full[j * n : (j + 1) * n], prompts), n, metric).double().mean()
+                        for j in range(copies)])
+
+
+def _direct_setup(model, graph: Graph, prompts: PromptSet, metric: Metric, clean: Tensor, corrupted: Tensor,
+                  at: int | None) -> _DirectSetup:
+    """The corrupted run, at every position: its writes from p0 on, and the keys and values of the
+    positions before p0 (where clean and corrupted prompts agree), which every later run reads."""
+    d = _Direct(model, graph)
+    p0 = _first_change(clean, corrupted, at)
+    with torch.no_grad():
+        emb_clean, emb_corr = d.net.embed(clean), d.net.embed(corrupted)
+        corr = d.run(emb_corr, 0, None, at)
+        corrupted_value = float(_block_values(metric, prompts, corr.logits, 1, at)[0])
+        prefix = [(k[:, :, :p0], v[:, :, :p0]) for k, v in zip(corr.keys, corr.values, strict=True)] if p0 > 0 else None
+        prefix_logits = corr.logits[:, :p0] if p0 > 0 and at is None else None
+        ds = _DirectSetup(d, prompts, metric, at, p0, emb_clean[:, p0:], emb_corr[:, p0:], prefix, prefix_logits, [],
+                          corrupted_value)
+        ds.corr_outs = ds.sender_outs(corr, p0)
+    return ds
+
+
+class _NormDot:
+    """Sums ``sum over rows and positions of (J diff_u) . cot_r``, J the Jacobian of a norm at x, for
+    every sender difference u and receiver cotangent r at once, without a per-(u, r) copy of the
+    residual stream. For a LayerNorm ``J v = (w / sigma) (v - mean(v) - xhat mean(v xhat))``, so the
+    sum splits into one contraction of the differences with the scaled cotangents and two rank-one
+    corrections (RMSNorm: one); no norm is the plain contraction; any other norm module takes the
+    gradient route (its backward on R copies of x)."""
+
+    def __init__(self, module, fn):
+        from transformer_lens.model_bridge.sources.native import model as native
+
+        self.fn, self.kind = fn, "generic"
+        if module is None or isinstance(module, torch.nn.Identity):
+            self.kind = "none"
+        elif type(module) in (torch.nn.LayerNorm, native.NativeLayerNormPre, native.NativeRMSNorm, native.NativeRMSNormPre):
+            self.kind = "closed"
+            self.centre = type(module) in (torch.nn.LayerNorm, native.NativeLayerNormPre)
+            weight = getattr(module, "weight", None)
+            self.weight, self.eps = None if weight is None else weight.detach().float(), module.eps
+
+    def __call__(self, x: Tensor, cot: Tensor, diffs: Tensor, copies: int) -> Tensor:
+        """``x [C*n s d]`` (the norm's input), ``cot [R C*n s d]`` (gradients at its output, one per
+        receiver), ``diffs [U n s d]`` (the same for every copy) -> ``[U R]`` (float64). The cheaper
+        side carries the norm: the U differences (forward mode) or the R cotangents (backward)."""
+        C, R, U = copies, cot.shape[0], diffs.shape[0]
+        n, s, dm = diffs.shape[1:]
+        if self.kind == "none":
+            return (diffs.reshape(U, -1) @ cot.reshape(R, C, -1).sum(1).T).double()
+        if self.kind == "generic":
+            with torch.enable_grad():
+                xr = x.detach().expand(cot.shape).clone().requires_grad_(True)
+                back = torch.autograd.grad(self.fn(xr), xr, cot)[0]
+            return (diffs.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
+        xf = x.float()
+        if self.centre:
+            xf = xf - xf.mean(-1, keepdim=True)
+        inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [B s 1]
+        xhat = xf * inv
+        scale = inv if self.weight is None else inv * self.weight  # [B s d] or [B s 1]
+        v = diffs.float()
+        if self.centre:
+            v = v - v.mean(-1, keepdim=True)
+        if U * C <= R:  # J diff_u = scale (v - xhat mean(v xhat)), one per copy
+            v = v[:, None] if C > 1 else v
+            xh = xhat.view(C, n, s, dm) if C > 1 else xhat
+            jd = (v - xh * (v * xh).mean(-1, keepdim=True)) * (scale.view(C, n, s, -1) if C > 1 else scale)
+            return (jd.reshape(U, -1) @ cot.reshape(R, -1).T).double()
+        # J^T cot_r = P (scale cot_r), P = 1 - xhat xhat^T / d (- 1 1^T / d): P is symmetric, and it is
+        # applied to the centred v already, so the centring projection drops out of the sum
+        cp = cot * scale
+        back = cp - xhat * (cp * xhat).mean(-1, keepdim=True)
+        return (v.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
+
+
+def _edge_ids(g: Graph) -> Tensor:
+    """``[sender receiver]`` -> the edge's index (-1 where there is no edge)."""
+    eid = torch.full((len(g.senders), len(g.receivers)), -1, dtype=torch.long)
+    u, v = torch.tensor(g.edges).T
+    eid[u, v] = torch.arange(g.n_edges)
+    return eid
+
+
+def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: int) -> tuple[Tensor, float]:
+    """EAP / EAP-IG on the direct engine. One backward per chunk of interpolation points, to the
+    projections' outputs only (every head's q, k and v, ln2's output, the logits' input; no parameter
+    gradients). The score of ``u -> v`` is ``sum over positions of (corrupted - clean write of u) .
+    d metric / d input_v``; with ``input_v -> norm -> W_v -> q_v`` that is ``(W_v^T g_v) . (J_norm
+    diff_u)``, so each sender's difference goes once through the norm's Jacobian (forward mode) and each
+    receiver's gradient once through its head's projection: no per-receiver copy of the residual stream.
+    Positions before p0 are left out (no write differs there)."""
+    d, n, L, H = ds.d, len(ds.prompts), ds.d.L, ds.d.H
+    alphas = [1.0] if steps is None else [(k + 1) / steps for k in range(steps)]
+    per = max(1, batch_size // n)
+    chunks = [alphas[i : i + per] for i in range(0, len(alphas), per)][::-1]  # the clean point (1) first
+    a = None if ds.at is None else ds.at - ds.p0
+    scores = torch.zeros(g.n_edges, dtype=torch.float64)
+    eid = _edge_ids(g)
+    diff: list[Tensor] = []
+    clean_value = math.nan
+
+    s = ds.emb_clean.shape[1]
+    full = None  # the differences of every sender written at every position p0.. [U n s d]
+
+    def stacked(k: int, sq: int) -> Tensor:  # the first k senders' differences at the sq positions read
+        if sq == s and k <= len(full):
+            return full[:k]
+        return torch.stack([dd if sq == dd.shape[1] else dd[:, a : a + 1] for dd in diff[:k]])
+
+    for chunk in chunks:
+        C = len(chunk)
+        if steps is None:
+            x = ds.emb_clean
+        else:
+            w = torch.tensor(chunk, dtype=ds.emb_clean.dtype, device=ds.emb_clean.device).view(C, 1, 1, 1)
+            x = (ds.emb_corr + w * (ds.emb_clean - ds.emb_corr)).flatten(0, 1)
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            t = d.run(x, ds.p0, ds.prefix, ds.at)
+            vals = ds.values(t.logits, C)
+            targets = t.qkv + t.h2 + [t.final]
+            got = torch.autograd.grad(vals.sum(), targets, allow_unused=True)
+        got = [torch.zeros_like(f) if gr is None else gr for f, gr in zip(targets, got, strict=True)]
+        with torch.no_grad():
+            if not diff:  # the clean run: its writes give the differences, its metric the clean value
+                clean_value = float(vals[-1])
+                clean = [o[-n:] for o in ds.sender_outs(t)]
+                diff = [r - c for c, r in zip(clean, ds.corr_outs, strict=True)]
+                full = torch.stack([dd for dd in diff if dd.shape[1] == s])
+            for layer in range(L):
+                lay = d.layers[layer]
+                recv = torch.tensor(g.attn_receivers(layer))  # q heads, k heads, v heads
+                k = g.n_senders_before(2 * layer)
+                grads = got[layer]  # [B s 3H dh]
+                if a is None or layer < L - 1:  # every input at positions p0..: one contraction for the 3H receivers
+                    scores[eid[:k, recv]] += lay["dot1"](t.x[layer], d.back(layer, grads), full[:k], C)
+                else:  # the last layer: the answer query; keys and values at every position
+                    cot = d.back(layer, grads[:, a : a + 1, :H])
+                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], cot, full[:k, :, a : a + 1], C)
+                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], d.back(layer, grads[:, :, H:], H), full[:k], C)
+                if d.has_mlp:
+                    k = g.n_senders_before(2 * layer + 1)
+                    gr = got[L + layer]
+                    scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mid[layer], gr[None], stacked(k, gr.shape[1]), C)[:, 0]
+            gr = got[-1]
+            diffs = stacked(len(g.senders), gr.shape[1])
+            scores[eid[:, g.logits_receiver]] += einops.einsum(diffs, gr.view(C, *diffs.shape[1:]).sum(0), "u n s m, n s m -> u").double()
+    return scores / len(alphas), clean_value
+
+
+def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -> tuple[Tensor, float]:
+    """Exact edge scores on the direct engine. Edges are grouped by receiver (layer and kind) and run
+    many at a time, about ``batch_size`` sequences' worth of tokens per pass. Only the receiver
+    changes at its layer: a head receiver recomputes that head alone (its q, k or v from the layer norm
+    of the clean residual stream plus the sender's difference, attention over the clean run's other
+    inputs), an MLP receiver its MLP, the logits their final layer norm and unembedding; later layers
+    run in full from there, at positions p0.. (the answer query alone on the last layer)."""
+    d, n, L, p0, at = ds.d, len(ds.prompts), ds.d.L, ds.p0, ds.at
+    net = d.net
+    with torch.no_grad():
+        c = d.run(ds.emb_clean, p0, ds.prefix, at)
+        clean_value = float(ds.values(c.logits, 1)[0])
+        diff = [r - cl for cl, r in zip(ds.sender_outs(c), ds.corr_outs, strict=True)]
+    s = ds.emb_clean.shape[1]
+    a = None if at is None else at - p0
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, v) in enumerate(g.edges):
+        r = g.receivers[v]
+        groups.setdefault((r.layer if r.layer is not None else L, r.kind), []).append(i)
+    budget = max(1, batch_size) * ds.prompts.seq_len  # tokens per pass
+    out = torch.empty(g.n_edges, dtype=torch.float64)
+    with tqdm(total=g.n_edges, desc="exact edge patching", disable=not progress) as bar, torch.no_grad():
+        for (layer, kind), idx in sorted(groups.items()):
+            answer = at is not None and layer >= L - 1  # the receiver reads the answer position alone
+            qs = slice(a, a + 1) if answer else slice(0, s)  # positions whose queries / writes matter
+            first = at if answer else p0
+            narrow = answer and kind not in ("k", "v")  # reads the answer position alone
+            cost = n * (1 if narrow else s)
+            per = max(1, budget // cost)
+            for j in range(0, len(idx), per):
+                part = idx[j : j + per]
+                E = len(part)
+                us = [g.edges[e][0] for e in part]
+                # the senders' differences at the positions the receiver reads: [E n sq d] (k, v: [E n s d])
+                D = torch.stack([diff[u][:, qs] if narrow and diff[u].shape[1] == s else diff[u] for u in us])
+                if kind == "logits":
+                    final = c.final + D
+                    logits = net.unembed(final[:, :, 0] if at is not None else final).flatten(0, 1)
+                else:
+                    if kind == "mlp":
+                        post = c.mid[layer][None] + d.mlp(layer, c.mid[layer][None] + D)[1]
+                    else:
+                        hs = torch.tensor([g.receivers[g.edges[e][1]].head for e in part], device=D.device)
+                        lay = d.layers[layer]
+                        keys = c.keys[layer][:, hs].transpose(0, 1)  # [E n S dh]
+                        values = c.values[layer][:, hs].transpose(0, 1)
+                        queries = c.qs[layer][:, hs].transpose(0, 1)  # [E n sq dh]
+                        if kind == "q":
+                            h = lay["ln1"](c.x[layer][:, qs][None] + D)
+                            queries = d.rope(layer, d.project(layer, "q", h, hs), first)
+                        else:
+                            new = d.project(layer, kind, lay["ln1"](c.x[layer][None] + D), hs)
+                            if kind == "k":
+                                keys = torch.cat([keys[:, :, :p0], d.rope(layer, new, p0)], dim=2)
+                            else:
+                                values = torch.cat([values[:, :, :p0], new], dim=2)
+                        z = net._attend(layer, queries, keys, values, first)  # [E n sq dh]
+                        delta = einops.einsum(z, lay["WO"][hs], "E n s e, E e d -> E n s d")
+                        delta = delta - c.outs[layer][:, :, hs].permute(2, 0, 1, 3)
+                        mid = c.mid[layer][None] + delta
+                        post = mid + d.mlp(layer, mid)[1] if d.has_mlp else mid
+                    if layer < L - 1:
+                        logits = d.run(post.flatten(0, 1), p0, ds.prefix, at, first_layer=layer + 1).logits
+                    else:
+                        logits = net.unembed(post[:, :, 0] if at is not None else post).flatten(0, 1)
+                out[part] = ds.values(logits, E) - clean_value
+                bar.update(E)
+    return out, clean_value
+
+
 def _engine(model, graph: Graph, engine: str):
     from patching import fast as _fast
 
@@ -576,7 +980,9 @@ class _Setup:
         return self.values(out.logits, C)
 
 
-def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bool = True) -> _Setup:
+def _inputs(model, prompts: PromptSet, metric: Metric, engine: str):
+    """Checked inputs: clean and corrupted tokens, the graph, the engine, the answer position (None
+    when the metric reads more than the answer position's logits)."""
     from patching.fast import answer_only
 
     if not isinstance(prompts, PromptSet):
@@ -589,6 +995,11 @@ def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bo
     graph = build_graph(model)
     eng = _engine(model, graph, engine)
     at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
+    return clean, corrupted, graph, eng, at
+
+
+def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bool = True) -> _Setup:
+    clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
     n = len(prompts)
     with torch.no_grad():
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
@@ -630,16 +1041,26 @@ def edge_scores(
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise DiscoveryError(f"steps must be a positive int (interpolation points for eap_ig), got {steps!r}.")
     _check_batch(batch_size)
-    s = _setup(model, prompts, metric, engine, clean_run=method != "eap")
-    if method == "exact":
-        scores = _exact(s, batch_size, progress)
+    clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
+    if isinstance(eng, _NativeEngine):  # the direct engine
+        ds = _direct_setup(model, graph, prompts, metric, clean, corrupted, at)
+        corrupted_value = ds.corrupted_value
+        if method == "exact":
+            scores, clean_value = _exact_direct(ds, graph, batch_size, progress)
+        else:
+            scores, clean_value = _gradient_direct(ds, graph, steps if method == "eap_ig" else None, batch_size)
     else:
-        scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
-    settings = dict(metric=metric_name(metric), clean_value=s.clean_value, corrupted_value=s.corrupted_value,
-                    n_prompts=len(prompts), engine="fast" if isinstance(s.eng, _NativeEngine) else "hooks")
+        s = _setup(model, prompts, metric, engine, clean_run=method != "eap")
+        if method == "exact":
+            scores = _exact(s, batch_size, progress)
+        else:
+            scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
+        clean_value, corrupted_value = s.clean_value, s.corrupted_value
+    settings = dict(metric=metric_name(metric), clean_value=clean_value, corrupted_value=corrupted_value,
+                    n_prompts=len(prompts), engine="fast" if isinstance(eng, _NativeEngine) else "hooks")
     if method == "eap_ig":
         settings["steps"] = steps
-    return EdgeScores(s.graph, scores, method, settings)
+    return EdgeScores(graph, scores, method, settings)
 
 
 def eap(model, prompts: PromptSet, metric: Metric, engine: str = "auto") -> EdgeScores:
