@@ -90,6 +90,7 @@ def _empty(ax, axis: str) -> None:
     ax.text(0.5, 0.5, "no stored run on this axis yet\n(python -m experiments.bio list)", ha="center", va="center",
             transform=ax.transAxes, fontsize=9, color="gray")
     ax.set_xticks([])
+    ax.set_yticks([])
 
 
 @register
