@@ -408,12 +408,12 @@ class _Net:
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         raise NotImplementedError
 
-    def _mask(self, rows: slice, cols: int) -> Tensor:
+    def _mask(self, rows: slice, cols: int, device: torch.device) -> Tensor:
         """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
         size = max(rows.stop, cols)
         mask = getattr(self, "_causal", None)
-        if mask is None or mask.shape[0] < size:
-            self._causal = mask = torch.ones(size, size, dtype=torch.bool).triu(1)
+        if mask is None or mask.shape[0] < size or mask.device != device:
+            self._causal = mask = torch.ones(size, size, dtype=torch.bool, device=device).triu(1)
         return mask[rows, :cols]
 
     def rope(self, layer: int, x: Float[Tensor, "batch head pos d_head"], first: int) -> Tensor:
@@ -445,12 +445,12 @@ class _Net:
                 return _sdpa(q, k, v, scale=scale, enable_gqa=grouped)
             if first == 0 and q.shape[2] == k.shape[2]:
                 return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=grouped)
-            allowed = ~self._mask(slice(first, first + q.shape[2]), k.shape[2])
+            allowed = ~self._mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
             return _sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=grouped)
         if grouped:
             reps = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(reps, dim=1), v.repeat_interleave(reps, dim=1)
-        mask = self._mask(slice(first, first + q.shape[2]), k.shape[2])
+        mask = self._mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale
         if blk["softcap"] is not None:
             scores = torch.tanh(scores / blk["softcap"]) * blk["softcap"]
