@@ -584,13 +584,6 @@ class _Direct:
         out = einops.einsum(h, W[heads], "E n s m, E e m -> E n s e")
         return out if b is None else out + b[heads][:, None, None]
 
-    def back(self, layer: int, grads: Tensor, first: int = 0) -> Tensor:
-        """Gradients at heads' projections ``[B s R dh]`` (the heads ``first..first+R`` of the q, k, v
-        order) -> at their inputs (the norm's output), one per head: ``[R B s d]``."""
-        B, s, R, e = grads.shape
-        per_head = grads.permute(2, 0, 1, 3).reshape(R, B * s, e)
-        return torch.bmm(per_head, self.layers[layer]["Wqkv"][first : first + R]).view(R, B, s, -1)
-
     def rope(self, layer: int, t: Tensor, first: int) -> Tensor:
         """Rotary embedding of queries or keys ``[... s dh]`` at positions first.. (identity without rotary)."""
         rot = self.layers[layer]["rotary"]
@@ -718,12 +711,13 @@ def _direct_setup(model, graph: Graph, prompts: PromptSet, metric: Metric, clean
 
 
 class _NormDot:
-    """Sums ``sum over rows and positions of (J diff_u) . cot_r``, J the Jacobian of a norm at x, for
-    every sender difference u and receiver cotangent r at once, without a per-(u, r) copy of the
-    residual stream. For a LayerNorm ``J v = (w / sigma) (v - mean(v) - xhat mean(v xhat))``, so the
-    sum splits into one contraction of the differences with the scaled cotangents and two rank-one
-    corrections (RMSNorm: one); no norm is the plain contraction; any other norm module takes the
-    gradient route (its backward on R copies of x)."""
+    """``sum over rows and positions of (J diff_u) . (W_r^T g_r)`` for every sender difference u and
+    receiver r at once, J the Jacobian of a norm at its input x, W_r the receiver's projection (none for
+    an MLP's input) and g_r the gradient at its output, without a per-(u, r) copy of the residual
+    stream. For a LayerNorm ``J v = (w / sigma) (v - mean(v) - xhat mean(v xhat))`` (RMSNorm: without
+    the mean): either the U differences go through J (forward mode; with one difference, through the
+    projections too) or the R cotangents through J^T (backward), whichever side is smaller; any other
+    norm module takes its autograd backward on R copies of x."""
 
     def __init__(self, module, fn):
         from transformer_lens.model_bridge.sources.native import model as native
@@ -737,38 +731,61 @@ class _NormDot:
             weight = getattr(module, "weight", None)
             self.weight, self.eps = None if weight is None else weight.detach().float(), module.eps
 
-    def __call__(self, x: Tensor, cot: Tensor, diffs: Tensor, copies: int) -> Tensor:
-        """``x [C*n s d]`` (the norm's input), ``cot [R C*n s d]`` (gradients at its output, one per
-        receiver), ``diffs [U n s d]`` (the same for every copy) -> ``[U R]`` (float64). The cheaper
-        side carries the norm: the U differences (forward mode) or the R cotangents (backward)."""
-        C, R, U = copies, cot.shape[0], diffs.shape[0]
+    def __call__(self, x: Tensor, diffs: Tensor, copies: int, grads: Tensor, W: Tensor | None = None) -> Tensor:
+        """``x [C*n s d]`` (the norm's input), ``diffs [U n s d]`` (the same for every copy), ``grads``
+        at the receivers' outputs: ``[C*n s R dh]`` with their projections ``W [R dh d]``, or ``[C*n s d]``
+        (one receiver, the norm's output itself) -> ``[U R]`` (float64)."""
+        C, U = copies, diffs.shape[0]
         n, s, dm = diffs.shape[1:]
-        if self.kind == "none":
-            return (diffs.reshape(U, -1) @ cot.reshape(R, C, -1).sum(1).T).double()
+        if W is None:
+            grads, W = grads[:, :, None], None
+        R = grads.shape[2]
+        if self.kind == "none":  # J = 1 for every copy
+            grads, C = grads.view(C, n, s, R, -1).sum(0), 1
+        if self.kind == "closed":
+            xf = x.float()
+            if self.centre:
+                xf = xf - xf.mean(-1, keepdim=True)
+            inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [B s 1]
+            xhat = xf * inv
+            scale = inv if self.weight is None else inv * self.weight  # [B s d] or [B s 1]
+            v = diffs.float()
+            if self.centre:
+                v = v - v.mean(-1, keepdim=True)
+        else:
+            v = diffs
+        if U * C <= R and self.kind != "generic":  # forward mode: J diff_u, one per copy
+            if self.kind == "none":
+                jd = v
+            else:
+                v = v[:, None] if C > 1 else v
+                xh = xhat.view(C, n, s, dm) if C > 1 else xhat
+                jd = (v - xh * (v * xh).mean(-1, keepdim=True)) * (scale.view(C, n, s, -1) if C > 1 else scale)
+            jd = jd.reshape(U, C * n * s, dm)
+            if W is not None and U * C == 1:  # one difference: through the projections, contracted in d_head
+                proj = F.linear(jd[0], W.flatten(0, 1)).view(-1, R, W.shape[1])
+                return (proj * grads.reshape(-1, R, W.shape[1])).sum((0, 2))[None].double()
+            cot = self._cot(grads, W)
+            return (jd.reshape(U, -1) @ cot.reshape(R, -1).T).double()
+        cot = self._cot(grads, W)  # [R C*n s d]
         if self.kind == "generic":
             with torch.enable_grad():
                 xr = x.detach().expand(cot.shape).clone().requires_grad_(True)
                 back = torch.autograd.grad(self.fn(xr), xr, cot)[0]
-            return (diffs.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
-        xf = x.float()
-        if self.centre:
-            xf = xf - xf.mean(-1, keepdim=True)
-        inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [B s 1]
-        xhat = xf * inv
-        scale = inv if self.weight is None else inv * self.weight  # [B s d] or [B s 1]
-        v = diffs.float()
-        if self.centre:
-            v = v - v.mean(-1, keepdim=True)
-        if U * C <= R:  # J diff_u = scale (v - xhat mean(v xhat)), one per copy
-            v = v[:, None] if C > 1 else v
-            xh = xhat.view(C, n, s, dm) if C > 1 else xhat
-            jd = (v - xh * (v * xh).mean(-1, keepdim=True)) * (scale.view(C, n, s, -1) if C > 1 else scale)
-            return (jd.reshape(U, -1) @ cot.reshape(R, -1).T).double()
-        # J^T cot_r = P (scale cot_r), P = 1 - xhat xhat^T / d (- 1 1^T / d): P is symmetric, and it is
-        # applied to the centred v already, so the centring projection drops out of the sum
-        cp = cot * scale
-        back = cp - xhat * (cp * xhat).mean(-1, keepdim=True)
+        elif self.kind == "none":
+            back = cot
+        else:  # J^T cot = P (scale cot), P = 1 - xhat xhat^T / d (- 1 1^T / d; v is centred already)
+            cp = cot * scale
+            back = cp - xhat * (cp * xhat).mean(-1, keepdim=True)
         return (v.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
+
+    @staticmethod
+    def _cot(grads: Tensor, W: Tensor | None) -> Tensor:
+        """Gradients ``[B s R dh]`` at the projections' outputs -> at their input, per receiver ``[R B s d]``."""
+        B, s, R, e = grads.shape
+        if W is None:
+            return grads.permute(2, 0, 1, 3)
+        return torch.bmm(grads.permute(2, 0, 1, 3).reshape(R, B * s, e), W).view(R, B, s, -1)
 
 
 def _edge_ids(g: Graph) -> Tensor:
@@ -829,17 +846,17 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
                 lay = d.layers[layer]
                 recv = torch.tensor(g.attn_receivers(layer))  # q heads, k heads, v heads
                 k = g.n_senders_before(2 * layer)
-                grads = got[layer]  # [B s 3H dh]
+                grads, W = got[layer], lay["Wqkv"]  # [B s 3H dh], [3H dh d]
                 if a is None or layer < L - 1:  # every input at positions p0..: one contraction for the 3H receivers
-                    scores[eid[:k, recv]] += lay["dot1"](t.x[layer], d.back(layer, grads), full[:k], C)
+                    scores[eid[:k, recv]] += lay["dot1"](t.x[layer], full[:k], C, grads, W)
                 else:  # the last layer: the answer query; keys and values at every position
-                    cot = d.back(layer, grads[:, a : a + 1, :H])
-                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], cot, full[:k, :, a : a + 1], C)
-                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], d.back(layer, grads[:, :, H:], H), full[:k], C)
+                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], full[:k, :, a : a + 1], C,
+                                                             grads[:, a : a + 1, :H], W[:H])
+                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads[:, :, H:], W[H:])
                 if d.has_mlp:
                     k = g.n_senders_before(2 * layer + 1)
                     gr = got[L + layer]
-                    scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mid[layer], gr[None], stacked(k, gr.shape[1]), C)[:, 0]
+                    scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mid[layer], stacked(k, gr.shape[1]), C, gr)[:, 0]
             gr = got[-1]
             diffs = stacked(len(g.senders), gr.shape[1])
             scores[eid[:, g.logits_receiver]] += einops.einsum(diffs, gr.view(C, *diffs.shape[1:]).sum(0), "u n s m, n s m -> u").double()
