@@ -10,7 +10,10 @@ function is importable from here: ``from interp.figures import facts_causal_trac
 from interp.figures import binding, facts, induction  # noqa: F401  (each registers its figures)
 
 # isort: split
-from interp.figures import discovery  # noqa: F401  (registered last: its figures follow the cards' in the report)
+from interp.figures import discovery  # noqa: F401  (registered after the cards': its figures follow theirs in the report)
+
+# isort: split
+from interp.figures import bio  # noqa: F401  (the biography experiment, from stored run histories)
 
 # isort: split
 from interp.figures.base import FIGURES, FigureResult, default_out_dir, reproduce

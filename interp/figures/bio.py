@@ -86,6 +86,15 @@ def _axes_figure(title: str):
     return fig, axes
 
 
+def _legend(fig, axes) -> None:
+    """One legend for the figure, below the panels (from the first panel that drew something)."""
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.1))
+            return
+
+
 def _empty(ax, axis: str) -> None:
     ax.text(0.5, 0.5, "no stored run on this axis yet\n(python -m experiments.bio list)", ha="center", va="center",
             transform=ax.transAxes, fontsize=9, color="gray")
@@ -116,12 +125,12 @@ def bio_rome_ratio(out_dir: str | Path | None = None, runs: str | Path | None = 
                 label="question, held-out individuals")
         ax.axhline(1.0, ls="--", lw=0.8, color="gray")
         ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
         ax.grid(axis="y", alpha=0.3)
         for r, v in zip(members, vals, strict=True):
             numbers[f"{r['name']}_rome_ratio"] = v.get("rome_ratio_bio", math.nan)
-    axes[0].set_ylabel("ROME ratio (1 = subject MLPs as strong as last-token MLPs)")
-    if records:
-        axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("ROME ratio (dashed: 1)")
+    _legend(fig, axes)
     caption = ("Meng et al. 2022 find the largest MLP effects at the last subject token in early-middle layers; "
                "a ratio above 1 (dashed) would show that route. ")
     measured = {k: v for k, v in numbers.items() if not math.isnan(v)}
@@ -160,13 +169,13 @@ def bio_plateau(out_dir: str | Path | None = None, runs: str | Path | None = Non
         never = [i for i, h in enumerate(half) if math.isnan(h)]
         ax.plot(x[never], [last[i] for i in never], "x", color="tab:red", ms=9, label="recall 0.5 never reached")
         ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
         ax.grid(axis="y", alpha=0.3)
         for r, v in zip(members, vals, strict=True):
             numbers[f"{r['name']}_plateau_steps"] = v["plateau_steps"]
             numbers[f"{r['name']}_recall_half_step"] = v["recall_half_step"]
     axes[0].set_ylabel("training steps")
-    if records:
-        axes[0].legend(fontsize=7, loc="upper left")
+    _legend(fig, axes)
     caption = "Zucchet et al. 2025 report a plateau that grows with the number of individuals and shrinks with imbalanced frequencies. "
     plateaus = {k.removesuffix("_plateau_steps"): v for k, v in numbers.items() if k.endswith("_plateau_steps")}
     if plateaus:
