@@ -275,6 +275,79 @@ def test_eap_ig_with_one_step_is_eap_and_more_steps_move_towards_exact(mlp_model
     assert ig.settings["steps"] == 5 and (ig.scores - eap.scores).abs().max() > 1e-4
 
 
+@pytest.fixture(scope="module")
+def rms_rope_model(tokenizer):
+    cfg = {**TINY, "attn_only": False, "d_mlp": 48, "normalization_type": "RMS", "positional_embedding_type": "rotary"}
+    return build_native(cfg, tokenizer, seed=3, name="disc-rms-rope")
+
+
+def _two_positions(logits, prompts):
+    """A metric that reads two positions (so the direct engine computes full logits)."""
+    return logit_diff(logits, prompts) + 0.5 * (logits[:, -2, 1] - logits[:, -2, 2])
+
+
+@pytest.mark.parametrize("metric", [logit_diff, _two_positions])
+def test_direct_engine_equals_the_hook_engine_with_rms_norm_rotary_and_any_metric(rms_rope_model, metric):
+    # the direct engine (RMSNorm closed form, rotary queries and keys, full logits for a metric that
+    # reads two positions) against the hook engine; one prompt set differs from position 0 on, one from 2
+    for prompts in (_prompts(n=3, seq=7, seed=4), _first_token_corrupted()):
+        for method in ("eap", "eap_ig", "exact"):
+            fast = edge_scores(rms_rope_model, prompts, metric, method, steps=3, progress=False)
+            hooks = edge_scores(rms_rope_model, prompts, metric, method, steps=3, engine="hooks", progress=False)
+            assert fast.settings["engine"] == "fast" and hooks.settings["engine"] == "hooks"
+            assert (fast.scores - hooks.scores).abs().max() < 2e-5, method
+            assert fast.settings["clean_value"] == pytest.approx(hooks.settings["clean_value"], abs=1e-5)
+            assert fast.settings["corrupted_value"] == pytest.approx(hooks.settings["corrupted_value"], abs=1e-5)
+        assert fast.scores.abs().max() > 1e-3
+
+
+def _first_token_corrupted() -> PromptSet:
+    p = _prompts(n=3, seq=6, seed=5)
+    corrupted = p.clean.clone()
+    corrupted[:, 0] = (p.clean[:, 0] % (D_VOCAB - 1)) + 1
+    return PromptSet(p.clean, corrupted, p.answers, p.wrong)
+
+
+def test_norm_contractions_equal_autograd_on_every_route():
+    # _NormDot's routes (one difference through the projections, forward mode, backward mode, and the
+    # autograd fallback for a norm module it does not know) against the Jacobian taken by autograd
+    from patching.discovery import _NormDot
+
+    gen = torch.Generator().manual_seed(0)
+    n, s, d, R, dh = 3, 4, 8, 6, 2
+    norm = torch.nn.LayerNorm(d)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(d, generator=gen))
+
+    class Wrapped(torch.nn.Module):  # an unknown norm type: the autograd route
+        def forward(self, x):
+            return norm(x)
+
+    def jvp(x, v):
+        with torch.no_grad():
+            return torch.func.jvp(norm, (x,), (v,))[1]
+
+    W = torch.randn(R, dh, d, generator=gen)
+    for U, C in ((1, 1), (2, 1), (9, 1), (2, 3)):
+        x = torch.randn(C * n, s, d, generator=gen)
+        diffs = torch.randn(U, n, s, d, generator=gen)
+        grads = torch.randn(C * n, s, R, dh, generator=gen)  # at q / k / v of R heads
+        at_norm = torch.randn(C * n, s, d, generator=gen)  # at the norm's output itself (an MLP's input)
+        expected = torch.zeros(U, R, dtype=torch.float64)
+        expected_mlp = torch.zeros(U, dtype=torch.float64)
+        for u in range(U):
+            for c in range(C):
+                rows = slice(c * n, (c + 1) * n)
+                jd = jvp(x[rows], diffs[u])  # [n s d]
+                expected[u] += torch.einsum("nsd,red,nsre->r", jd, W, grads[rows]).double()
+                expected_mlp[u] += float((jd * at_norm[rows]).sum())
+        for module in (norm, Wrapped()):
+            got = _NormDot(module, norm)(x, diffs, C, grads, W)
+            assert (got - expected).abs().max() < 1e-4 * expected.abs().max(), (U, C, type(module).__name__)
+            got = _NormDot(module, norm)(x, diffs, C, at_norm)[:, 0]
+            assert (got - expected_mlp).abs().max() < 1e-4 * expected_mlp.abs().max(), (U, C, type(module).__name__)
+
+
 # =============================================================================== circuits
 def test_faithfulness_is_one_for_the_full_graph_and_zero_for_the_empty_circuit(mlp_model, prompts):
     scores = edge_scores(mlp_model, prompts, logit_diff, "eap", progress=False)
