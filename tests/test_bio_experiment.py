@@ -11,7 +11,7 @@ from experiments import bio as exp
 from interp.figures import bio as figs
 from interp.tasks.bio import BioConfig
 
-FIGURES = (figs.bio_rome_ratio, figs.bio_plateau, figs.bio_learning_curves)
+FIGURES = (figs.bio_rome_ratio, figs.bio_plateau, figs.bio_learning_curves, figs.bio_name_probe)
 
 
 def _n_params(model: dict) -> int:

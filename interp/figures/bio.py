@@ -46,7 +46,8 @@ def final_trace(record: dict, form: str = "bio") -> dict | None:
 
 def run_numbers(record: dict) -> dict[str, float]:
     """ROME ratios (biography prompt; question prompt about held-out individuals where trained with
-    questions) and plateau numbers of one stored run, recomputed from its traces and history."""
+    questions), plateau numbers, final recall and the name-token probe (``probe_best``: best-layer
+    accuracy averaged over relations; ``probe_chance``) of one stored run, from its record."""
     out: dict[str, float] = {}
     for form in ("bio", "question"):
         t = final_trace(record, form)
@@ -57,6 +58,11 @@ def run_numbers(record: dict) -> dict[str, float]:
     p = plateau(record["history"], record["no_knowledge_loss"])
     out.update({k: float(v) for k, v in p.items() if k != "baseline"})
     out["censored"] = float(p["plateau_end"] == record["history"][-1]["step"])
+    probe = record.get("probe") or {}
+    measured = [r for r, acc in probe.get("accuracy", {}).items() if acc]
+    if measured:  # best layer per relation, averaged over relations; and the same for chance
+        out["probe_best"] = float(np.mean([max(probe["accuracy"][r]) for r in measured]))
+        out["probe_chance"] = float(np.mean([probe["chance"][r] for r in measured]))
     final = record["final"]
     for key in ("bio_recall", "qa_recall_seen", "qa_recall_unseen"):
         if key in final:
@@ -215,3 +221,44 @@ def bio_learning_curves(out_dir: str | Path | None = None, runs: str | Path | No
     caption = (f"Learning curves of {len(records)} stored runs; a plateau shows as a flat stretch near chance "
                "before recall rises.") if records else "No run is stored yet."
     return FigureResult("bio_learning_curves", save(fig, "bio_learning_curves", out_dir), numbers, caption)
+
+
+@register
+def bio_name_probe(out_dir: str | Path | None = None, runs: str | Path | None = None) -> FigureResult:
+    """Allen-Zhu & Li's test of storage at the name: linear-probe accuracy of the attributes at the
+    last name token (best layer, cross-validated over individuals, mean over relations) against
+    chance, for every stored run that has probes, against each axis."""
+    records = load_runs(runs)
+    numbers: dict[str, float] = {}
+    fig, axes = _axes_figure("Attributes decodable at the last name token of '<bos> first last' "
+                             "(linear probe, 5-fold over individuals, best layer, mean over relations)")
+    for ax, axis in zip(axes, AXES, strict=True):
+        members = [r for r in _members(records, axis) if "probe_best" in run_numbers(r)]
+        ax.set_title(AXIS_TITLES[axis], fontsize=10)
+        if not members:
+            _empty(ax, axis)
+            continue
+        x = np.arange(len(members))
+        vals = [run_numbers(r) for r in members]
+        ax.bar(x, [v["probe_best"] for v in vals], color="tab:purple", width=0.6, label="probe accuracy")
+        ax.plot(x, [v["probe_chance"] for v in vals], "_", ms=20, mew=2, color="black", label="chance (majority value)")
+        ax.plot(x, [v["bio_recall"] for v in vals], "o", color="tab:red", label="bio recall (the model)")
+        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+        for r, v in zip(members, vals, strict=True):
+            numbers[f"{r['name']}_probe_best"] = v["probe_best"]
+            numbers[f"{r['name']}_probe_chance"] = v["probe_chance"]
+    axes[0].set_ylabel("accuracy")
+    _legend(fig, axes)
+    caption = ("Allen-Zhu & Li (Physics of LMs 3.1) find attributes linearly decodable at the name when biographies vary "
+               "in sentence order and phrasing. ")
+    best = {k.removesuffix("_probe_best"): v for k, v in numbers.items() if k.endswith("_probe_best")}
+    if best:
+        top = max(best, key=best.get)
+        caption += (f"Highest probe accuracy over {len(best)} probed runs: {best[top]:.2f} ({top}; chance "
+                    f"{numbers[top + '_probe_chance']:.2f}).")
+    else:
+        caption += "No stored run has probes yet."
+    return FigureResult("bio_name_probe", save(fig, "bio_name_probe", out_dir), numbers, caption)
