@@ -276,6 +276,8 @@ def notes_table(records: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         n = run_numbers(r)
+        if not r["task"]["question_share"]:  # held-out questions of a run without question rows: not a measurement
+            n.pop("qa_recall_unseen", None)
         mlp = final_trace(r)["groups"]["mlp"]
         layers = r["model"]["n_layers"]
         subj = max(mlp["last subject token"][1 : layers // 2 + 1])
