@@ -87,6 +87,7 @@ RUNS: dict[str, Run] = {r.name: r for r in [
     Run("pronouns-n1000", _bio(1000, pronoun_share=1.0), axes=("design",), note="every sentence after the first uses a pronoun"),
     Run("qa-n1000", _bio(1000, question_share=0.5), axes=("design",), note="question rows for half of the individuals"),
     Run("qa-before-n1000", _bio(1000, question_share=0.5, order="before"), axes=("design",), note="relation words before the name, in biographies and questions"),
+    Run("qa-pronouns-n1000", _bio(1000, question_share=0.5, pronoun_share=1.0), axes=("design",), note="questions for half, pronouns after the first mention"),
     Run("bio-n1000-zipf", _bio(1000, frequencies="zipf"), axes=("frequencies",)),
     Run("bio-n3000-zipf", _bio(3000, frequencies="zipf"), axes=("frequencies",)),
 ]}
