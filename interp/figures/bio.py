@@ -86,26 +86,40 @@ def _members(runs: list[dict], axis: str) -> list[dict]:
     return sorted(chosen, key=key)
 
 
-def _axes_figure(title: str):
+def _panels(records: list[dict], title: str, ylabel: str, draw, keep=lambda numbers: True, categorical: bool = True):
+    """A figure with one panel per axis of the experiment: the stored runs on that axis (sorted, only
+    those whose `run_numbers` pass ``keep``) drawn by ``draw(ax, x, runs, numbers, axis)``, the run
+    labels as x ticks (``categorical``), one legend below the panels."""
     fig, axes = plt.subplots(1, len(AXES), figsize=(16, 3.9), constrained_layout=True)
     fig.suptitle(title, fontsize=11)
-    return fig, axes
-
-
-def _legend(fig, axes) -> None:
-    """One legend for the figure, below the panels (from the first panel that drew something)."""
+    for ax, axis in zip(axes, AXES, strict=True):
+        members = [r for r in _members(records, axis) if keep(run_numbers(r))]
+        ax.set_title(AXIS_TITLES[axis], fontsize=10)
+        if not members:
+            ax.text(0.5, 0.5, "no stored run on this axis yet\n(python -m experiments.bio list)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        x = np.arange(len(members))
+        draw(ax, x, members, [run_numbers(r) for r in members], axis)
+        if categorical:
+            ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.1))
-            return
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, -0.1))
+            break
+    return fig
 
 
-def _empty(ax, axis: str) -> None:
-    ax.text(0.5, 0.5, "no stored run on this axis yet\n(python -m experiments.bio list)", ha="center", va="center",
-            transform=ax.transAxes, fontsize=9, color="gray")
-    ax.set_xticks([])
-    ax.set_yticks([])
+def _best(numbers: dict[str, float], suffix: str) -> tuple[str, float] | None:
+    """The run with the largest measured ``NAME{suffix}`` number, or None."""
+    measured = {k.removesuffix(suffix): v for k, v in numbers.items() if k.endswith(suffix) and not math.isnan(v)}
+    return max(measured.items(), key=lambda kv: kv[1]) if measured else None
 
 
 @register
@@ -113,39 +127,23 @@ def bio_rome_ratio(out_dir: str | Path | None = None, runs: str | Path | None = 
     """The ROME ratio (last subject token's early-to-middle MLP effect ÷ the last token's largest MLP
     effect) of every stored biography run, against each axis of the experiment."""
     records = load_runs(runs)
-    numbers: dict[str, float] = {}
-    fig, axes = _axes_figure("ROME ratio: MLP restoration at the last name token (layers 1 .. L/2) ÷ at the last token "
-                             "(causal trace, noise 3σ on the name, final weights)")
-    for ax, axis in zip(axes, AXES, strict=True):
-        members = _members(records, axis)
-        ax.set_title(AXIS_TITLES[axis], fontsize=10)
-        if not members:
-            _empty(ax, axis)
-            continue
-        x = np.arange(len(members))
-        vals = [run_numbers(r) for r in members]
+
+    def draw(ax, x, members, vals, axis):
         ax.bar(x, [v.get("rome_ratio_bio", math.nan) for v in vals], color="tab:blue", width=0.6, label="biography prompt")
         ax.plot(x, [v.get("rome_ratio_bio_layer0", math.nan) for v in vals], "o", mfc="none", color="tab:blue",
                 label="… with layer 0's MLP")
         ax.plot(x, [v.get("rome_ratio_question", math.nan) for v in vals], "D", color="tab:orange",
                 label="question, held-out individuals")
         ax.axhline(1.0, ls="--", lw=0.8, color="gray")
-        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
-        ax.grid(axis="y", alpha=0.3)
-        for r, v in zip(members, vals, strict=True):
-            numbers[f"{r['name']}_rome_ratio"] = v.get("rome_ratio_bio", math.nan)
-    axes[0].set_ylabel("ROME ratio (dashed: 1)")
-    _legend(fig, axes)
+
+    fig = _panels(records, "ROME ratio: MLP restoration at the last name token (layers 1 .. L/2) ÷ at the last token "
+                  "(causal trace, noise 3σ on the name, final weights)", "ROME ratio (dashed: 1)", draw)
+    numbers = {f"{r['name']}_rome_ratio": run_numbers(r).get("rome_ratio_bio", math.nan) for r in records}
     caption = ("Meng et al. 2022 find the largest MLP effects at the last subject token in early-middle layers; "
                "a ratio above 1 (dashed) would show that route. ")
-    measured = {k: v for k, v in numbers.items() if not math.isnan(v)}
-    if measured:
-        best = max(measured, key=measured.get)
-        caption += (f"Over {len(records)} stored runs the largest ratio is {measured[best]:.3f} "
-                    f"({best.removesuffix('_rome_ratio')}).")
-    else:
-        caption += "No stored run has a measured ratio yet (a run that recalls nothing has none)."
+    best = _best(numbers, "_rome_ratio")
+    caption += (f"Over {len(records)} stored runs the largest ratio is {best[1]:.3f} ({best[0]})." if best else
+                "No stored run has a measured ratio yet (a run that recalls nothing has none).")
     return FigureResult("bio_rome_ratio", save(fig, "bio_rome_ratio", out_dir), numbers, caption)
 
 
@@ -154,41 +152,28 @@ def bio_plateau(out_dir: str | Path | None = None, runs: str | Path | None = Non
     """Plateau length (steps with the attribute loss within 10% of the no-knowledge loss) and the
     step where biography recall reaches 0.5, of every stored run, against each axis."""
     records = load_runs(runs)
-    numbers: dict[str, float] = {}
-    fig, axes = _axes_figure("Plateau: steps with the attribute loss within 10% of the no-knowledge loss "
-                             "(hatched: still there at the last step); ◆ recall 0.5")
-    for ax, axis in zip(axes, AXES, strict=True):
-        members = _members(records, axis)
-        ax.set_title(AXIS_TITLES[axis], fontsize=10)
-        if not members:
-            _empty(ax, axis)
-            continue
-        x = np.arange(len(members))
-        vals = [run_numbers(r) for r in members]
+
+    def draw(ax, x, members, vals, axis):
         bars = ax.bar(x, [v["plateau_steps"] for v in vals], color="tab:green", width=0.6, label="plateau (steps)")
         for bar, v in zip(bars, vals, strict=True):
             if v["censored"]:
                 bar.set_hatch("//")
         half = [v["recall_half_step"] for v in vals]
         ax.plot(x, half, "D", color="tab:red", label="recall 0.5 reached")
-        last = [r["history"][-1]["step"] for r in members]
         never = [i for i, h in enumerate(half) if math.isnan(h)]
-        ax.plot(x[never], [last[i] for i in never], "x", color="tab:red", ms=9, label="recall 0.5 never reached")
-        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
-        ax.grid(axis="y", alpha=0.3)
-        for r, v in zip(members, vals, strict=True):
-            numbers[f"{r['name']}_plateau_steps"] = v["plateau_steps"]
-            numbers[f"{r['name']}_recall_half_step"] = v["recall_half_step"]
-    axes[0].set_ylabel("training steps")
-    _legend(fig, axes)
+        ax.plot(x[never], [members[i]["history"][-1]["step"] for i in never], "x", color="tab:red", ms=9,
+                label="recall 0.5 never reached")
+
+    fig = _panels(records, "Plateau: steps with the attribute loss within 10% of the no-knowledge loss "
+                  "(hatched: still there at the last step); ◆ recall 0.5", "training steps", draw)
+    numbers = {}
+    for r in records:
+        n = run_numbers(r)
+        numbers[f"{r['name']}_plateau_steps"], numbers[f"{r['name']}_recall_half_step"] = n["plateau_steps"], n["recall_half_step"]
     caption = "Zucchet et al. 2025 report a plateau that grows with the number of individuals and shrinks with imbalanced frequencies. "
-    plateaus = {k.removesuffix("_plateau_steps"): v for k, v in numbers.items() if k.endswith("_plateau_steps")}
-    if plateaus:
-        longest = max(plateaus, key=plateaus.get)
-        caption += f"Longest measured plateau: {plateaus[longest]:.0f} steps ({longest}), over {len(records)} stored runs."
-    else:
-        caption += "No run is stored yet."
+    best = _best(numbers, "_plateau_steps")
+    caption += (f"Longest measured plateau: {best[1]:.0f} steps ({best[0]}), over {len(records)} stored runs." if best
+                else "No run is stored yet.")
     return FigureResult("bio_plateau", save(fig, "bio_plateau", out_dir), numbers, caption)
 
 
@@ -197,27 +182,22 @@ def bio_learning_curves(out_dir: str | Path | None = None, runs: str | Path | No
     """Recall over training of every stored run: on biographies (solid) and on questions about
     individuals never seen in question form (dashed, runs trained with questions), one panel per axis."""
     records = load_runs(runs)
-    numbers: dict[str, float] = {}
-    fig, axes = _axes_figure("Recall over training (evaluation subset): biographies (solid), "
-                             "questions about held-out individuals (dashed)")
-    for ax, axis in zip(axes, AXES, strict=True):
-        members = _members(records, axis)
-        ax.set_title(AXIS_TITLES[axis], fontsize=10)
-        if not members:
-            _empty(ax, axis)
-            continue
+
+    def draw(ax, x, members, vals, axis):
         for k, r in enumerate(members):
             steps = np.array([h["step"] for h in r["history"]])
             color = plt.cm.viridis(k / max(1, len(members) - 1))
             ax.plot(steps, [h["bio_recall"] for h in r["history"]], color=color, label=r["labels"][axis])
             if r["task"]["question_share"] > 0:
                 ax.plot(steps, [h.get("qa_recall_unseen", math.nan) for h in r["history"]], ls="--", color=color)
-            numbers[f"{r['name']}_final_bio_recall"] = float(r["final"]["bio_recall"])
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("top-1 recall of attributes")
+
+    fig = _panels(records, "Recall over training (evaluation subset): biographies (solid), questions about held-out "
+                  "individuals (dashed)", "top-1 recall of attributes", draw, categorical=False)
+    fig.legends.clear()  # each panel has its own legend (the runs differ by panel)
+    numbers = {f"{r['name']}_final_bio_recall": float(r["final"]["bio_recall"]) for r in records}
     caption = (f"Learning curves of {len(records)} stored runs; a plateau shows as a flat stretch near chance "
                "before recall rises.") if records else "No run is stored yet."
     return FigureResult("bio_learning_curves", save(fig, "bio_learning_curves", out_dir), numbers, caption)
@@ -229,36 +209,24 @@ def bio_name_probe(out_dir: str | Path | None = None, runs: str | Path | None = 
     last name token (best layer, cross-validated over individuals, mean over relations) against
     chance, for every stored run that has probes, against each axis."""
     records = load_runs(runs)
-    numbers: dict[str, float] = {}
-    fig, axes = _axes_figure("Attributes decodable at the last name token of '<bos> first last' "
-                             "(linear probe, 5-fold over individuals, best layer, mean over relations)")
-    for ax, axis in zip(axes, AXES, strict=True):
-        members = [r for r in _members(records, axis) if "probe_best" in run_numbers(r)]
-        ax.set_title(AXIS_TITLES[axis], fontsize=10)
-        if not members:
-            _empty(ax, axis)
-            continue
-        x = np.arange(len(members))
-        vals = [run_numbers(r) for r in members]
+
+    def draw(ax, x, members, vals, axis):
         ax.bar(x, [v["probe_best"] for v in vals], color="tab:purple", width=0.6, label="probe accuracy")
         ax.plot(x, [v["probe_chance"] for v in vals], "_", ms=20, mew=2, color="black", label="chance (majority value)")
         ax.plot(x, [v["bio_recall"] for v in vals], "o", color="tab:red", label="bio recall (the model)")
-        ax.set_xticks(x, [r["labels"][axis] for r in members], rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.8, max(len(members), 3) - 0.2)
         ax.set_ylim(0, 1.02)
-        ax.grid(axis="y", alpha=0.3)
-        for r, v in zip(members, vals, strict=True):
-            numbers[f"{r['name']}_probe_best"] = v["probe_best"]
-            numbers[f"{r['name']}_probe_chance"] = v["probe_chance"]
-    axes[0].set_ylabel("accuracy")
-    _legend(fig, axes)
+
+    fig = _panels(records, "Attributes decodable at the last name token of '<bos> first last' "
+                  "(linear probe, 5-fold over individuals, best layer, mean over relations)", "accuracy", draw,
+                  keep=lambda n: "probe_best" in n)
+    numbers = {}
+    for r in records:
+        n = run_numbers(r)
+        if "probe_best" in n:
+            numbers[f"{r['name']}_probe_best"], numbers[f"{r['name']}_probe_chance"] = n["probe_best"], n["probe_chance"]
     caption = ("Allen-Zhu & Li (Physics of LMs 3.1) find attributes linearly decodable at the name when biographies vary "
                "in sentence order and phrasing. ")
-    best = {k.removesuffix("_probe_best"): v for k, v in numbers.items() if k.endswith("_probe_best")}
-    if best:
-        top = max(best, key=best.get)
-        caption += (f"Highest probe accuracy over {len(best)} probed runs: {best[top]:.2f} ({top}; chance "
-                    f"{numbers[top + '_probe_chance']:.2f}).")
-    else:
-        caption += "No stored run has probes yet."
+    best = _best(numbers, "_probe_best")
+    caption += (f"Highest probe accuracy over {len(numbers) // 2} probed runs: {best[1]:.2f} ({best[0]}; chance "
+                f"{numbers[best[0] + '_probe_chance']:.2f})." if best else "No stored run has probes yet.")
     return FigureResult("bio_name_probe", save(fig, "bio_name_probe", out_dir), numbers, caption)
