@@ -892,12 +892,18 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -
             narrow = answer and kind not in ("k", "v")  # reads the answer position alone
             cost = n * (1 if narrow else s)
             per = max(1, budget // cost)
+
+            # each edge's sender difference at the positions the receiver reads
+            read = {e: diff[g.edges[e][0]][:, qs] if narrow and diff[g.edges[e][0]].shape[1] == s else diff[g.edges[e][0]]
+                    for e in idx}
+            unchanged = {e for e in idx if not bool(read[e].any())}  # the edge changes nothing: 0 exactly
+            out[list(unchanged)] = 0.0
+            bar.update(len(unchanged))
+            idx = [e for e in idx if e not in unchanged]
             for j in range(0, len(idx), per):
                 part = idx[j : j + per]
                 E = len(part)
-                us = [g.edges[e][0] for e in part]
-                # the senders' differences at the positions the receiver reads: [E n sq d] (k, v: [E n s d])
-                D = torch.stack([diff[u][:, qs] if narrow and diff[u].shape[1] == s else diff[u] for u in us])
+                D = torch.stack([read[e] for e in part])  # [E n sq d] (k, v: [E n s d])
                 if kind == "logits":
                     final = c.final + D
                     logits = net.unembed(final[:, :, 0] if at is not None else final).flatten(0, 1)

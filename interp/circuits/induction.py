@@ -226,6 +226,7 @@ def _phase_passes(n: dict[str, float]) -> bool:
 
 # ---------------------------------------------------------------------------- automatic discovery
 N_DISCOVERY = 100  # key-path prompts for edge scores (seed 7, as the key_path claim)
+ACDC_TAU = 0.05  # ACDC's threshold (a drop in faithfulness) for the discovery_budget claim
 
 
 def _discovery(s: Subject) -> dict:
@@ -254,6 +255,58 @@ def measure_discovered(s: Subject) -> dict[str, float]:
 def _discovered_passes(n: dict[str, float]) -> bool:
     return (n["n_k_composition_kept"] >= 1 and n["n_induction"] > 0 and n["n_logit_edges_kept"] == n["n_induction"]
             and n["faithfulness_20"] >= 0.85)
+
+
+def mechanism_edges(prev: list[Head], induction: list[Head]) -> list[str]:
+    """The induction mechanism's edges on the key-path prompts: the embeddings into the previous-token
+    heads' values, previous-token heads into the induction heads' keys, the induction heads into the logits."""
+    return ([f"input -> a0.h{p}.v" for _, p in prev] + [f"a0.h{p} -> a1.h{i}.k" for _, p in prev for _, i in induction]
+            + [f"a1.h{i} -> logits" for _, i in induction])
+
+
+def measure_discovery_budget(s: Subject) -> dict[str, float]:
+    """The issue's target (faithfulness >= 0.9 with at most 10% of the edges) against the mechanism's
+    size: every mechanism-shaped circuit within the budget (a subset P of the previous-token heads and
+    I of the induction heads: |P| + |P||I| + |I| edges), the whole mechanism, and ACDC's circuit."""
+    from itertools import combinations
+
+    from patching import discovery, logit_diff
+
+    m = s.model
+    prompts = key_path_prompts(N_DISCOVERY, m.d_vocab)
+    prev, induction = _marked(_scores(s)["prev"], 0), _marked(_scores(s)["induction"], 1)
+    g = discovery.build_graph(m)
+    budget = g.n_edges // 10
+    nan = float("nan")
+    if not prev or not induction:
+        return {"n_edges": g.n_edges, "budget": budget, "n_candidates": 0, "best_in_budget": nan, "best_n_prev": nan,
+                "best_n_induction": nan, "mechanism_edges": nan, "mechanism": nan, "acdc_edges": nan,
+                "acdc_faithfulness": nan, "acdc_is_mechanism": 0}
+
+    def mask(names: list[str]) -> torch.Tensor:
+        out = torch.zeros(g.n_edges, dtype=torch.bool)
+        out[[g.index(e) for e in names]] = True
+        return out
+
+    subsets = lambda heads: [list(c) for r in range(1, len(heads) + 1) for c in combinations(heads, r)]  # noqa: E731
+    shapes = [(ps, ind) for ps in subsets(prev) for ind in subsets(induction) if len(mechanism_edges(ps, ind)) <= budget]
+    whole = mechanism_edges(prev, induction)
+    values = discovery.faithfulness(m, prompts, logit_diff, [mask(mechanism_edges(ps, ind)) for ps, ind in shapes] + [mask(whole)])
+    best = int(values[:-1].argmax()) if shapes else -1
+    acdc = discovery.acdc(m, prompts, logit_diff, tau=ACDC_TAU, progress=False)
+    return {
+        "n_edges": g.n_edges, "budget": budget, "n_candidates": len(shapes),
+        "best_in_budget": float(values[best]) if shapes else nan,
+        "best_n_prev": len(shapes[best][0]) if shapes else nan, "best_n_induction": len(shapes[best][1]) if shapes else nan,
+        "mechanism_edges": len(whole), "mechanism": float(values[-1]),
+        "acdc_edges": acdc.n_edges, "acdc_faithfulness": float(discovery.faithfulness(m, prompts, logit_diff, [acdc])[0]),
+        "acdc_is_mechanism": int(set(acdc.edge_names) == set(whole)),
+    }
+
+
+def _budget_passes(n: dict[str, float]) -> bool:
+    fits = n["n_candidates"] == 0 or n["best_in_budget"] < 0.9
+    return bool(fits and n["mechanism_edges"] > n["budget"] and n["mechanism"] >= 0.85)
 
 
 def measure_discovery_agreement(s: Subject) -> dict[str, float]:
@@ -325,14 +378,28 @@ CLAIMS = (
         "discovered",
         "Automatic discovery agrees with the hand-found circuit: on the key-path prompts, the top 20% of the edges by exact "
         "edge patching keep a previous-token head → induction head key edge and every induction head's write to the logits, "
-        "and reach faithfulness ≥ 0.85. (The issue's target, ≥ 0.9 with at most 10% of the edges, is not reached: the "
-        "circuit is spread over 2 previous-token heads × 4 induction heads; the 10% number is reported, not tested)",
+        "and reach faithfulness ≥ 0.85. (The top 10% reaches far less, reported, not tested: see discovery_budget)",
         "discovery_induction_circuit", measure_discovered, _discovered_passes,
         lambda n: (f"top {int(n['k_20'])} of {int(n['n_edges'])} edges: faithfulness {n['faithfulness_20']:.3f}, "
                    f"{int(n['n_k_composition_kept'])} of {int(n['n_k_composition'])} prev→induction key edges, "
                    f"{int(n['n_logit_edges_kept'])} of {int(n['n_induction'])} induction→logits edges; top {int(n['k_10'])} "
                    f"(10%): faithfulness {n['faithfulness_10']:.3f}"),
         tolerances={"n_*": EXACT, "k_*": EXACT},
+    ),
+    Claim(
+        "discovery_budget",
+        "The issue's discovery target (faithfulness ≥ 0.9 with at most 10% of the edges) is out of reach for this "
+        "mechanism: the embeddings → previous-token values, previous-token → induction key and induction → logits "
+        "edges number more than 10% of the graph and reach ≥ 0.85 together, while every circuit of that shape within "
+        "10% stays below 0.9. (ACDC at τ = 0.05 is reported: it keeps exactly those edges)",
+        "discovery_faithfulness", measure_discovery_budget, _budget_passes,
+        lambda n: (f"mechanism: {n['mechanism_edges']:.0f} of {n['n_edges']:.0f} edges, faithfulness {n['mechanism']:.3f}; "
+                   f"best of {n['n_candidates']:.0f} mechanism-shaped circuits within {n['budget']:.0f} edges "
+                   f"({n['best_n_prev']:.0f} prev × {n['best_n_induction']:.0f} induction heads): {n['best_in_budget']:.3f}; "
+                   f"ACDC (τ = {ACDC_TAU}): {n['acdc_edges']:.0f} edges, faithfulness {n['acdc_faithfulness']:.3f}"
+                   f"{', the mechanism' if n['acdc_is_mechanism'] else ''}"),
+        tolerances={"n_*": EXACT, "budget": EXACT, "best_n_*": EXACT, "mechanism_edges": EXACT, "acdc_edges": EXACT,
+                    "acdc_is_mechanism": EXACT},
     ),
     Claim(
         "discovery_agreement",

@@ -46,6 +46,21 @@ def test_discovered(check_claim):
     check_claim(CARD, "discovered")
 
 
+def test_discovery_budget(check_claim):
+    check_claim(CARD, "discovery_budget")
+
+
+def test_discovery_budget_claim_fails_when_a_small_circuit_suffices():
+    claim = circuits.get(CARD).claim("discovery_budget")
+    numbers = {"n_edges": 81, "budget": 8, "n_candidates": 38, "best_in_budget": 0.31, "best_n_prev": 2,
+               "best_n_induction": 2, "mechanism_edges": 14, "mechanism": 0.9, "acdc_edges": 14,
+               "acdc_faithfulness": 0.9, "acdc_is_mechanism": 1}
+    assert claim.passes(numbers)
+    assert not claim.passes({**numbers, "best_in_budget": 0.93})  # a mechanism-shaped circuit within 10% is enough
+    assert not claim.passes({**numbers, "mechanism_edges": 8})  # the mechanism itself fits the budget
+    assert not claim.passes({**numbers, "mechanism": 0.6})  # the mechanism does not explain the behaviour
+
+
 def test_discovery_agreement(check_claim):
     check_claim(CARD, "discovery_agreement")
 
