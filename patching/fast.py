@@ -329,12 +329,28 @@ def _schedule(
     split = nb > 0 and p0 > 0 and _split_pays(nb * p0 * L * flops)
     first = [_Seg(0, 0, [], n), _Seg(0, p0, [], nb, source=True)] if split else [_Seg(0, 0, [], n + nb)]
     passes = _plan_passes(order, per_chunk, n, S, flops, first)
+    if only_answer:
+        _narrow_first_layers(passes, live, S, L)
     edits = [_Edits([live[i] for seg in segs for i in seg.cells], segs, n, S, number == 0) for number, segs in enumerate(passes)]
     done = [torch.tensor([i for seg in segs for i in seg.cells], dtype=torch.long) for segs in passes]
     return _Schedule(
         noop, passes, edits, done, late=any(seg.late for segs in passes for seg in segs),
         want_src=frozenset((s.kind, s.layer) for cell in cells for s in cell), split=split,
     )
+
+
+def _narrow_first_layers(passes: list[list[_Seg]], live, S: int, L: int) -> None:
+    """Set ``p1`` of the late segments (first layer before the last) whose sites at their first layer
+    all have positions: the last of them (patching z, attn_out, resid_mid, mlp_out or resid_post at
+    position p changes only position p of that layer's residual stream)."""
+    for seg in (seg for segs in passes for seg in segs):
+        if not (seg.late and seg.cells and seg.start < L - 1):
+            continue
+        at_start = [site for i in seg.cells for site in live[i] if site.layer == seg.start]
+        if at_start and all(site.pos is not None for site in at_start):
+            p1 = max(site.pos % S for site in at_start)
+            if p1 < S - 1:
+                seg.p1 = p1
 
 
 def _split_pays(saved_flops: float) -> bool:
@@ -521,6 +537,8 @@ class _Net:
             last = ans is not None and lay == L - 1
             if tokens is not None:
                 store.record_base("resid_pre", lay, x[: store.n * S].view(store.n, S, d))
+            if any(entry[0].p1 is not None and entry[0].start == lay - 1 for entry in layout):
+                x = _widen(x, layout, store, lay)
             early = [seg for seg in segs if seg.cells and seg.start == lay and not seg.late]
             if early:  # each intervention's copy of the base run from p0 on
                 x = _join(x, layout, early, [(store.resid_pre[lay][:, seg.p0 :], seg.p0) for seg in early], store.n)
@@ -551,7 +569,7 @@ class _Net:
         run's residual stream (``x``) and z (appended to ``zs``) from p0 on, or at the answer position
         alone on the last layer (``ans``)."""
         S, n = store.S, store.n
-        windows = [(ans, 1) if ans is not None else (seg.p0, S - seg.p0) for seg in late]
+        windows = [(ans, 1) if ans is not None else (seg.p0, (S if seg.p1 is None else seg.p1 + 1) - seg.p0) for seg in late]
         x = _join(x, layout, late, [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows], n)
         for seg, w in zip(late, windows, strict=True):
             zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // n)
@@ -713,6 +731,25 @@ def _to_answers(x: Tensor, layout: list, ans: int, index: Tensor) -> Tensor:
     return x
 
 
+def _widen(x: Tensor, layout: list, store: _Store, lay: int) -> Tensor:
+    """The flat ``x`` with each narrow segment that started at layer ``lay - 1`` (computing positions
+    p0..p1 there) widened to positions p0..S-1 at layer ``lay``: positions after p1 are the base run's
+    resid_pre of layer ``lay`` (unchanged: nothing has read the patched positions yet)."""
+    S, n, d = store.S, store.n, x.shape[-1]
+    parts, at = [], 0
+    for entry in layout:
+        seg, off, tok, first = entry
+        part = x[off : off + seg.rows * tok]
+        if seg.p1 is not None and seg.start == lay - 1 and first + tok < S:
+            rest = store.resid_pre[lay][:, first + tok :]  # [n, S - first - tok, d]
+            part = torch.cat([part.view(seg.rows, tok, d), rest.repeat(seg.rows // n, 1, 1)], dim=1).reshape(-1, d)
+            entry[2] = S - first
+        entry[1] = at
+        at += part.shape[0]
+        parts.append(part)
+    return torch.cat(parts)
+
+
 def _answer_index(layout: list, ans: int, device) -> Tensor:
     """The flat token index of each row's answer position, rows in segment order."""
     index = [off + (ans - p) + tok * r for seg, off, tok, p in layout for r in range(seg.rows)]
@@ -731,6 +768,9 @@ class _Seg:
     rows: int
     late: bool = False  # joins after the attention of layer ``start``, from the base run's z
     source: bool = False  # the source prompts alone (from p0 on, the base run's keys / values before)
+    # a late segment whose sites at layer ``start`` all lie at positions p0..p1 computes only those
+    # there (later positions are unchanged until the next attention), then widens to p0..S-1
+    p1: int | None = None
 
 
 #: fixed cost of one segment through one layer (its attention's Python and kernel launches), in

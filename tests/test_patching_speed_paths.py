@@ -172,3 +172,28 @@ def test_fast_engine_equals_the_reference_loop_on_random_site_sets(models, sourc
 
     check()
     assert source_split["splits"] or not source_split["forced"]  # some examples ran a split source
+
+
+@pytest.mark.parametrize("kind", ["z", "attn_out", "resid_mid", "mlp_out", "resid_post"])
+@pytest.mark.parametrize("same_until", [0, 3])
+def test_narrow_first_layers_equal_hooks(models, monkeypatch, kind, same_until):
+    """A late segment whose sites at its first layer lie at positions p0..p1 computes only those there and
+    widens to p0..S-1 at the next layer (`_widen`). Forced for every segment by making segments free (each
+    first position its own segment), and checked against the hook engine and the reference loop."""
+    widened = []
+    original = fast_engine._widen
+    monkeypatch.setattr(fast_engine, "SEGMENT_OVERHEAD_FLOPS", 0.0)
+    monkeypatch.setattr(fast_engine, "_widen", lambda *a: widened.append(a[3]) or original(*a))
+    fast_engine._schedule.cache_clear()
+    model = models["mlp"]
+    prompts = make_prompts(same_until=same_until)
+    try:
+        got = activation_patch(model, prompts, kind, logit_diff, by_pos=True, engine="fast", progress=False)
+        hooks = activation_patch(model, prompts, kind, logit_diff, by_pos=True, engine="hooks", progress=False)
+        sets = [[Site(kind, 0, pos=2), Site(kind, 1, pos=5)], [Site(kind, 1, pos=3), Site(kind, 1, pos=6)]]
+        pairs = activation_patch(model, prompts, sets, logit_diff, engine="fast", progress=False)
+    finally:
+        fast_engine._schedule.cache_clear()
+    assert sorted(set(widened)) == [1, 2]  # segments starting at layers 0 and 1 widened at the next layer
+    torch.testing.assert_close(got.values, hooks.values, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pairs.values, reference_patch(model, prompts, sets, logit_diff).values, atol=1e-5, rtol=1e-4)
