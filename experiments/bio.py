@@ -102,19 +102,23 @@ AXIS_LABELS = {
 
 
 # =============================================================================== running
-def trace_run(model, world, step: int) -> list[dict]:
-    """Causal traces of the biography prompt (and, with question rows, of the question about
-    held-out individuals): per-layer indirect effects in ROME's groups and the ROME ratio."""
+def trace_forms(world) -> list[str]:
+    """The prompt forms a run is traced on: the biography sentence; the question (about held-out
+    individuals) when the run has question rows; the pronoun sentence when it has pronouns."""
+    return ["bio"] + (["question"] if world.question_set else []) + (["pronoun"] if world.config.pronoun_share > 0 else [])
+
+
+def trace_run(model, world, step: int, forms: list[str] | None = None) -> list[dict]:
+    """Causal traces of each prompt form (default `trace_forms`) on held-out individuals where there
+    are any: per-layer indirect effects in ROME's groups and the ROME ratio."""
     from interp.tasks.bio import rome_ratio, to_text
     from patching import causal_trace
     from patching.causal_tracing import GROUPS
 
     relation = world.config.relations[0]
-    specs = [("bio", world.held_out or list(range(len(world.names))))]
-    if world.question_set:
-        specs.append(("question", world.held_out))
+    pool = world.held_out or list(range(len(world.names)))
     out = []
-    for form, pool in specs:
+    for form in forms or trace_forms(world):
         who = pool[:: max(1, len(pool) // TRACE_PROMPTS)][:TRACE_PROMPTS]
         p = world.fact_prompts(relation, form=form, individuals=who, seed=0)
         trace = causal_trace(model, p.clean, p.metadata["subject_pos"].tolist(), p.answers, noise=3.0, samples=10,
@@ -169,6 +173,22 @@ def add_probe(name: str, out_dir: Path = STORE) -> dict:
     record = json.loads(path.read_text())
     model = load_native_dir(CACHE / name)
     record["probe"] = probe_run(model, Biographies(BioConfig(**record["task"])))
+    path.write_text(json.dumps(_clean(record), indent=1) + "\n")
+    return record
+
+
+def add_traces(name: str, forms: list[str], out_dir: Path = STORE) -> dict:
+    """Trace the cached final weights of a stored run on more prompt forms and add them to its JSON."""
+    from interp.models import load_native_dir
+    from interp.tasks.bio import BioConfig, Biographies
+
+    path = Path(out_dir) / f"{name}.json"
+    record = json.loads(path.read_text())
+    world = Biographies(BioConfig(**record["task"]))
+    step = record["train"]["steps"]
+    new = trace_run(load_native_dir(CACHE / name), world, step, forms)
+    done = {(t["step"], t["form"]) for t in new}
+    record["traces"] = [t for t in record["traces"] if (t["step"], t["form"]) not in done] + new
     path.write_text(json.dumps(_clean(record), indent=1) + "\n")
     return record
 
@@ -336,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bio", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered runs, their axes, and the stored outcome of each")
+    p = sub.add_parser("trace", help="add causal traces of more prompt forms (bio, question, pronoun) to a stored run from its cached weights")
+    p.add_argument("name")
+    p.add_argument("forms", nargs="+", choices=("bio", "question", "pronoun"))
     p = sub.add_parser("probe", help="add the name-token probes to a stored run from its cached weights (.cache/bio-runs/NAME)")
     p.add_argument("name")
     sub.add_parser("notes", help=f"rewrite the table of stored runs in {NOTES.relative_to(ROOT)}")
@@ -355,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in RUNS.values():
                 state = summary(stored[r.name]) if r.name in stored else "not run"
                 print(f"{r.name:<18} {','.join(r.axes):<36} {state}")
+            return 0
+        if args.command == "trace":
+            record = add_traces(args.name, args.forms)
+            print({t["form"]: round(t["rome_ratio"], 4) if t["rome_ratio"] is not None else None
+                   for t in record["traces"] if t["step"] == record["train"]["steps"]})
             return 0
         if args.command == "probe":
             print(add_probe(args.name)["probe"])

@@ -36,7 +36,7 @@ def test_registry_covers_the_axes():
 def tiny_record(tmp_path_factory):
     """A registered-run record from a run of 6 steps of a tiny model (a couple of seconds)."""
     out = tmp_path_factory.mktemp("runs")
-    tiny = exp.Run("tiny", exp._bio(20, question_share=0.5), model=dict(n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64),
+    tiny = exp.Run("tiny", exp._bio(20, question_share=0.5, pronoun_share=0.5), model=dict(n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64),
                    axes=("individuals", "design"), steps=8, batch_size=8, eval_every=4)
     saved = dict(exp.RUNS)
     exp.RUNS["tiny"] = tiny
@@ -58,7 +58,7 @@ def test_a_run_stores_its_command_history_and_traces(tiny_record):
     assert stored["command"].endswith("experiments.bio run tiny") and stored["task"]["n_individuals"] == 20
     assert [h["step"] for h in stored["history"]] == [0, 2, 4, 8]  # every 4 steps and the traced quarter
     assert {"bio_recall", "qa_recall_seen", "qa_recall_unseen", "attribute_loss"} <= set(stored["history"][-1])
-    assert {(t["step"], t["form"]) for t in stored["traces"]} == {(s, f) for s in (2, 4, 8) for f in ("bio", "question")}
+    assert {(t["step"], t["form"]) for t in stored["traces"]} == {(s, f) for s in (2, 4, 8) for f in ("bio", "question", "pronoun")}
     assert len(stored["traces"][-1]["groups"]["mlp"]["last token"]) == 2
     assert set(stored["probe"]["accuracy"]) == set(stored["task"]["relations"])  # None where too few individuals
     assert (out / "cache" / "tiny" / "model.safetensors").exists()  # the final weights, for later analysis

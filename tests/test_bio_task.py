@@ -157,6 +157,18 @@ def test_fact_prompts_replace_only_the_subject(world, form, order):
         world.fact_prompts("likes")
 
 
+def test_pronoun_prompts_name_the_individual_first_and_refer_back(world):
+    p = world.fact_prompts("employer", form="pronoun", individuals=list(range(30)))
+    assert p.metadata["subject_pos"][0].tolist() == [1, 2] and p.clean.shape[1] > 8
+    for k, i in enumerate(p.metadata["individual"].tolist()):
+        assert p.clean[k, 1:3].tolist() == _name_ids(world, i)
+        assert ID[bio.PRONOUNS[world.genders[i]]["{S}"]] in p.clean[k].tolist()
+        assert p.answers[k] == ID[world.attributes["employer"][i]]
+        assert ID[world.attributes["employer"][i]] not in p.clean[k].tolist()  # the answer is not in the context
+    with pytest.raises(InputError, match="one relation"):
+        Biographies(BioConfig(n_individuals=10, relations=("major",))).fact_prompts("major", form="pronoun")
+
+
 def test_recall_groups_with_an_oracle_and_a_blank_model(world):
     def oracle(tokens):  # reads the next token: recall 1 wherever the labels line up
         return torch.nn.functional.one_hot(tokens.roll(-1, 1), bio.d_vocab).float() * 30

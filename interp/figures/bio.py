@@ -45,11 +45,12 @@ def final_trace(record: dict, form: str = "bio") -> dict | None:
 
 
 def run_numbers(record: dict) -> dict[str, float]:
-    """ROME ratios (biography prompt; question prompt about held-out individuals where trained with
-    questions), plateau numbers, final recall and the name-token probe (``probe_best``: best-layer
+    """ROME ratios (biography prompt; question about held-out individuals where trained with questions;
+    pronoun sentence where trained with pronouns), plateau numbers, final recall and the name-token
+    probe (``probe_best``: best-layer
     accuracy averaged over relations; ``probe_chance``) of one stored run, from its record."""
     out: dict[str, float] = {}
-    for form in ("bio", "question"):
+    for form in ("bio", "question", "pronoun"):
         t = final_trace(record, form)
         if t is not None:
             mlp = t["groups"]["mlp"]
@@ -134,6 +135,8 @@ def bio_rome_ratio(out_dir: str | Path | None = None, runs: str | Path | None = 
                 label="… with layer 0's MLP")
         ax.plot(x, [v.get("rome_ratio_question", math.nan) for v in vals], "D", color="tab:orange",
                 label="question, held-out individuals")
+        ax.plot(x, [v.get("rome_ratio_pronoun", math.nan) for v in vals], "s", color="tab:green",
+                label="pronoun sentence (name far away)")
         ax.axhline(1.0, ls="--", lw=0.8, color="gray")
 
     fig = _panels(records, "ROME ratio: MLP restoration at the last name token (layers 1 .. L/2) ÷ at the last token "

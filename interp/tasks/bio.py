@@ -416,9 +416,13 @@ class Biographies:
                      individuals: list[int] | None = None, seed: int = 0) -> PromptSet:
         """Prompts ending right before the attribute, for causal tracing: ``form="bio"`` the start of a
         biography sentence (``<bos> ann stone was born in`` -> paris), ``"question"`` a question
-        (``<bos> what is the birth city of ann stone ?`` -> paris). ``order``: "after" / "before"
-        (default: the world's, "after" when mixed). Corrupted: another individual with a different
-        attribute. ``metadata``: ``subject_pos`` ``[prompt 2]``, ``individual``, ``relation``, ``form``."""
+        (``<bos> what is the birth city of ann stone ?`` -> paris), ``"pronoun"`` a second sentence
+        that refers to the individual by pronoun, after a first sentence (template 0 of another
+        relation) that names them (``<bos> ann stone works for acme . she was born in`` -> paris), so
+        that the name is far from the prediction. ``order``: "after" / "before" (default: the
+        world's, "after" when mixed). Corrupted: another individual with a different attribute (in
+        the pronoun form the first sentence and the pronoun change with them). ``metadata``:
+        ``subject_pos`` ``[prompt 2]`` (the name), ``individual``, ``relation``, ``form``, ``order``."""
         if relation not in self.config.relations:
             raise InputError(f"Unknown relation {relation!r}; this world has {', '.join(self.config.relations)}.")
         order = order or ("after" if self.config.order == "mixed" else self.config.order)
@@ -428,8 +432,12 @@ class Biographies:
             texts = TEMPLATES[relation][order]
         elif form == "question":
             texts = [QUESTIONS[relation][order]]
+        elif form == "pronoun":
+            texts = TEMPLATES[relation][order]
+            if len(self.config.relations) < 2:
+                raise InputError("form='pronoun' needs a first sentence about another relation; this world has one relation.")
         else:
-            raise InputError(f"form must be 'bio' (a biography sentence) or 'question', got {form!r}.")
+            raise InputError(f"form must be 'bio' (a biography sentence), 'question' or 'pronoun', got {form!r}.")
         if not 0 <= template < len(texts):
             raise InputError(f"template must lie in 0..{len(texts) - 1} for form {form!r}, got {template}.")
         text = texts[template]
@@ -437,12 +445,18 @@ class Biographies:
         rng = random.Random(seed)
         clean, corrupted, answers, wrong = [], [], [], []
         values = self.attributes[relation]
+        first = next(r for r in self.config.relations if r != relation)
         for i in who:
             other = rng.choice([o for o in range(len(self.names)) if values[o] != values[i]])
-            (ids, off), (ids2, off2) = self.sentence(i, relation, text), self.sentence(other, relation, text)
-            clean.append([BOS, *ids[:off]]), corrupted.append([BOS, *ids2[:off2]])
-            answers.append(ids[off]), wrong.append(ids2[off2])
-        start = 1 + text.split().index(next(w for w in text.split() if w in SLOTS))
+            rows = []
+            for j in (i, other):
+                ids, off = self.sentence(j, relation, text, name=form != "pronoun")
+                lead = self.sentence(j, first, TEMPLATES[first][order][0])[0] if form == "pronoun" else []
+                rows.append(([BOS, *lead, *ids[:off]], ids[off]))
+            (c, a), (c2, a2) = rows
+            clean.append(c), corrupted.append(c2), answers.append(a), wrong.append(a2)
+        lead_text = TEMPLATES[first][order][0] if form == "pronoun" else text
+        start = 1 + lead_text.split().index(next(w for w in lead_text.split() if w in SLOTS))
         return PromptSet(
             torch.tensor(clean), torch.tensor(corrupted), torch.tensor(answers), torch.tensor(wrong),
             metadata={"subject_pos": torch.tensor([[start, start + 1]] * len(who)), "individual": torch.tensor(who),
