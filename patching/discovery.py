@@ -27,12 +27,18 @@ Hanna, Pezzelle & Belinkov 2024, "Have faith in faithfulness"; Conmy et al. 2023
     circuit = scores.circuit(k=20)                                  # or threshold=..., or acdc(model, ..., tau=0.01)
     circuit.faithfulness(model, prompts, logit_diff); circuit.draw()
 
-Two engines run the graph: on native TransformerLens models (``patching.fast`` covers them) the
-forward is driven directly, each head computing its q, k and v from inputs of its own (about the
-cost of a plain forward); on any other `HookedModel` (any backend with the sites resid_pre, q, k, v,
-z and resid_post, and resid_mid / mlp_out for MLPs) hooks run every layer's attention on 1 + (heads
-x 3) copies of the batch, one per receiver. ``engine="hooks"`` forces the second; both give the
-same numbers.
+Two engines run the graph. On native TransformerLens models (those `patching.fast` covers) the
+forward is driven directly and does only the work that changes: positions before the first token
+where clean and corrupted prompts differ are computed once (no edge changes them), and the last
+layer computes the answer query alone when the metric reads only the answer. EAP / EAP-IG take one
+backward to the heads' q, k and v projections (no parameter gradients) and contract it with the
+senders' differences through the layer norm's Jacobian in closed form (`_NormDot`); exact scores
+recompute only the receiver at its layer (one head, one MLP or the final norm) and the layers after
+it, many edges per pass; circuits (faithfulness, ACDC) run the whole graph with each head's inputs
+of its own. On any other `HookedModel` (any backend with the sites resid_pre, q, k, v, z and
+resid_post, and resid_mid / mlp_out for MLPs) hooks run every layer's attention on 1 + (heads x 3)
+copies of the batch, one per receiver. ``engine="hooks"`` forces the second; both give the same
+numbers.
 """
 
 from __future__ import annotations
