@@ -293,7 +293,7 @@ def notes_table(records: list[dict]) -> list[str]:
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
     lines = ["| run | axes | N | layers | steps | time (s) | bio recall | QA seen | QA held-out | ROME ratio | with layer 0 | "
-             "question prompt | subject MLP L1..L/2 | last-token MLP max | name probe (best layer / chance) | plateau (steps) | recall 0.5 at |",
+             "question / pronoun prompt | subject MLP L1..L/2 | last-token MLP max | name probe (best layer / chance) | plateau (steps) | recall 0.5 at |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         n = run_numbers(r)
@@ -306,7 +306,7 @@ def notes_table(records: list[dict]) -> list[str]:
             f"| `{r['name']}` | {', '.join(r['axes'])} | {r['task']['n_individuals']} | {layers} | {r['train']['steps']} | "
             f"{r['time_s']:.0f} | {f(n.get('bio_recall'))} | {f(n.get('qa_recall_seen'))} | {f(n.get('qa_recall_unseen'))} | "
             f"{f(n.get('rome_ratio_bio'), '{:.3f}')} | {f(n.get('rome_ratio_bio_layer0'), '{:.3f}')} | "
-            f"{f(n.get('rome_ratio_question'), '{:.3f}')} | {subj:.3f} | {max(mlp['last token']):.3f} | {_probe_cell(r)} | "
+            f"{f(n.get('rome_ratio_question'), '{:.3f}')} / {f(n.get('rome_ratio_pronoun'), '{:.3f}')} | {subj:.3f} | {max(mlp['last token']):.3f} | {_probe_cell(r)} | "
             f"{n['plateau_steps']:.0f}{' (censored)' if n['censored'] else ''} | {f(n['recall_half_step'], '{:.0f}')} |")
     return lines
 
