@@ -14,11 +14,12 @@ from position 5 on; sweeps resid_pre [layer pos], z [layer head], z [layer pos h
 bridge (the same cells, TL's generic patcher), timed interleaved (`timed_pair`).
 
 A sweep at these sizes is thousands of forwards of a 100M-parameter model: on a 2-core CPU TL's
-side of one 8 x 64 head sweep takes hours. So by default both sides run the same random sample of
-the sweep's cells (``--sample``; a quarter of that at 8 x 64), and the sweep's time is extrapolated
-from it (at 4 x 16 ours runs the whole sweep, as a user would, and only TL's time is extrapolated; at
-8 x 64 ours runs the sampled cells as a list of single-site interventions, which shares less work
-than the whole sweep, so its estimate is pessimistic): each side's per-sweep cost (ours: the base and source runs,
+side of one 8 x 64 head sweep takes hours. So by default each side's time for the whole sweep is
+extrapolated from a sample of its cells. TL runs ``--sample`` random cells
+(a quarter of that at 8 x 64). At 4 x 16 ours runs the whole sweep, as a user would; at 8 x 64 it
+runs whole groups of the cells the full sweep computes together (a layer's or a layer and
+position's heads; resid_pre cells are single), chosen at random, three times TL's sample, and TL's
+cells are drawn from those. Extrapolated: each side's per-sweep cost (ours: the base and source runs,
 timed as a sweep whose only cell is a no-op; TL's: ``run_with_cache`` of the clean prompts) once,
 plus the rest of the sampled time scaled by cells / sampled cells; ``--full`` runs every cell. The
 work ratio divides our sweep time by what the sweep strictly needs: one forward for the source
@@ -148,18 +149,38 @@ def needed(cells: list[tuple], L: int, S: int, t_body: float, t_unembed: float) 
     return total
 
 
+def sample_cells(every: list[tuple], kind: str, by_pos, ours_full: bool, tl_sample: int | None, seed: int):
+    """(ours' cells, TL's cells). Ours: every cell, or whole groups of the cells the full sweep computes
+    together (all heads of a layer, or of a layer and position) until there are three times TL's
+    sample; TL's: a random ``tl_sample`` of ours' cells (TL runs each cell alone anyway)."""
+    g = torch.Generator().manual_seed(seed)
+    if tl_sample is None or tl_sample >= len(every):
+        return every, every
+    ours = every
+    if not ours_full:
+        groups: dict = {}
+        for cell in every:
+            groups.setdefault((cell[0], cell[1]), []).append(cell)  # resid_pre: one cell per group
+        keys = list(groups)
+        ours = []
+        for i in torch.randperm(len(keys), generator=g).tolist():
+            ours += groups[keys[i]]
+            if len(ours) >= 3 * tl_sample:
+                break
+        ours = sorted(ours, key=every.index)
+    theirs = [ours[i] for i in sorted(torch.randperm(len(ours), generator=g)[:tl_sample].tolist())]
+    return ours, theirs
+
+
 def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, rounds: int, t_body, t_unembed,
              ours_full: bool) -> dict:
-    """One sweep, ours and TL's; ``ours_full``: ours runs the whole sweep (as a user would) while TL runs
-    the sample, so that only TL's time is extrapolated."""
+    """One sweep, ours and TL's, each on its sample (`sample_cells`; ``ours_full``: ours runs the whole
+    sweep, as a user would), extrapolated to the whole sweep with the per-sweep costs counted once."""
     name, kind, by_pos, tl_name = sweep
     L, H, S = model.n_layers, model.n_heads, prompts.seq_len
     every = cells_of(kind, by_pos, L, H, S)
-    cells = every
-    if sample is not None and sample < len(every):
-        g = torch.Generator().manual_seed(seed)
-        cells = [every[i] for i in sorted(torch.randperm(len(every), generator=g)[:sample].tolist())]
-    sites = [[interp.Site(kind, layer, head, pos)] for layer, pos, head in (every if ours_full else cells)]
+    ours_cells, cells = sample_cells(every, kind, by_pos, ours_full, sample, seed)
+    sites = [[interp.Site(kind, layer, head, pos)] for layer, pos, head in ours_cells]
     tl_metric = metrics.mean(logit_diff, prompts)
     index_df = pd.DataFrame([(c[0],) + tuple(x for x in c[1:] if x is not None) for c in cells],
                             columns=["layer"] + (["pos"] if kind == "resid_pre" or by_pos else []) + (["head"] if kind == "z" else []))
@@ -176,20 +197,17 @@ def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, round
 
     t_ours, result, t_tl, tl_vals = timed_pair(ours, theirs, rounds)
     assert result.settings.get("engine") == "fast", result.settings
-    values = result.values
-    if ours_full and len(cells) < len(every):
-        values = values[torch.tensor([every.index(c) for c in cells])]
+    values = result.values[torch.tensor([ours_cells.index(c) for c in cells])]
     diff = float((values - tl_vals.detach().float().cpu()).abs().max())
     if len(cells) < len(every):  # per-sweep costs once, per-cell costs scaled to every cell
-        scale = len(every) / len(cells)
         fixed_tl = timed(lambda: bridge.run_with_cache(prompts.clean))
-        t_tl = fixed_tl + max(t_tl - fixed_tl, 0.0) * scale
-        if not ours_full:
-            noop = [[interp.Site(kind, L - 1, 0 if kind == "z" else None, 0)]]  # inside the shared prefix: no work
-            fixed_ours = timed(lambda: activation_patch(model, prompts, noop, logit_diff, progress=False))
-            t_ours = fixed_ours + max(t_ours - fixed_ours, 0.0) * scale
-    return dict(sweep=name, cells=len(every), sampled=len(cells), ours_full=ours_full, ours_s=t_ours, tl_s=t_tl, speedup=t_tl / t_ours,
-                max_diff=diff, work_ratio=t_ours / (needed(every, L, S, t_body, t_unembed) + t_body))
+        t_tl = fixed_tl + max(t_tl - fixed_tl, 0.0) * len(every) / len(cells)
+    if len(ours_cells) < len(every):
+        noop = [[interp.Site(kind, L - 1, 0 if kind == "z" else None, 0)]]  # inside the shared prefix: no work
+        fixed_ours = timed(lambda: activation_patch(model, prompts, noop, logit_diff, progress=False))
+        t_ours = fixed_ours + max(t_ours - fixed_ours, 0.0) * len(every) / len(ours_cells)
+    return dict(sweep=name, cells=len(every), sampled=len(cells), ours_sampled=len(ours_cells), ours_s=t_ours, tl_s=t_tl,
+                speedup=t_tl / t_ours, max_diff=diff, work_ratio=t_ours / (needed(every, L, S, t_body, t_unembed) + t_body))
 
 
 def body_and_unembed(hf, tokens) -> tuple[float, float]:
@@ -241,7 +259,7 @@ def fmt(r: dict) -> str:
     head = f"{r['model']:<28} {r['backend']:<16} {r['regime']:<5} {r['sweep']:<31}"
     if "forwards" in r:
         return f"{head} {r['forwards']:.2f} forwards [<=3: {'PASS' if r['forwards'] <= 3 else 'FAIL'}]"
-    cells = f"TL {r['sampled']}/{r['cells']} cells" if r["ours_full"] else f"{r['sampled']}/{r['cells']} cells"
+    cells = f"ours {r['ours_sampled']}, TL {r['sampled']} of {r['cells']} cells"
     return (f"{head} ours {r['ours_s']:8.2f} s  TL {r['tl_s']:9.2f} s  ({cells})  "
             f"x{r['speedup']:5.1f} [>={r['target']:.0f}: {'PASS' if r['speedup'] >= r['target'] else 'FAIL'}]  "
             f"diff {r['max_diff']:.1e} [{'PASS' if r['max_diff'] <= 1e-4 else 'FAIL'}]  "
