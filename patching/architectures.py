@@ -98,7 +98,7 @@ class _HF(_Net):
         self.ln_out = _module(_part(self.base, norm))
         self.head = _fn(_raw(hf.get_output_embeddings()))
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
-        self._rope_tables: dict = {}
+        self._rope: tuple | None = None
 
     def token_flops(self, S: int) -> float:
         d, hd, kvd = self.d_model, self.n_heads * self.d_head, self.n_kv_heads * self.d_head
@@ -113,14 +113,14 @@ class _HF(_Net):
     def rope_table(self, layer: int, n_pos: int):
         """(cos, sin, rotate_half) for positions 0..n_pos-1 (at least), from the model's own rotary
         embedding and the installed transformers' ``rotate_half``; built once per adapter and length."""
-        table = self._rope_tables.get("all")
+        table = self._rope
         if table is None or table[0].shape[0] < n_pos:
             rotary = _part(self.base, "rotary_emb")
             device = next(iter(rotary.buffers())).device
             dtype = _tensor(_raw(self.hf.get_input_embeddings()), "weight").dtype
             with torch.no_grad():
                 cos, sin = rotary(torch.zeros(1, n_pos, 1, dtype=dtype, device=device), torch.arange(n_pos, device=device)[None])
-            table = self._rope_tables["all"] = (cos[0], sin[0], importlib.import_module(type(self.hf).__module__).rotate_half)
+            table = self._rope = (cos[0], sin[0], importlib.import_module(type(self.hf).__module__).rotate_half)
         return table
 
 

@@ -23,7 +23,7 @@ from tests.conftest import D_VOCAB
 
 V = D_VOCAB
 BACKENDS = ("transformer_lens", "nnsight")
-FAMILIES = ("gpt2", "neox-sequential", "neox-parallel", "llama-gqa")
+FAMILIES = ("gpt2", "neox-sequential", "neox-parallel", "llama-gqa", "qwen2")
 PARALLEL = {"neox-parallel"}
 
 
