@@ -600,6 +600,15 @@ class _Direct:
         pos = torch.arange(first, first + t.shape[-2], device=t.device).unsqueeze(0).expand(flat.shape[0], -1)
         return rot.apply_rope(flat, flat, position_ids=pos)[0].reshape(*lead, *t.shape[-2:])
 
+    @staticmethod
+    def join(prefix: Tensor, t: Tensor) -> Tensor:
+        """The prefix's keys or values ``[n H p0 dh]`` before ``t [B H s dh]`` (B = copies of n rows)."""
+        n, B = prefix.shape[0], t.shape[0]
+        if B == n:
+            return torch.cat([prefix, t], dim=2)
+        both = torch.cat([prefix.expand(B // n, *prefix.shape), t.view(B // n, n, *t.shape[1:])], dim=3)
+        return both.view(B, *both.shape[2:])
+
     def mlp(self, layer: int, mid: Tensor) -> tuple[Tensor, Tensor]:
         lay = self.layers[layer]
         h2 = lay["ln2"](mid)
@@ -624,10 +633,7 @@ class _Direct:
             qf = at if last else p0
             q, keys, values = self.rope(layer, q, qf), self.rope(layer, k, p0), v
             if prefix is not None:
-                pk, pv = prefix[layer]
-                reps = B // pk.shape[0]
-                keys = torch.cat([pk.repeat(reps, 1, 1, 1) if reps > 1 else pk, keys], dim=2)
-                values = torch.cat([pv.repeat(reps, 1, 1, 1) if reps > 1 else pv, values], dim=2)
+                keys, values = (self.join(pre, t) for pre, t in zip(prefix[layer], (keys, values), strict=True))
             z = self.net._attend(layer, q, keys, values, qf)  # [B H sq dh]
             outs = einops.einsum(z, lay["WO"], "b h s e, h e d -> b s h d")  # each head's write
             x = x + outs.sum(2)
@@ -689,10 +695,26 @@ class _DirectSetup:
 
 
 def _block_values(metric: Metric, prompts: PromptSet, logits: Tensor, copies: int, at: int | None) -> Tensor:
-    """The mean metric of each of ``copies`` blocks of n rows of ``logits`` (answer logits with ``at``)."""
+    """The mean metric of each of ``copies`` blocks of n rows of ``logits`` (answer logits with ``at``):
+    ``[copies]`` float64. The built-in logit_diff, log_prob and prob take every block in one call
+    (the same operations as `patching.metrics`), any other metric one call per block."""
+    from patching import metrics
     from patching.fast import _expand
 
     n = len(prompts)
+    if at is not None and metric in (metrics.logit_diff, metrics.log_prob, metrics.prob) and (
+            metric is not metrics.logit_diff or prompts.wrong is not None):
+        lg = logits.view(copies, n, logits.shape[-1]).float()
+
+        def pick(x: Tensor, ids: Tensor) -> Tensor:
+            return x.gather(-1, ids.to(x.device).view(1, n, 1).expand(copies, n, 1))[..., 0]
+
+        if metric is metrics.logit_diff:
+            values = pick(lg, prompts.answers) - pick(lg, prompts.wrong)
+        else:
+            values = pick(lg.log_softmax(-1), prompts.answers)
+            values = values.exp() if metric is metrics.prob else values
+        return check_values(values.reshape(-1), copies * n, metric).double().view(copies, n).mean(1)
     full = _expand(logits, prompts.seq_len, at)
     return torch.stack([check_values(metric(full[j * n : (j + 1) * n], prompts), n, metric).double().mean()
                         for j in range(copies)])
@@ -902,7 +924,12 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -
             # each edge's sender difference at the positions the receiver reads
             read = {e: diff[g.edges[e][0]][:, qs] if narrow and diff[g.edges[e][0]].shape[1] == s else diff[g.edges[e][0]]
                     for e in idx}
-            unchanged = {e for e in idx if not bool(read[e].any())}  # the edge changes nothing: 0 exactly
+            moved = {}  # sender -> whether its difference is non-zero there
+            for e in idx:
+                u = g.edges[e][0]
+                if u not in moved:
+                    moved[u] = bool(read[e].any())
+            unchanged = {e for e in idx if not moved[g.edges[e][0]]}  # the edge changes nothing: 0 exactly
             out[list(unchanged)] = 0.0
             bar.update(len(unchanged))
             idx = [e for e in idx if e not in unchanged]
