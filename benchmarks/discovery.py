@@ -97,7 +97,7 @@ def work_ratio(model, prompts) -> float:
     at = prompts.answer_pos % S
     s = S - _first_change(prompts.clean, prompts.corrupted, at)
     head, layer_all = dh * d, 4 * H * dh * d + mlp
-    last = n * (s * 2 * H * head + H * head + mlp + d * V)  # keys / values everywhere, the rest at the answer
+    last = n * (s * 2 * H * head + 2 * H * head + mlp + d * V)  # keys / values everywhere, the rest at the answer
     ours = 0
     for _, v in g.edges:
         r = g.receivers[v]

@@ -525,7 +525,7 @@ class _Trace:
     """One run of `_Direct.run`: per layer (lists), at the positions each was computed for."""
 
     x: list[Tensor]  # resid_pre [B s d] (positions p0..)
-    qkv: list[Tensor]  # every head's q, k and v projections (before rotary) [B s 3H dh]
+    qkv: list[Tensor]  # every head's q, k and v projections (before rotary) [B s 3H dh] (the last layer: k, v)
     keys: list[Tensor]  # the keys / values the queries read, prefix included: [B H S dh] (rotated)
     values: list[Tensor]
     qs: list[Tensor]  # the queries as attention read them (rotated) [B H sq dh] (the last layer: the answer's)
@@ -536,6 +536,7 @@ class _Trace:
     post: list[Tensor]  # resid_post [B sq d]
     final: Tensor  # the logits' input [B sq d]
     logits: Tensor  # [B vocab] (answer only) or [B s vocab]
+    q_last: Tensor | None = None  # the last layer's answer query projections [B 1 H dh] (answer only)
 
 
 class _Direct:
@@ -626,10 +627,17 @@ class _Direct:
             lay = self.layers[layer]
             last = at is not None and layer == self.L - 1
             t.x.append(x)
-            qkv = F.linear(lay["ln1"](x), lay["Wflat"], lay["bflat"]).view(B, s, 3 * H, self.dh)
-            q, k, v = (qkv[:, :, i * H : (i + 1) * H].transpose(1, 2) for i in range(3))  # [B H s dh]
-            if last:
-                x, q = x[:, at - p0 : at - p0 + 1], q[:, :, at - p0 : at - p0 + 1]
+            h = lay["ln1"](x)
+            if last:  # keys and values at every position, the query at the answer alone
+                x = x[:, at - p0 : at - p0 + 1]
+                t.q_last = F.linear(h[:, at - p0 : at - p0 + 1], lay["Wflat"][: H * self.dh],
+                                    None if lay["bflat"] is None else lay["bflat"][: H * self.dh]).view(B, 1, H, self.dh)
+                qkv = F.linear(h, lay["Wflat"][H * self.dh :], None if lay["bflat"] is None else lay["bflat"][H * self.dh :])
+                qkv = qkv.view(B, s, 2 * H, self.dh)
+                q, k, v = t.q_last.transpose(1, 2), qkv[:, :, :H].transpose(1, 2), qkv[:, :, H:].transpose(1, 2)
+            else:
+                qkv = F.linear(h, lay["Wflat"], lay["bflat"]).view(B, s, 3 * H, self.dh)
+                q, k, v = (qkv[:, :, i * H : (i + 1) * H].transpose(1, 2) for i in range(3))  # [B H s dh]
             qf = at if last else p0
             q, keys, values = self.rope(layer, q, qf), self.rope(layer, k, p0), v
             if prefix is not None:
@@ -861,7 +869,7 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
         with torch.enable_grad():
             t = d.run(x, ds.p0, ds.prefix, ds.at)
             vals = ds.values(t.logits, C)
-            targets = t.qkv + t.h2 + [t.final]
+            targets = t.qkv + t.h2 + [t.final] + ([t.q_last] if t.q_last is not None else [])
             got = torch.autograd.grad(vals.sum(), targets, allow_unused=True)
         got = [torch.zeros_like(f) if gr is None else gr for f, gr in zip(targets, got, strict=True)]
         with torch.no_grad():
@@ -878,14 +886,13 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
                 if a is None or layer < L - 1:  # every input at positions p0..: one contraction for the 3H receivers
                     scores[eid[:k, recv]] += lay["dot1"](t.x[layer], full[:k], C, grads, W)
                 else:  # the last layer: the answer query; keys and values at every position
-                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], full[:k, :, a : a + 1], C,
-                                                             grads[:, a : a + 1, :H], W[:H])
-                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads[:, :, H:], W[H:])
+                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], full[:k, :, a : a + 1], C, got[-1], W[:H])
+                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads, W[H:])
                 if d.has_mlp:
                     k = g.n_senders_before(2 * layer + 1)
                     gr = got[L + layer]
                     scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mid[layer], stacked(k, gr.shape[1]), C, gr)[:, 0]
-            gr = got[-1]
+            gr = got[2 * L if d.has_mlp else L]
             diffs = stacked(len(g.senders), gr.shape[1])
             scores[eid[:, g.logits_receiver]] += einops.einsum(diffs, gr.view(C, *diffs.shape[1:]).sum(0), "u n s m, n s m -> u").double()
     return scores / len(alphas), clean_value
