@@ -25,7 +25,8 @@ plus the rest of the sampled time scaled by cells / sampled cells; ``--full`` ru
 work ratio divides our sweep time by what the sweep strictly needs: one forward for the source
 activations, and per cell the layers from its own on, the positions from its own on (none inside
 the shared prefix, where patching changes nothing) and the unembedding of the answer position
-only, from a plain forward of the model's body and one of its unembedding, timed alone.
+only, from a plain forward of the model's body and one of its unembedding, timed in the same
+rounds as the sweeps (the machine's speed drifts).
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def timed(fn, runs: int = 3) -> float:
     return statistics.median(times)
 
 
-def timed_pair(ours, theirs, rounds: int) -> tuple[float, object, float, object]:
-    """Medians of ``rounds`` interleaved calls of each (no warm-up: a call takes seconds)."""
-    t_mine, t_other = [], []
+def timed_pair(ours, theirs, rounds: int, *others) -> tuple[float, object, float, object, list[float]]:
+    """Medians of ``rounds`` interleaved calls of each (no warm-up: a call takes seconds), and of each of
+    ``others`` (timed in the same rounds, so under the same load)."""
+    t_mine, t_other, t_more = [], [], [[] for _ in others]
     for _ in range(rounds):
         t = time.perf_counter()
         other = theirs()
@@ -126,7 +128,9 @@ def timed_pair(ours, theirs, rounds: int) -> tuple[float, object, float, object]
         t = time.perf_counter()
         mine = ours()
         t_mine.append(time.perf_counter() - t)
-    return statistics.median(t_mine), mine, statistics.median(t_other), other
+        for fn, times in zip(others, t_more, strict=True):
+            times.append(timed(fn, runs=1))
+    return statistics.median(t_mine), mine, statistics.median(t_other), other, [statistics.median(t) for t in t_more]
 
 
 def cells_of(kind: str, by_pos, L: int, H: int, S: int) -> list[tuple]:
@@ -172,7 +176,7 @@ def sample_cells(every: list[tuple], kind: str, by_pos, ours_full: bool, tl_samp
     return ours, theirs
 
 
-def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, rounds: int, t_body, t_unembed,
+def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, rounds: int, body, unembed,
              ours_full: bool) -> dict:
     """One sweep, ours and TL's, each on its sample (`sample_cells`; ``ours_full``: ours runs the whole
     sweep, as a user would), extrapolated to the whole sweep with the per-sweep costs counted once."""
@@ -195,7 +199,7 @@ def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, round
         return tlp.generic_activation_patch(bridge, prompts.corrupted, cache, tl_metric, patch_setter=setter,
                                             activation_name=tl_name, index_df=index_df)
 
-    t_ours, result, t_tl, tl_vals = timed_pair(ours, theirs, rounds)
+    t_ours, result, t_tl, tl_vals, (t_body, t_unembed) = timed_pair(ours, theirs, rounds, body, unembed)
     assert result.settings.get("engine") == "fast", result.settings
     values = result.values[torch.tensor([ours_cells.index(c) for c in cells])]
     diff = float((values - tl_vals.detach().float().cpu()).abs().max())
@@ -210,15 +214,21 @@ def run_cell(model, bridge, prompts, sweep, sample: int | None, seed: int, round
                 speedup=t_tl / t_ours, max_diff=diff, work_ratio=t_ours / (needed(every, L, S, t_body, t_unembed) + t_body))
 
 
-def body_and_unembed(hf, tokens) -> tuple[float, float]:
-    """Plain forward times of the model's body (no grad) and of its unembedding of every position."""
-    base = hf.base_model
+def body_and_unembed(hf, tokens) -> tuple:
+    """Functions running a plain forward of the model's body (no grad) and its unembedding of every position."""
+    base, head = hf.base_model, hf.get_output_embeddings()
     with torch.no_grad():
-        t_body = timed(lambda: base(tokens))
         hidden = base(tokens).last_hidden_state
-        head = hf.get_output_embeddings()
-        t_unembed = timed(lambda: head(hidden))
-    return t_body, t_unembed
+
+    def body():
+        with torch.no_grad():
+            base(tokens)
+
+    def unembed():
+        with torch.no_grad():
+            head(hidden)
+
+    return body, unembed
 
 
 def run(quick: bool, full: bool, sample: int, seed: int, rounds: int) -> list[dict]:
@@ -234,10 +244,10 @@ def run(quick: bool, full: bool, sample: int, seed: int, rounds: int) -> list[di
                 hf = hf_model(model)
                 for n, seq in QUICK_REGIMES if quick else REGIMES:
                     prompts = make_prompts(n, seq, hf.config.vocab_size, seed)
-                    t_body, t_unembed = body_and_unembed(hf, prompts.corrupted)
+                    body, unembed = body_and_unembed(hf, prompts.corrupted)
                     for sweep in SWEEPS:
                         per = None if full else (sample if seq <= 16 else max(4, sample // 4))  # 8 x 64: a quarter
-                        row = run_cell(model, bridge, prompts, sweep, per, seed, rounds, t_body, t_unembed, ours_full=seq <= 16)
+                        row = run_cell(model, bridge, prompts, sweep, per, seed, rounds, body, unembed, ours_full=seq <= 16)
                         row.update(model=shape, backend=backend, regime=f"{n}x{seq}", target=TARGETS[(sweep[0], (n, seq))])
                         rows.append(row)
                         print(fmt(row), flush=True)
