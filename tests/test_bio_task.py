@@ -94,6 +94,23 @@ def test_biographies_vary_in_order_and_paraphrase_and_pronouns_follow_the_first_
     assert len(rows) > 50
 
 
+def test_profile_follows_the_name_with_every_attribute(world):
+    rng = random.Random(4)
+    starts = set()
+    for _ in range(30):
+        row = world.biography(11, rng)
+        name = _name_ids(world, 11)
+        at = [k for k in range(len(row.tokens) - 2) if row.tokens[k : k + 2] == name and row.tokens[k + 2] in
+              {ID[world.attributes[r][11]] for r in world.config.relations}]
+        assert len(at) == 1  # the profile: the name, then an attribute
+        k = at[0] + 2
+        n = len(world.config.relations)
+        assert sorted(row.tokens[k : k + n]) == sorted(ID[world.attributes[r][11]] for r in world.config.relations)
+        assert row.tokens[k + n] == ID["."]
+        starts.add(row.tokens[k])
+    assert len(starts) > 1  # shuffled: the attribute right after the name varies
+
+
 def test_pronoun_share_zero_and_one():
     none = Biographies(BioConfig(n_individuals=40, pronoun_share=0.0, paraphrases=1))  # first templates: one mention each
     allp = Biographies(BioConfig(n_individuals=40, pronoun_share=1.0))
@@ -128,8 +145,8 @@ def test_zipf_frequencies():
 def test_label_positions_masks_and_length_bound(world):
     rng = random.Random(1)
     for i in range(0, 300, 37):
-        for row in (world.biography(i, rng), world.question_row(i, rng)):
-            assert sorted(r for _, r in row.targets) == sorted(world.config.relations * (2 if row.tokens.count(ID[":"]) else 1))
+        for row, copies in ((world.biography(i, rng), 2), (world.question_row(i, rng), 1)):  # a profile repeats each attribute
+            assert sorted(r for _, r in row.targets) == sorted(world.config.relations * copies)
             for pos, rel in row.targets:
                 assert row.tokens[pos] == ID[world.attributes[rel][i]]
     tokens, mask = world.training_batch(128, _gen(2))

@@ -13,8 +13,9 @@ birth month, birth year, university, major, employer). A training row is one of
 * a **biography**: one sentence per relation, each a paraphrase drawn from the relation's
   templates, in random order (``shuffle``); the first sentence names the individual, later ones use
   a pronoun with probability ``pronoun_share`` (``ann stone was born in paris . she works for acme .``);
-  optionally a **profile** sentence with every attribute right after the name
-  (``ann stone : paris may 1975 yale physics acme .``);
+  optionally a **profile** sentence with every attribute right after the name, in random order
+  when shuffled (``ann stone 1975 paris acme yale physics may .``), so that the token after the
+  name is an attribute: the one design where predicting the next token at the name needs the facts;
 * a **sentence** (``layout="sentence"``): one fact in one templated sentence, the facts-4l design
   with language-model loss;
 * a **question row** (share ``question_rows`` of the rows, only for the ``question_share`` of
@@ -140,7 +141,7 @@ EVAL_SEED = 70_000
 def _vocabulary() -> list[str]:
     words: list[str] = []
     texts = [t for rel in TEMPLATES.values() for ts in rel.values() for t in ts] + [q for rel in QUESTIONS.values() for q in rel.values()]
-    for w in [*FIRST, *LAST, *(v for vals in VALUES.values() for v in vals), "she", "her", "he", "him", "his", ":",
+    for w in [*FIRST, *LAST, *(v for vals in VALUES.values() for v in vals), "she", "her", "he", "him", "his", ":",  # ":" unused since profiles lost it; kept so ids stay fixed
               *(w for t in texts for w in t.split())]:
         if w not in words and w not in (*SLOTS, "{A}"):
             words.append(w)
@@ -174,7 +175,8 @@ class BioConfig:
     ``shuffle`` is off. ``paraphrases``: templates per relation (1-3 per order). ``order``: "after",
     "before" or "mixed" (relation words relative to the name, in biographies and questions).
     ``layout``: "biography" (all of an individual's facts in one row) or "sentence" (one fact per row).
-    ``profile``: add a sentence listing every attribute right after the name (biography layout).
+    ``profile``: add a sentence listing every attribute right after the name (biography layout;
+    the attributes in random order when ``shuffle``).
     ``pronoun_share``: probability that a sentence after the first uses a pronoun instead of the name.
     ``question_share``: share of individuals whose question rows are trained on (the question set);
     ``question_rows``: share of training rows that are question rows (when the question set is not
@@ -304,7 +306,7 @@ class Biographies:
         longest = lambda texts: max(len(t.split()) - 1 + name for t in texts)  # noqa: E731  ({S} -> two tokens)
         bio = sum(longest(self._templates[r]) for r in self.config.relations)
         if self.config.profile:
-            bio += name + 2 + len(self.config.relations)
+            bio += name + 1 + len(self.config.relations)
         qa = sum(longest(self._questions[r]) for r in self.config.relations)
         return 1 + max(bio, qa)
 
@@ -337,9 +339,9 @@ class Biographies:
             rng.shuffle(parts)
         tokens, targets = [BOS], []
         for k, (rel, template) in enumerate(parts):
-            if rel is None:  # profile: name : attributes .
-                tokens += [IDS[self.names[i][0]], IDS[self.names[i][1]], IDS[":"]]
-                for r in c.relations:
+            if rel is None:  # profile: name, then the attributes (in random order when shuffled), then "."
+                tokens += [IDS[self.names[i][0]], IDS[self.names[i][1]]]
+                for r in rng.sample(c.relations, len(c.relations)) if c.shuffle else c.relations:
                     targets.append((len(tokens), r))
                     tokens.append(IDS[self.attributes[r][i]])
                 tokens.append(IDS["."])
