@@ -46,8 +46,7 @@ it changes the MLP's input and not the residual stream (parallel-residual models
 
 Supported kinds: resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, head_out, pattern. Other
 kinds (q, k, v, mlp_post, embed), other architectures (`patching.architectures.unsupported` says
-why: GPT-J, Gemma, a sliding window shorter than the prompts, ...), native grouped-query models,
-models split across devices and models inside an active ``model.edit`` block fall back to the hook
+why: GPT-J, Gemma, a sliding window shorter than the prompts, ...), models split across devices and models inside an active ``model.edit`` block fall back to the hook
 engine (``engine="auto"``) or raise (``engine="fast"``), naming the reason. Hooks added by hand
 (outside ``model.edit``) are not run by this engine: pass ``engine="hooks"`` to keep them.
 `patching.causal_trace` runs its restorations through it too (`FastRun` with ``base_noise``).
@@ -174,8 +173,6 @@ def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = 
     attn = _part(_part(om, "layers")[0], "attn")
     if not attn.causal:
         return "the model's attention is not causal"
-    if attn.kv_repeats != 1:
-        return "the native model uses grouped-query attention (Hugging Face grouped-query models are covered)"
     return None
 
 

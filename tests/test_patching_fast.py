@@ -38,6 +38,8 @@ def models(tok):
         "attn": build_native({**CFG, "attn_only": True}, tok, seed=0, name="f-attn"),
         "mlp": build_native({**CFG, "attn_only": False, "d_mlp": 64}, tok, seed=1, name="f-mlp"),
         "rotary": build_native({**CFG, "attn_only": False, "d_mlp": 64, "positional_embedding_type": "rotary"}, tok, seed=2),
+        "gqa": build_native({**CFG, "attn_only": False, "d_mlp": 64, "positional_embedding_type": "rotary", "n_key_value_heads": 2,
+                             "normalization_type": "RMS", "act_fn": "silu", "gated_mlp": True}, tok, seed=3),
     }
 
 
@@ -57,13 +59,13 @@ def every_position(logits, prompts):
 
 
 @pytest.mark.parametrize(("model_name", "direction"), [
-    ("attn", "denoise"), ("attn", "noise"), ("mlp", "denoise"), ("mlp", "noise"), ("rotary", "noise"),
+    ("attn", "denoise"), ("attn", "noise"), ("mlp", "denoise"), ("mlp", "noise"), ("rotary", "noise"), ("gqa", "denoise"),
 ])
 def test_fast_engine_equals_hook_engine_for_every_kind(models, model_name, direction):
     model = models[model_name]
     p = make_prompts(n=2, seq=5, seed=len(model_name))
     kinds = [k for k in ALL_KINDS if model.has_mlp or k not in ("resid_mid", "mlp_out")]
-    if model_name == "rotary":  # rotary embeddings touch only queries and keys: the kinds around them
+    if model_name in ("rotary", "gqa"):  # rotary embeddings touch only queries and keys: the kinds around them
         kinds = ["resid_pre", "z", "pattern", "mlp_out"]
     for kind in kinds:
         for by_pos in (False, True):
