@@ -1,17 +1,20 @@
 """Circuit discovery (`patching.discovery`) against TransformerLens hooks, measured in the same run.
 
-    python -m benchmarks.discovery                 # induction-2l (key-path prompts) and facts-4l
-    python -m benchmarks.discovery --threads 1
+    python -m benchmarks.discovery --threads 1            # induction-2l (key-path prompts) and facts-4l
+    python -m benchmarks.discovery --threads 1 --search   # induction-2l's best 10% circuits (minutes)
 
 For each shipped model it prints: EAP's cost in forward-equivalents (its time / one plain
 ``model(tokens)`` forward of the clean prompts, no grad; target <= 3), EAP-IG's, and exact scores on
 every edge against one TransformerLens ``run_with_hooks`` per edge on the same bridge (target >= 10x),
-with the largest difference between the two (they compute the same numbers). The TL hook for an edge
-into a head's q / k / v recomputes that head's projection from the layer norm of the clean residual
-stream plus the sender's change; into an MLP it adds the change to ``hook_resid_mid`` (the MLP's
-input on the bridge); into the logits to the last ``hook_resid_post``. Times are medians of
-interleaved runs. auto-circuit is not compared: it needs TransformerLens < 3 (its ``HookedTransformer``),
-so only a separate virtual environment with a second torch could run it; see benchmarks/RESULTS.md.
+with the largest difference between the two (they compute the same numbers) and the work ratio (the
+linear maps' multiply-accumulates of the TL loop over those of our schedule: the speed-up to expect
+at equal arithmetic throughput). The TL hook for an edge into a head's q / k / v recomputes that
+head's projection from the layer norm of the clean residual stream plus the sender's change; into an
+MLP it adds the change to ``hook_resid_mid`` (the MLP's input on the bridge); into the logits to the
+last ``hook_resid_post``. Times are medians of interleaved runs (forward, EAP and EAP-IG alternate,
+11 times; ours and the TL loop alternate 3 times). auto-circuit is not compared: it needs
+TransformerLens < 3 (its ``HookedTransformer``), so only a separate virtual environment with a second
+torch could run it; see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -186,9 +189,13 @@ def main(argv=None) -> None:
         g = build_graph(model)
         with torch.no_grad():
             model(prompts.clean)  # warm-up (the bridge wires its capture hooks at the first forward)
-        t_fwd, _ = timed(lambda m=model, p=prompts: torch.no_grad()(m)(p.clean), runs=11)
-        t_eap, _ = timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap", progress=False), runs=5)
-        t_ig, _ = timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap_ig", progress=False), runs=3)
+        edge_scores(model, prompts, logit_diff, "eap", progress=False)  # warm-up
+        t_fwd, t_eap, t_ig = [], [], []
+        for _ in range(11):  # interleaved: a change of load on a shared machine hits the three alike
+            t_fwd.append(timed(lambda m=model, p=prompts: torch.no_grad()(m)(p.clean), runs=1)[0])
+            t_eap.append(timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap", progress=False), runs=1)[0])
+            t_ig.append(timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap_ig", progress=False), runs=1)[0])
+        t_fwd, t_eap, t_ig = (statistics.median(t) for t in (t_fwd, t_eap, t_ig))
         ours, theirs, t_ours, t_tl = [], [], [], []
         for _ in range(3):  # interleaved
             t = time.perf_counter()
