@@ -750,9 +750,7 @@ class _NormDot:
     """``sum over rows and positions of (J diff_u) . (W_r^T g_r)`` for every sender difference u and
     receiver r at once, J the Jacobian of a norm at its input x, W_r the receiver's projection (none for
     an MLP's input) and g_r the gradient at its output, without a per-(u, r) copy of the residual
-    stream. For a LayerNorm ``J v = (w / sigma) (v - mean(v) - xhat mean(v xhat))`` (RMSNorm: without
-    the mean): either the U differences go through J (forward mode; with one difference, through the
-    projections too) or the R cotangents through J^T (backward), whichever side is smaller; any other
+    stream: closed forms for LayerNorm and RMSNorm (with or without a scale) and for no norm; any other
     norm module takes its autograd backward on R copies of x."""
 
     def __init__(self, module, fn):
@@ -767,60 +765,74 @@ class _NormDot:
             weight = getattr(module, "weight", None)
             self.weight, self.eps = None if weight is None else weight.detach().float(), module.eps
 
-    def __call__(self, x: Tensor, diffs: Tensor, copies: int, grads: Tensor, W: Tensor | None = None) -> Tensor:
-        """``x [C*n s d]`` (the norm's input), ``diffs [U n s d]`` (the same for every copy), ``grads``
-        at the receivers' outputs: ``[C*n s R dh]`` with their projections ``W [R dh d]``, or ``[C*n s d]``
-        (one receiver, the norm's output itself) -> ``[U R]`` (float64)."""
+    def __call__(self, x: Tensor, diffs: Tensor, copies: int, grads: Tensor, W: Tensor | None = None,
+                 centred: Tensor | None = None) -> Tensor:
+        """``x [C*n s d]`` (the norm's input), ``diffs [U n s d]`` (the same for every copy; ``centred``:
+        the same minus their mean over d, if the caller has them), ``grads`` at the receivers' outputs:
+        ``[C*n s R dh]`` with their projections ``W [R dh d]``, or ``[C*n s d]`` (one receiver, the
+        norm's output itself) -> ``[U R]`` (float64).
+
+        With ``J v = scale (v_c - xhat mean(v_c xhat))`` (v_c = v centred for a LayerNorm, v for an
+        RMSNorm), ``sum (J v_u) . (W_r^T g_r) = sum (scale v_c) . (W_r^T g_r) - sum_rows,positions
+        mean(v_c xhat) (W_r (scale xhat)) . g_r``: one contraction of the scaled differences with the
+        receivers' cotangents (or, for one difference, of its projection with the gradients), and a
+        rank-one correction computed in d_head."""
         C, U = copies, diffs.shape[0]
         n, s, dm = diffs.shape[1:]
-        if W is None:
-            grads, W = grads[:, :, None], None
-        R = grads.shape[2]
-        if self.kind == "none":  # J = 1 for every copy
-            grads, C = grads.view(C, n, s, R, -1).sum(0), 1
-        if self.kind == "closed":
-            xf = x.float()
-            if self.centre:
-                xf = xf - xf.mean(-1, keepdim=True)
-            inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [B s 1]
-            xhat = xf * inv
-            scale = inv if self.weight is None else inv * self.weight  # [B s d] or [B s 1]
-            v = diffs.float()
-            if self.centre:
-                v = v - v.mean(-1, keepdim=True)
-        else:
-            v = diffs
-        if U * C <= R and self.kind != "generic":  # forward mode: J diff_u, one per copy
-            if self.kind == "none":
-                jd = v
-            else:
-                v = v[:, None] if C > 1 else v
-                xh = xhat.view(C, n, s, dm) if C > 1 else xhat
-                jd = (v - xh * (v * xh).mean(-1, keepdim=True)) * (scale.view(C, n, s, -1) if C > 1 else scale)
-            jd = jd.reshape(U, C * n * s, dm)
-            if W is not None and U * C == 1:  # one difference: through the projections, contracted in d_head
-                proj = F.linear(jd[0], W.flatten(0, 1)).view(-1, R, W.shape[1])
-                return (proj * grads.reshape(-1, R, W.shape[1])).sum((0, 2))[None].double()
-            cot = self._cot(grads, W)
-            return (jd.reshape(U, -1) @ cot.reshape(R, -1).T).double()
-        cot = self._cot(grads, W)  # [R C*n s d]
+        mlp = W is None
+        R = 1 if mlp else W.shape[0]
         if self.kind == "generic":
+            cot = grads[None] if mlp else self._cot(grads, W)  # [R C*n s d]
             with torch.enable_grad():
                 xr = x.detach().expand(cot.shape).clone().requires_grad_(True)
                 back = torch.autograd.grad(self.fn(xr), xr, cot)[0]
-        elif self.kind == "none":
-            back = cot
-        else:  # J^T cot = P (scale cot), P = 1 - xhat xhat^T / d (- 1 1^T / d; v is centred already)
-            cp = cot * scale
-            back = cp - xhat * (cp * xhat).mean(-1, keepdim=True)
-        return (v.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
+            return (diffs.reshape(U, -1) @ back.reshape(R, C, -1).sum(1).T).double()
+        if self.kind == "none":  # J = 1 for every copy
+            g = grads.reshape(C, -1).sum(0) if mlp else grads.view(C, n, s, R, -1).sum(0)
+            return self._main(diffs, g, W, 1).double()
+        xf = x.float()
+        if self.centre:
+            xf = xf - xf.mean(-1, keepdim=True)
+        inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)  # [B s 1]
+        xhat = xf * inv
+        scale = inv if self.weight is None else inv * self.weight  # [B s d] or [B s 1]
+        if 2 * R < U * C:  # fewer receivers: J^T (W_r^T g_r) = centre(a - xhat mean(a xhat)), a = scale W_r^T g_r
+            a = (grads if mlp else self._cot(grads, W)) * scale  # [(R) B s d]
+            back = a - xhat * (a * xhat).mean(-1, keepdim=True)
+            if self.centre:
+                back = back - back.mean(-1, keepdim=True)
+            return (diffs.reshape(U, -1).float() @ back.reshape(R, C, -1).sum(1).T).double()
+        v = diffs.float()
+        if self.centre:
+            v = centred.float() if centred is not None else v - v.mean(-1, keepdim=True)
+        per_copy = (lambda t: t.view(C, n, s, -1)) if C > 1 else (lambda t: t)  # noqa: E731
+        vc = v[:, None] if C > 1 else v
+        scaled = vc * per_copy(scale)  # [U (C) n s d]
+        delta = (vc * per_copy(xhat)).mean(-1).reshape(U, -1)  # [U (C n s)]
+        sx = scale * xhat  # [B s d]
+        if mlp:
+            gamma = (sx * grads).sum(-1).reshape(-1, 1)  # [(C n s) 1]
+        else:
+            gamma = (F.linear(sx, W.flatten(0, 1)).view(*sx.shape[:2], R, -1) * grads).sum(-1).reshape(-1, R)
+        return (self._main(scaled, grads, W, C) - delta @ gamma).double()
+
+    @classmethod
+    def _main(cls, v: Tensor, grads: Tensor, W: Tensor | None, C: int) -> Tensor:
+        """``sum over copies, rows, positions of v_u . (W_r^T g_r)``: ``v [U (C) n s d]``, ``grads``
+        ``[C*n s R dh]`` (or ``[C*n s d]`` without W) -> ``[U R]``."""
+        U = v.shape[0]
+        if W is None:
+            return v.reshape(U, -1) @ grads.reshape(-1, 1)
+        R, dh = W.shape[:2]
+        if U == 1:  # one difference: project it, contract in d_head
+            proj = F.linear(v.reshape(-1, v.shape[-1]), W.flatten(0, 1)).view(-1, R, dh)
+            return (proj * grads.reshape(-1, R, dh)).sum((0, 2))[None]
+        return v.reshape(U, -1) @ cls._cot(grads, W).reshape(R, -1).T
 
     @staticmethod
-    def _cot(grads: Tensor, W: Tensor | None) -> Tensor:
+    def _cot(grads: Tensor, W: Tensor) -> Tensor:
         """Gradients ``[B s R dh]`` at the projections' outputs -> at their input, per receiver ``[R B s d]``."""
         B, s, R, e = grads.shape
-        if W is None:
-            return grads.permute(2, 0, 1, 3)
         return torch.bmm(grads.permute(2, 0, 1, 3).reshape(R, B * s, e), W).view(R, B, s, -1)
 
 
@@ -851,7 +863,7 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
     clean_value = math.nan
 
     s = ds.emb_clean.shape[1]
-    full = None  # the differences of every sender written at every position p0.. [U n s d]
+    full = centred = None  # the differences of every sender written at every position p0.. [U n s d] (centred: minus their mean)
 
     def stacked(k: int, sq: int) -> Tensor:  # the first k senders' differences at the sq positions read
         if sq == s and k <= len(full):
@@ -878,16 +890,18 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
                 clean = [o[-n:] for o in ds.sender_outs(t)]
                 diff = [r - c for c, r in zip(clean, ds.corr_outs, strict=True)]
                 full = torch.stack([dd for dd in diff if dd.shape[1] == s])
+                centred = full - full.mean(-1, keepdim=True)
             for layer in range(L):
                 lay = d.layers[layer]
                 recv = torch.tensor(g.attn_receivers(layer))  # q heads, k heads, v heads
                 k = g.n_senders_before(2 * layer)
                 grads, W = got[layer], lay["Wqkv"]  # [B s 3H dh], [3H dh d]
                 if a is None or layer < L - 1:  # every input at positions p0..: one contraction for the 3H receivers
-                    scores[eid[:k, recv]] += lay["dot1"](t.x[layer], full[:k], C, grads, W)
+                    scores[eid[:k, recv]] += lay["dot1"](t.x[layer], full[:k], C, grads, W, centred[:k])
                 else:  # the last layer: the answer query; keys and values at every position
-                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], full[:k, :, a : a + 1], C, got[-1], W[:H])
-                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads, W[H:])
+                    scores[eid[:k, recv[:H]]] += lay["dot1"](t.x[layer][:, a : a + 1], full[:k, :, a : a + 1], C, got[-1], W[:H],
+                                                             centred[:k, :, a : a + 1])
+                    scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads, W[H:], centred[:k])
                 if d.has_mlp:
                     k = g.n_senders_before(2 * layer + 1)
                     gr = got[L + layer]

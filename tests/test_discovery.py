@@ -328,7 +328,7 @@ def test_norm_contractions_equal_autograd_on_every_route():
             return torch.func.jvp(norm, (x,), (v,))[1]
 
     W = torch.randn(R, dh, d, generator=gen)
-    for U, C in ((1, 1), (2, 1), (9, 1), (2, 3)):
+    for U, C in ((1, 1), (2, 1), (9, 1), (13, 1), (2, 3)):
         x = torch.randn(C * n, s, d, generator=gen)
         diffs = torch.randn(U, n, s, d, generator=gen)
         grads = torch.randn(C * n, s, R, dh, generator=gen)  # at q / k / v of R heads
