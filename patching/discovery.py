@@ -574,7 +574,8 @@ class _Direct:
             lay["Wflat"] = lay["Wqkv"].flatten(0, 1)  # [3H*dh d]: one linear map for every head's q, k, v
             biases = [lay["b" + name] for name in "qkv"]
             lay["bflat"] = None if any(b is None for b in biases) else torch.cat(biases).flatten()
-            lay["WO"] = einops.rearrange(_tensor(o, "weight").detach(), "d (h e) -> h e d", h=self.H)
+            lay["WOflat"] = _tensor(o, "weight").detach()  # [d (H dh)]
+            lay["WO"] = einops.rearrange(lay["WOflat"], "d (h e) -> h e d", h=self.H)
             bias = _tensor(o, "bias")
             lay["bO"] = None if bias is None else bias.detach()
             self.layers.append(lay)
@@ -643,10 +644,15 @@ class _Direct:
             if prefix is not None:
                 keys, values = (self.join(pre, t) for pre, t in zip(prefix[layer], (keys, values), strict=True))
             z = self.net._attend(layer, q, keys, values, qf)  # [B H sq dh]
-            outs = einops.einsum(z, lay["WO"], "b h s e, h e d -> b s h d")  # each head's write
-            x = x + outs.sum(2)
-            if lay["bO"] is not None:
-                x = x + lay["bO"]
+            if torch.is_grad_enabled() and z.requires_grad:  # the gradient flows through one linear map,
+                x = x + F.linear(z.transpose(1, 2).reshape(B, z.shape[2], -1), lay["WOflat"], lay["bO"])
+                with torch.no_grad():  # ... each head's write is read, not differentiated
+                    outs = einops.einsum(z, lay["WO"], "b h s e, h e d -> b s h d")
+            else:
+                outs = einops.einsum(z, lay["WO"], "b h s e, h e d -> b s h d")  # each head's write
+                x = x + outs.sum(2)
+                if lay["bO"] is not None:
+                    x = x + lay["bO"]
             t.qkv.append(qkv), t.keys.append(keys), t.values.append(values), t.qs.append(q)
             t.outs.append(outs), t.mid.append(x)
             if self.has_mlp:
