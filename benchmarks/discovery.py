@@ -11,8 +11,10 @@ linear maps' multiply-accumulates of the TL loop over those of our schedule: the
 at equal arithmetic throughput). The TL hook for an edge into a head's q / k / v recomputes that
 head's projection from the layer norm of the clean residual stream plus the sender's change; into an
 MLP it adds the change to ``hook_resid_mid`` (the MLP's input on the bridge); into the logits to the
-last ``hook_resid_post``. Times are medians of interleaved runs (forward, EAP and EAP-IG alternate,
-11 times; ours and the TL loop alternate 3 times). auto-circuit is not compared: it needs
+last ``hook_resid_post``. Times are CPU time of the process (`time.process_time`: on the shared
+2-core machine wall time also counts other jobs' turns, which hit a 40 ms EAP call more often than a
+9 ms forward), medians of interleaved runs (forward, EAP and EAP-IG alternate, 11 times; ours and the
+TL loop alternate 3 times). auto-circuit is not compared: it needs
 TransformerLens < 3 (its ``HookedTransformer``), so only a separate virtual environment with a second
 torch could run it; see benchmarks/RESULTS.md.
 """
@@ -28,7 +30,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from benchmarks.timing import timed
 from interp import zoo
 from interp.circuits.induction import key_path_prompts
 from interp.tasks import facts
@@ -83,6 +84,14 @@ def tl_exact(model, prompts) -> torch.Tensor:
             logits = bridge.run_with_hooks(prompts.clean, fwd_hooks=hooks)
             values[i] = logit_diff(logits, prompts).double().mean() - base
     return values
+
+
+def cpu_time(fn):
+    """CPU seconds of this process spent in ``fn()`` (every thread), and its result: on a machine
+    shared with other jobs, wall time also counts the time the scheduler gave them."""
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
 
 
 def work_ratio(model, prompts) -> float:
@@ -180,7 +189,7 @@ def main(argv=None) -> None:
     if args.search:
         budget_search()
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU time; load average {os.getloadavg()[0]:.2f}")
     header = (f"| {'model':13} | {'prompts':9} | {'edges':5} | {'forward':8} | {'EAP':7} | {'EAP fwd-eq':10} | {'EAP-IG fwd-eq':13} "
               f"| {'exact':7} | {'TL per edge':11} | {'speed-up':11} | {'work ratio':10} | {'max diff':8} |")
     print(header)
@@ -190,20 +199,20 @@ def main(argv=None) -> None:
         with torch.no_grad():
             model(prompts.clean)  # warm-up (the bridge wires its capture hooks at the first forward)
         edge_scores(model, prompts, logit_diff, "eap", progress=False)  # warm-up
-        t_fwd, t_eap, t_ig = [], [], []
-        for _ in range(11):  # interleaved: a change of load on a shared machine hits the three alike
-            t_fwd.append(timed(lambda m=model, p=prompts: torch.no_grad()(m)(p.clean), runs=1)[0])
-            t_eap.append(timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap", progress=False), runs=1)[0])
-            t_ig.append(timed(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap_ig", progress=False), runs=1)[0])
-        t_fwd, t_eap, t_ig = (statistics.median(t) for t in (t_fwd, t_eap, t_ig))
+        runs = {"fwd": lambda m=model, p=prompts: torch.no_grad()(m)(p.clean),
+                "eap": lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap", progress=False),
+                "ig": lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "eap_ig", progress=False)}
+        times = {key: [] for key in runs}
+        for _ in range(11):  # interleaved
+            for key, fn in runs.items():
+                times[key].append(cpu_time(fn)[0])
+        t_fwd, t_eap, t_ig = (statistics.median(times[key]) for key in runs)
         ours, theirs, t_ours, t_tl = [], [], [], []
         for _ in range(3):  # interleaved
-            t = time.perf_counter()
-            ours.append(edge_scores(model, prompts, logit_diff, "exact", progress=False).scores)
-            t_ours.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            theirs.append(tl_exact(model, prompts))
-            t_tl.append(time.perf_counter() - t)
+            t, out = cpu_time(lambda m=model, p=prompts: edge_scores(m, p, logit_diff, "exact", progress=False).scores)
+            ours.append(out), t_ours.append(t)
+            t, out = cpu_time(lambda m=model, p=prompts: tl_exact(m, p))
+            theirs.append(out), t_tl.append(t)
         t_ex, t_t = statistics.median(t_ours), statistics.median(t_tl)
         diff = float((ours[0] - theirs[0]).abs().max())
         eq = t_eap / t_fwd
