@@ -3,6 +3,7 @@
     python -m benchmarks.patching --hf --threads 1            # sampled cells (minutes)
     python -m benchmarks.patching --hf --quick --threads 1    # fewer, smaller: a CI-sized check
     python -m benchmarks.patching --hf --full                 # every cell of every sweep (hours on a CPU)
+    python -m benchmarks.patching_hf run1.log run2.log run3.log   # RESULTS.md's table from saved runs' output
 
 Three shapes built from configs with random weights, saved with ``save_pretrained`` and loaded on
 both backends: GPT-2 small (12 layers, d_model 768, vocabulary 50,257), Pythia-160M (GPT-NeoX,
@@ -287,3 +288,42 @@ def main(args) -> list[dict]:
     rows = run(args.quick, args.full, args.sample, args.seed, args.rounds)
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return rows
+
+
+def summarize(logs: list[str]) -> str:
+    """A markdown table of several runs' printed rows (one column of speed-ups and work ratios per run;
+    PASS / FAIL on the median of the runs)."""
+    import re
+
+    pattern = re.compile(r"^(?P<model>.+?) {2,}(?P<backend>transformer_lens|nnsight) +(?P<regime>\d+x\d+) +(?P<sweep>\S.*?\]) +"
+                         r"(?:ours .*?x *(?P<speedup>[\d.]+) \[>=(?P<target>\d+).*?diff (?P<diff>\S+) .*?work (?P<work>[\d.]+)"
+                         r"|(?P<forwards>[\d.]+) forwards)")
+    cells: dict = {}
+    for log in logs:
+        for line in open(log).read().splitlines():
+            m = pattern.match(line)
+            if m:
+                key = (m["model"].strip(), m["backend"], m["regime"], m["sweep"])
+                cells.setdefault(key, []).append(m.groupdict())
+    out = ["| model | backend | prompts | sweep | speed-up per run | target | work ratio per run | max diff | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for (model, backend, regime, sweep), runs in cells.items():
+        if runs[0]["forwards"] is not None:
+            values = [float(r["forwards"]) for r in runs]
+            verdict = "PASS" if statistics.median(values) <= 3 else "FAIL"
+            out.append(f"| {model} | {backend} | {regime} | {sweep} | {', '.join(f'{v:.2f} fwd' for v in values)} | <= 3 fwd | | | {verdict} |")
+            continue
+        speed = [float(r["speedup"]) for r in runs]
+        work = [float(r["work"]) for r in runs]
+        target = float(runs[0]["target"])
+        ok = statistics.median(speed) >= target and statistics.median(work) <= 1.5
+        diff = max(float(r["diff"]) for r in runs)
+        out.append(f"| {model} | {backend} | {regime} | {sweep} | {', '.join(f'{v:.1f}x' for v in speed)} | >= {target:.0f}x | "
+                   f"{', '.join(f'{v:.2f}' for v in work)} | {diff:.1e} | {'PASS' if ok and diff <= 1e-4 else 'FAIL'} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summarize(sys.argv[1:]))
