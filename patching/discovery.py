@@ -316,7 +316,6 @@ class _Mixer:
 class _Run:
     logits: Tensor  # [rows S vocab], or [rows vocab] (answer position only)
     outs: list[Tensor]  # each sender's output [rows S d]
-    resid: list[Tensor]  # resid_pre of each layer [rows S d] (native engine, when recorded)
     probes: dict[int, Tensor]
 
 
@@ -344,9 +343,6 @@ class _NativeEngine:
             self.layers.append(dict(w=w, ln1=ln1, ln2=ln2, parts=parts))
         self.ln_out = net.ln_out if net.ln_out is not None else (lambda x: x)
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        return self.net.embed(tokens)
-
     def _project(self, name: str, h: Tensor, layer: int, heads: Tensor | None = None) -> Tensor:
         """Per-head projection of per-head inputs ``h [rows S head d_model]`` -> ``[rows head S d_head]``
         (of the heads ``heads``, default all)."""
@@ -359,25 +355,17 @@ class _NativeEngine:
         b = b.view(self.H, 1, self.dh)
         return out + (b if heads is None else b[heads])
 
-    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, start: tuple | None = None, record_resid: bool = False,
-            embed: Tensor | None = None) -> _Run:
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None) -> _Run:
         net, g, H = self.net, self.graph, self.H
-        resid: list[Tensor] = []
-        if start is None:
-            x = self.embed(tokens) if embed is None else embed
-            outs, first = [x], 0
-        else:
-            first, x, outs = start
-            outs = list(outs)
-        for layer in range(first, g.n_layers):
+        x = self.net.embed(tokens)
+        outs = [x]
+        for layer in range(g.n_layers):
             lay = self.layers[layer]
             parts = lay["parts"]
-            if record_resid:
-                resid.append(x)
             B, S, _ = x.shape
             receivers = g.attn_receivers(layer)
             delta, changed = mixer.delta(receivers, outs, active=True)
-            if len(changed) == len(receivers):  # every head's input changes (gradients, circuits)
+            if len(changed) == len(receivers):  # every head's input changes (most circuits)
                 h = lay["ln1"](x[:, :, None] + delta)  # [B S 3H d]: each receiver's own input
                 q, k, v = (self._project(n, h[:, :, i * H : (i + 1) * H], layer) for i, n in enumerate(("q", "k", "v")))
             else:
@@ -412,7 +400,7 @@ class _NativeEngine:
         d_f = mixer.delta([g.logits_receiver], outs)
         final = x if d_f is None else x + d_f[:, :, 0]
         logits = net.unembed(final[:, at] if at is not None else final)
-        return _Run(logits, outs, resid, mixer.probes)
+        return _Run(logits, outs, mixer.probes)
 
 
 class _HookEngine:
@@ -433,10 +421,6 @@ class _HookEngine:
         self.model, self.graph = model, graph
         self.H, self.kv = graph.n_heads, graph.n_kv_heads
         self.R = self.H + 2 * self.kv
-
-    def embed(self, tokens: Tensor) -> Tensor:
-        _, cache = self.model.run(tokens, reads=[Site("resid_pre", 0)], detach=False)
-        return cache[Site("resid_pre", 0)]
 
     def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, start=None, record_resid: bool = False,
             embed: Tensor | None = None) -> _Run:
@@ -516,7 +500,7 @@ class _HookEngine:
         big = einops.repeat(tokens, "b s -> (e b) s", e=E)
         logits, _ = model.run(big, edits=edits, detach=False)
         logits = logits[:rows]
-        return _Run(logits[:, at] if at is not None else logits, outs, [], mixer.probes)
+        return _Run(logits[:, at] if at is not None else logits, outs, mixer.probes)
 
 
 # =============================================================================== the direct engine
@@ -1025,7 +1009,6 @@ class _Setup:
     at: int | None  # the answer position when the metric reads it alone
     corr_outs: Tensor  # [sender n S d]
     clean_outs: Tensor
-    clean_resid: list[Tensor]
     clean_value: float
     corrupted_value: float
 
@@ -1047,19 +1030,13 @@ class _Setup:
         W[:, u, v] = patched.float()
         return W.to(self.clean.device)
 
-    def run(self, patched: Tensor, start: int | None = None) -> Tensor:
+    def run(self, patched: Tensor) -> Tensor:
         """Mean metric ``[copies]`` with each copy's edges patched by the amounts ``patched [copies edge]``."""
         C, n = patched.shape[0], len(self.prompts)
-        W = self.W(patched)
-        mixer = _Mixer(self.graph, W, self.corr_outs, C, n, probe=False)
+        mixer = _Mixer(self.graph, self.W(patched), self.corr_outs, C, n, probe=False)
         tokens = einops.repeat(self.clean, "n s -> (c n) s", c=C)
-        begin = None
-        if start and isinstance(self.eng, _NativeEngine):
-            k = self.graph.n_senders_before(2 * start)
-            rep = lambda t: einops.repeat(t, "n ... -> (c n) ...", c=C)  # noqa: E731
-            begin = (start, rep(self.clean_resid[start]), [rep(o) for o in self.clean_outs[:k]])
         with torch.no_grad():
-            out = self.eng.run(tokens, mixer, self.at, start=begin)
+            out = self.eng.run(tokens, mixer, self.at)
         return self.values(out.logits, C)
 
 
@@ -1086,9 +1063,9 @@ def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bo
     n = len(prompts)
     with torch.no_grad():
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
-        c_run = eng.run(clean, _Mixer(graph, None, None, 1, n, probe=False), at, record_resid=True) if clean_run else None
+        c_run = eng.run(clean, _Mixer(graph, None, None, 1, n, probe=False), at) if clean_run else None
     setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs),
-                   torch.stack(c_run.outs) if clean_run else None, c_run.resid if clean_run else [], math.nan, 0.0)
+                   torch.stack(c_run.outs) if clean_run else None, math.nan, 0.0)
     setup.corrupted_value = float(setup.values(r_run.logits, 1)[0])
     if clean_run:  # (EAP reads the clean run off its gradient pass instead)
         setup.clean_value = float(setup.values(c_run.logits, 1)[0])
@@ -1212,20 +1189,17 @@ def _values_grad(s: _Setup, logits: Tensor, copies: int) -> Tensor:
 
 
 def _exact(s: _Setup, batch_size: int, progress: bool) -> Tensor:
-    """Each edge patched on its own, ``batch_size // n`` edges per forward, grouped by the receiver's
-    layer so that each forward starts at that layer from the clean run (native engine)."""
+    """Each edge patched on its own, ``batch_size // n`` edges per forward (the hook engine; native
+    models take `_exact_direct`)."""
     g, n = s.graph, len(s.prompts)
     per = max(1, batch_size // n)
-    order = sorted(range(g.n_edges), key=lambda i: g.receivers[g.edges[i][1]].time)
     out = torch.empty(g.n_edges, dtype=torch.float64)
     with tqdm(total=g.n_edges, desc="exact edge patching", disable=not progress) as bar:
-        for i in range(0, len(order), per):
-            idx = order[i : i + per]
+        for i in range(0, g.n_edges, per):
+            idx = list(range(i, min(i + per, g.n_edges)))
             patched = torch.zeros(len(idx), g.n_edges)
             patched[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
-            first = min(g.receivers[g.edges[e][1]].time for e in idx)
-            start = min(first // 2, g.n_layers - 1) if first < 2 * g.n_layers else g.n_layers - 1
-            out[idx] = s.run(patched, start=start) - s.clean_value
+            out[idx] = s.run(patched) - s.clean_value
             bar.update(len(idx))
     return out
 
