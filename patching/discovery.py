@@ -983,12 +983,27 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -
     return out, clean_value
 
 
+def _direct_reason(model) -> str | None:
+    """Why the direct engines cannot drive ``model`` although `patching.fast` covers it (None when they
+    can): they read a native TransformerLens model's modules, one key and value per query head."""
+    from transformer_lens.model_bridge.sources.native.model import NativeModel
+
+    from patching.fast import _part
+
+    om = getattr(getattr(model, "module", None), "original_model", None)
+    if not isinstance(om, NativeModel):
+        return "circuit discovery's fast engine drives native TransformerLens models only (Hugging Face models run on hooks)"
+    if _part(_part(om, "layers")[0], "attn").kv_repeats != 1:
+        return "circuit discovery's fast engine does not cover grouped-query attention (it runs on hooks)"
+    return None
+
+
 def _engine(model, graph: Graph, engine: str):
     from patching import fast as _fast
 
     if engine not in ENGINES:
         raise DiscoveryError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    reason = _fast.unsupported_reason(model)
+    reason = _fast.unsupported_reason(model) or _direct_reason(model)
     if engine == "fast" and reason is not None:
         raise DiscoveryError(f"engine='fast' cannot run this model: {reason}. Use engine='auto' or engine='hooks'.")
     if engine != "hooks" and reason is None:

@@ -301,6 +301,21 @@ def test_direct_engine_equals_the_hook_engine_with_rms_norm_rotary_and_any_metri
         assert fast.scores.abs().max() > 1e-3
 
 
+def test_models_the_fast_engine_covers_but_discovery_does_not_run_on_hooks(gpt2_dir, tokenizer, prompts):
+    # patching.fast covers Hugging Face models and grouped-query attention; circuit discovery's own
+    # engines drive native one-key-per-head models only, so these run on the hook engine
+    import interp
+
+    gqa = build_native({**TINY, "attn_only": False, "d_mlp": 48, "positional_embedding_type": "rotary",
+                        "n_key_value_heads": 2}, tokenizer, seed=4, name="disc-gqa")
+    for model, why in ((interp.load(gpt2_dir, backend="transformer_lens"), "native"), (gqa, "grouped-query")):
+        scores = edge_scores(model, prompts, logit_diff, "eap", progress=False)
+        assert scores.settings["engine"] == "hooks" and bool(torch.isfinite(scores.scores).all())
+        assert scores.scores.abs().max() > 1e-4
+        with pytest.raises(DiscoveryError, match=why):
+            edge_scores(model, prompts, logit_diff, "eap", engine="fast", progress=False)
+
+
 def _first_token_corrupted() -> PromptSet:
     p = _prompts(n=3, seq=6, seed=5)
     corrupted = p.clean.clone()
