@@ -153,6 +153,7 @@ def test_label_positions_masks_and_length_bound(world):
     assert tokens.shape[1] <= world.max_len
     lengths = (tokens != bio.BOS).sum(1) + 1  # <bos> first, then padding
     assert torch.equal(mask.sum(1), lengths - 1)
+    assert all(sorted(r for _, r in row.targets) == sorted(world.config.relations) for row in world.eval_rows([0, 1, 2]))
     rows = world.eval_rows([0, 1])
     t, m, attr = bio.pad_rows(rows)
     for k, row in enumerate(rows):

@@ -329,8 +329,10 @@ class Biographies:
                 out.append(IDS[w])
         return out, offset
 
-    def biography(self, i: int, rng: random.Random) -> Row:
-        """A biography of individual ``i``: its sentences (paraphrases drawn, shuffled, pronouns)."""
+    def biography(self, i: int, rng: random.Random, profile_targets: bool = True) -> Row:
+        """A biography of individual ``i``: its sentences (paraphrases drawn, shuffled, pronouns).
+        ``profile_targets=False`` leaves the profile's attributes out of ``targets`` (their relation
+        is not given by the text, so `recall_metrics` does not score them)."""
         c = self.config
         parts: list[tuple[str | None, str]] = [(r, rng.choice(self._templates[r])) for r in c.relations]
         if c.profile:
@@ -342,7 +344,8 @@ class Biographies:
             if rel is None:  # profile: name, then the attributes (in random order when shuffled), then "."
                 tokens += [IDS[self.names[i][0]], IDS[self.names[i][1]]]
                 for r in rng.sample(c.relations, len(c.relations)) if c.shuffle else c.relations:
-                    targets.append((len(tokens), r))
+                    if profile_targets:
+                        targets.append((len(tokens), r))
                     tokens.append(IDS[self.attributes[r][i]])
                 tokens.append(IDS["."])
                 continue
@@ -370,12 +373,13 @@ class Biographies:
 
     def eval_rows(self, individuals: list[int] | None = None) -> list[Row]:
         """The rows `recall_metrics` scores facts on: for each individual, one biography (or one
-        sentence per relation in the sentence layout) drawn with an evaluation seed training never uses."""
+        sentence per relation in the sentence layout) drawn with an evaluation seed training never
+        uses; each relation's sentence is scored once (a profile's attributes are not)."""
         rows = []
         for i in self._individuals(individuals):
             rng = random.Random(EVAL_SEED * 100_003 + i)
             if self.config.layout == "biography":
-                rows.append(self.biography(i, rng))
+                rows.append(self.biography(i, rng, profile_targets=False))
             else:
                 rows += [self.fact_row(i, r, rng) for r in self.config.relations]
         return rows
