@@ -96,7 +96,8 @@ class _HF(_Net):
         self.n_layers = len(_layers(hf))
         self.attn_only, self.gated, self.d_mlp = False, gated, d_mlp
         self.ln_out = _module(_part(self.base, norm))
-        self.head = _fn(_raw(hf.get_output_embeddings()))
+        head = _raw(hf.get_output_embeddings())
+        self.head, self.W_U, self.b_U, self.logit_cap = _fn(head), _tensor(head, "weight"), _tensor(head, "bias"), None
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
         self._rope: tuple | None = None
 

@@ -29,7 +29,9 @@ Llama-family models on either backend (the adapters of `patching.architectures`)
 4. **unembeds only the answer position**, when the metric reads only ``logits[:, answer_pos]``
    (see `answer_only`): the metric receives ``[batch pos vocab]`` logits whose every position is
    a broadcast view of the answer position's logits. Other metrics get full logits (and no
-   position skipping).
+   position skipping). For `logit_diff` (and `normalized` of it) only the answer's and the wrong
+   answer's columns of the unembedding are computed (`_Net.unembed_at`): two dot products per row
+   instead of the whole vocabulary, which on a 50k-token vocabulary is much of a sweep's arithmetic.
 
 How a sweep runs (its segments, passes and writes) depends only on its sites and sizes, so it is
 planned once per shape (`_schedule`, cached); the weights are read at every call.
@@ -123,10 +125,12 @@ _BLOCKWISE = {
 }
 
 
-def _blockwise(metric: Metric, prompts: PromptSet) -> Callable[[Tensor, PromptSet], Tensor] | None:
+def _blockwise(metric: Metric, prompts: PromptSet, columns: bool = False) -> Callable[[Tensor, PromptSet], Tensor] | None:
     """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
     logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
-    (None for any other metric, and for logit_diff without wrong answers: the metric raises)."""
+    (None for any other metric, and for logit_diff without wrong answers: the metric raises). With
+    ``columns`` (logit_diff only, else None), of the answer and wrong answer's logits ``[k n 2]``
+    (`_logit_columns`)."""
     inner, norm, free = metric, None, _normalized_parts(metric)
     if free is not None:
         inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
@@ -134,7 +138,9 @@ def _blockwise(metric: Metric, prompts: PromptSet) -> Callable[[Tensor, PromptSe
             return None
     if inner not in _BLOCKWISE or (inner is _metrics.logit_diff and prompts.wrong is None):
         return None
-    fn = _BLOCKWISE[inner]
+    if columns and inner is not _metrics.logit_diff:
+        return None
+    fn = (lambda lg, p: lg[..., 0] - lg[..., 1]) if columns else _BLOCKWISE[inner]
     if norm is None:
         return fn
     corrupted, span = norm
@@ -266,7 +272,16 @@ class FastRun:
         self.net, self.other, self.n, self.nb = net, other, n, nb
         self.at = ans if only_answer else None
         self.blockwise = _blockwise(metric, prompts) if only_answer else None
+        # logit_diff reads two logits per prompt: unembed only those columns (not the whole vocabulary)
+        self.columns = None
+        if only_answer and _blockwise(metric, prompts, columns=True) is not None:
+            self.blockwise = _blockwise(metric, prompts, columns=True)
+            self.columns = torch.stack([prompts.answers, prompts.wrong], 1).to(self.base.device)  # [n 2]
         self.ran = -1  # the last pass run (pass 0 first: it fills the store)
+
+    def _logit_columns(self, resid: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows 2"]:
+        """The answer and wrong answer's logits of answer-position rows (blocks of the n prompts in order)."""
+        return self.net.unembed_at(resid, self.columns.repeat(resid.shape[0] // self.n, 1))
 
     def run_pass(self, number: int) -> tuple[Tensor, Tensor]:
         """Run pass ``number`` (after pass 0, in increasing order); the cells it settles and their values."""
@@ -280,7 +295,8 @@ class FastRun:
         # kept from it (the values) is copied out, so results are ordinary tensors.
         with torch.inference_mode():
             tokens = (self.base if nb == 0 else torch.cat([self.base, self.other])) if first else None
-            logits = self.net.run_flat(segs, tokens, self.store, edits, at, self.noise if first else None)
+            unembed = None if self.columns is None else self._logit_columns
+            logits = self.net.run_flat(segs, tokens, self.store, edits, at, self.noise if first else None, unembed)
             if first and sched.noop:  # the unpatched base run's metric
                 value = _metric_values(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
                 index.append(torch.tensor(sched.noop, dtype=torch.long))
@@ -421,6 +437,15 @@ class _Net:
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         raise NotImplementedError
 
+    def unembed_at(self, resid: Float[Tensor, "rows d_model"], ids: Int[Tensor, "rows m"]) -> Float[Tensor, "rows m"]:
+        """The logits of tokens ``ids`` only (per row): the final norm, then a dot product with those
+        columns of the unembedding (``W_U [vocab d_model]``, ``b_U``; ``logit_cap``), not the whole vocabulary."""
+        h = resid if self.ln_out is None else self.ln_out(resid)
+        logits = torch.einsum("rd,rmd->rm", h, self.W_U[ids].to(h.dtype))
+        if self.b_U is not None:
+            logits = logits + self.b_U[ids].to(h.dtype)
+        return logits if self.logit_cap is None else torch.tanh(logits / self.logit_cap) * self.logit_cap
+
     def _mask(self, rows: slice, cols: int, device: torch.device) -> Tensor:
         """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
         size = max(rows.stop, cols)
@@ -502,7 +527,7 @@ class _Net:
         return edit("resid_post", layer, x)
 
     def run_flat(self, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None,
-                 noise: Tensor | None = None) -> Tensor:
+                 noise: Tensor | None = None, unembed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
         tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
 
@@ -516,7 +541,7 @@ class _Net:
         last layer computes keys / values for every position but everything after them for the answer
         query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
         Rows come in segment order. ``noise`` (``[n S d_model]``, first pass) is added to the base
-        prompts' embedding."""
+        prompts' embedding; ``unembed`` (with ``ans``) replaces the unembedding of the answer rows."""
         S, L, d = store.S, self.n_layers, self.d_model
         x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
         if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
@@ -558,6 +583,8 @@ class _Net:
                 x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
             x = edits.point("resid_post", lay, x, layout, store)
         rows = sum(entry[0].rows for entry in layout)
+        if ans is not None and unembed is not None:
+            return unembed(x)
         return self.unembed(x if ans is not None else x.view(rows, S, d))
 
     def _join_late(self, x: Tensor | None, zs: list[Tensor], layout: list, late: list[_Seg], store: _Store, lay: int,
@@ -624,6 +651,10 @@ class _Native(_Net):
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
         self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
         self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(_part(om, "head"))
+        head = _part(om, "head")
+        self.W_U, self.b_U = _tensor(head, "weight"), _tensor(head, "bias")
+        cap = om.output_logits_soft_cap
+        self.logit_cap = cap if cap is not None and cap > 0 else None
         self.layers = []
         for blk in _part(om, "layers"):
             attn = _part(blk, "attn")
