@@ -6,6 +6,8 @@ subject (ROME's two stages, Meng et al. 2022) and how long the learning plateau 
     python -m experiments.bio run bio-n300 --steps 100 --out /tmp/smoke    # a cheap check of the pipeline
     python -m experiments.bio run qa-n1000 --save-model   # also ship the final fp16 weights (only runs worth shipping)
     python -m experiments.bio notes                       # the table of stored runs in assets/experiments/bio/NOTES.md
+    python -m experiments.bio trace pronouns-n1000 pronoun   # more traces of a stored run, from .cache/bio-runs/NAME
+    python -m experiments.bio probe bio-n1000             # the name-token probes of a stored run, from its cached weights
 
 Each run builds a `interp.tasks.bio.Biographies` world from its `RUNS` entry, trains a fresh native
 model on it with `interp.train.train` (language-model loss on every token), evaluates recall every
