@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,11 +34,27 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+def _tracked_copy(root: Path, into: Path) -> Path:
+    """The checkout's tracked files copied into ``into`` (the checkout itself outside a git work tree):
+    the build writes its release tree and egg-info there, where no other test (and no file a test
+    writes into the checkout meanwhile) can touch them."""
+    proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return root
+    for name in filter(None, proc.stdout.split("\0")):
+        if (root / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, into / name)
+    return into
+
+
+@pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    """``python -m build`` (no isolation: the build backend comes from this environment, offline)."""
+    """``python -m build`` (no isolation: the build backend comes from this environment, offline) of a
+    copy of the tracked files; once per test session (the module's tests may not run back to back)."""
     dist = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+    src = _tracked_copy(ROOT, tmp_path_factory.mktemp("src"))
+    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheels, sdists = list(dist.glob("*.whl")), list(dist.glob("*.tar.gz"))
@@ -45,7 +62,7 @@ def built(tmp_path_factory):
     return wheels[0], sdists[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def venv(built, tmp_path_factory):
     """A fresh venv holding only the wheel; this environment's site-packages reach it through a
     ``.pth`` file written after the install (so pip sees no installed copy), whose lines are plain
