@@ -250,10 +250,12 @@ class Row(NamedTuple):
 class Biographies:
     """A seeded world of individuals (built from a `BioConfig`) and the rows that describe it.
 
-        world = Biographies(BioConfig(n_individuals=900, question_share=0.5, seed=0))
-        world.names[0], world.attributes["birth_city"][0]      # ('kim', 'hale'), 'lima'
-        world.question_set, world.held_out                     # disjoint, together all individuals
-        tokens, mask = world.training_batch(64, torch.Generator().manual_seed(0))
+    ```python
+    world = Biographies(BioConfig(n_individuals=900, question_share=0.5, seed=0))
+    world.names[0], world.attributes["birth_city"][0]      # ('kim', 'hale'), 'lima'
+    world.question_set, world.held_out                     # disjoint, together all individuals
+    tokens, mask = world.training_batch(64, torch.Generator().manual_seed(0))
+    ```
     """
 
     config: BioConfig = field(default_factory=BioConfig)
