@@ -79,7 +79,8 @@ def save(fig, name: str, out_dir: str | Path | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    with plt.rc_context({"svg.hashsalt": name}):  # stable element ids: an unchanged figure gives the same SVG
+        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return paths
 
@@ -128,7 +129,7 @@ def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Pat
         rel = r.paths[0].relative_to(path.parent) if r.paths[0].is_relative_to(path.parent) else r.paths[0]
         lines += ["", f"## {r.name}", "", r.caption, "", f"![{r.name}]({rel})", ""]
         if r.numbers:
-            lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in r.numbers.items()]
+            lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_three_places(v)} |" for k, v in r.numbers.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -144,3 +145,9 @@ def _card_lines() -> list[str]:
         card = circuits.get(name)
         lines.append(f"| [{name}](../interp/circuits/{name}.md) | `{card.model}` | {', '.join(c.key for c in card.claims)} |")
     return lines
+
+
+def _three_places(value: float) -> str:
+    """``value`` to three decimals, with no sign on a value that rounds to zero (``-0.000``)."""
+    text = f"{value:.3f}"
+    return text[1:] if text == "-0.000" else text
