@@ -40,7 +40,7 @@ dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
 lint: $(STAMP)
-	$(BIN)/ruff check interp patching probes tests benchmarks
+	$(BIN)/ruff check interp patching probes tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) .pytest_cache site dist build .cache
