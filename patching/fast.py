@@ -167,6 +167,10 @@ def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = 
 
     hf = architectures.hf_model(model) if hasattr(model, "backend_name") else None
     if hf is not None:
+        bridge = model.module if model.backend_name == "transformer_lens" else None
+        if bridge is not None and (getattr(bridge, "_weights_processed", False) or getattr(bridge, "compatibility_mode", False)):
+            return ("the bridge runs in compatibility mode or with processed weights (folded norms, centred writes), "
+                    "which the fast engine, reading the Hugging Face modules' own weights, does not mirror")
         return architectures.unsupported(hf, seq_len)
     if getattr(model, "backend_name", None) != "transformer_lens":
         return (f"the model is neither a native TransformerLens model nor a Hugging Face model (backend "

@@ -199,3 +199,17 @@ def test_an_edit_block_falls_back_on_hugging_face_models(loaded):
         assert "model.edit" in unsupported_reason(model)
         with pytest.raises(FastEngineError, match="model.edit"):
             activation_patch(model, make_prompts(), "resid_pre", logit_diff, engine="fast", progress=False)
+
+
+def test_a_bridge_in_compatibility_mode_falls_back(tmp_path, tokenizer):
+    """TransformerLens's compatibility mode processes the bridge's weights; the fast engine, which reads the
+    Hugging Face modules, says so and the hook engine runs."""
+    torch.manual_seed(0)
+    _build("gpt2").eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = interp.load(tmp_path, backend="transformer_lens")
+    assert unsupported_reason(model) is None
+    model.module.enable_compatibility_mode()
+    assert "compatibility mode" in unsupported_reason(model)
+    result = activation_patch(model, make_prompts(), "resid_pre", logit_diff, progress=False)
+    assert "engine" not in result.settings
