@@ -276,9 +276,10 @@ class FastRun:
         self.net, self.other, self.n, self.nb = net, other, n, nb
         self.at = ans if only_answer else None
         self.blockwise = _blockwise(metric, prompts) if only_answer else None
-        # logit_diff reads two logits per prompt: unembed only those columns (not the whole vocabulary)
+        # logit_diff reads two logits per prompt: unembed only those columns (not the whole vocabulary,
+        # where it is large enough for that to pay: on a small one the full product is a single cheap call)
         self.columns = None
-        if only_answer and _blockwise(metric, prompts, columns=True) is not None:
+        if only_answer and net.W_U.shape[0] >= COLUMNS_MIN_VOCAB and _blockwise(metric, prompts, columns=True) is not None:
             self.blockwise = _blockwise(metric, prompts, columns=True)
             self.columns = torch.stack([prompts.answers, prompts.wrong], 1).to(self.base.device)  # [n 2]
         self.ran = -1  # the last pass run (pass 0 first: it fills the store)
@@ -804,6 +805,9 @@ class _Seg:
     # there (later positions are unchanged until the next attention), then widens to p0..S-1
     p1: int | None = None
 
+
+#: the smallest vocabulary for which `logit_diff` unembeds two columns per row instead of all of them
+COLUMNS_MIN_VOCAB = 1024
 
 #: fixed cost of one segment through one layer (its attention's Python and kernel launches), in
 #: floating-point operations: about 50 microseconds at 30 GFLOP/s on one CPU core.

@@ -81,9 +81,19 @@ def test_fast_engine_equals_hook_engine_for_every_kind(models, model_name, direc
                     assert hooks.values.std() > 1e-4, kind  # the comparison is not between constants
 
 
-def test_fast_engine_reads_every_weight_including_buffers(tok):
+@pytest.mark.parametrize("columns", [False, True])
+def test_fast_engine_reads_every_weight_including_buffers(tok, monkeypatch, columns):
     """Biases that are buffers (the unembedding's) and LayerNorm scales start at 0 / 1 in a fresh model;
-    with random values, a fast path that skipped any of them would differ from the hook engine."""
+    with random values, a fast path that skipped any of them would differ from the hook engine. With
+    ``columns``, logit_diff unembeds two columns per row (`_Net.unembed_at`; on this 32-token vocabulary only
+    when forced) and must read the same weights."""
+    from patching import fast as fast_engine
+
+    calls = []
+    if columns:
+        monkeypatch.setattr(fast_engine, "COLUMNS_MIN_VOCAB", 0)
+        original = fast_engine._Net.unembed_at
+        monkeypatch.setattr(fast_engine._Net, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
     model = build_native({**CFG, "attn_only": False, "d_mlp": 64}, tok, seed=3, name="f-buffers")
     g = torch.Generator().manual_seed(0)
     touched = 0
@@ -101,6 +111,7 @@ def test_fast_engine_reads_every_weight_including_buffers(tok):
             fast = activation_patch(model, p, kind, metric, by_pos=by_pos, engine="fast", progress=False)
             hooks = activation_patch(model, p, kind, metric, by_pos=by_pos, engine="hooks", progress=False)
             assert (fast.values - hooks.values).abs().max() <= 1e-5, (kind, metric.__name__)
+    assert bool(calls) == columns
 
 
 def test_position_skipping_with_an_early_answer_position_sets_and_sources(models):

@@ -213,3 +213,24 @@ def test_a_bridge_in_compatibility_mode_falls_back(tmp_path, tokenizer):
     assert "compatibility mode" in unsupported_reason(model)
     result = activation_patch(model, make_prompts(), "resid_pre", logit_diff, progress=False)
     assert "engine" not in result.settings
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_column_unembedding_equals_the_full_one(loaded, monkeypatch, backend):
+    """logit_diff (and normalized logit_diff) on the fast engine unembeds the answer's and the wrong answer's
+    columns only (forced here: these vocabularies are below `COLUMNS_MIN_VOCAB`), with the hook engine's values."""
+    from patching import fast as fast_engine
+    from patching import normalized
+
+    calls = []
+    original = fast_engine._Net.unembed_at
+    monkeypatch.setattr(fast_engine, "COLUMNS_MIN_VOCAB", 0)
+    monkeypatch.setattr(fast_engine._Net, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
+    prompts = make_prompts(same_until=3)
+    for arch in ("gpt2", "llama-gqa"):
+        model = loaded(arch, backend)
+        for metric in (logit_diff, normalized(logit_diff, 2.0, -1.0)):
+            fast = activation_patch(model, prompts, "z", metric, by_pos=True, engine="fast", progress=False)
+            hooks = activation_patch(model, prompts, "z", metric, by_pos=True, engine="hooks", progress=False)
+            torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    assert calls
