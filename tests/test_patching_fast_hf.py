@@ -20,6 +20,8 @@ from patching import activation_patch, attribution_patch, logit_diff, prob, refe
 from patching import attribution as attr_mod
 from patching.fast import FAST_KINDS, FastEngineError, unsupported_reason
 from tests.conftest import D_VOCAB
+from tests.test_patching_speed_paths import every_position
+from tests.test_patching_speed_paths import make_prompts as _make_prompts
 
 V = D_VOCAB
 BACKENDS = ("transformer_lens", "nnsight")
@@ -70,21 +72,8 @@ def loaded(tmp_path_factory, tokenizer):
 
 
 def make_prompts(n=3, seq=8, seed=0, same_until=1):
-    from interp.tasks import PromptSet
-
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(1, V, (n, seq), generator=g)
-    corrupted = torch.randint(1, V, (n, seq), generator=g)
-    clean[:, 0] = 0
-    corrupted[:, :same_until] = clean[:, :same_until]
-    answers = torch.randint(1, V, (n,), generator=g)
-    wrong = (answers + torch.randint(1, V - 1, (n,), generator=g) - 1) % (V - 1) + 1
-    return PromptSet(clean, corrupted, answers, wrong)
-
-
-def every_position(logits, prompts):
-    """A metric reading every position: the fast engine gives it full logits."""
-    return logits[:, :, 3].sum(1) - logits[:, 1:, 5].mean(1)
+    """Random prompts sharing their first ``same_until`` tokens (`tests.test_patching_speed_paths`'s builder)."""
+    return _make_prompts(n, seq, seed, same_until)
 
 
 def kinds_of(arch: str) -> list[str]:
