@@ -5,7 +5,7 @@ architecture-independent engine (`patching.fast._Net`); an adapter here tells it
 computes: its embedding, per-layer norms, query / key / value projections (fused or separate,
 grouped-query), rotary embedding, attention scale, output projection, MLP and unembedding. Each
 adapter reads the weights of the model's own modules at every call (``nn.Linear`` / ``Conv1D`` /
-``LayerNorm`` as functions of their tensors; RMSNorm, activation functions and the rotary
+``LayerNorm`` as functions of their tensors (`patching.fast._fn`); RMSNorm, activation functions and the rotary
 embedding through the model's own modules and the installed transformers' ``rotate_half``), so
 it tracks the installed transformers version and in-place weight edits.
 
@@ -58,7 +58,7 @@ def unsupported(hf, seq_len: int | None = None) -> str | None:
     if "dynamic" in rope_type:  # its tables depend on the sequence length the model last saw
         return f"a {rope_type!r} rotary embedding is not mirrored"
     if kind in ("mistral", "qwen2", "llama"):  # Mistral's window is in its config, Qwen2's per layer
-        windows = {getattr(_part(_raw(layer), "self_attn"), "sliding_window", None) for layer in _layers(hf)}
+        windows = {getattr(_part(layer, "self_attn"), "sliding_window", None) for layer in _layers(hf)}
         windows.add(getattr(cfg, "sliding_window", None) if kind == "mistral" else None)
         window = min((w for w in windows if w is not None), default=None)
         if window is not None and (seq_len is None or seq_len > window):
@@ -72,8 +72,9 @@ def adapter(hf) -> _Net:
 
 
 def _layers(hf) -> list:
+    """The model's blocks, unwrapped (the bridge wraps each in place)."""
     base = _part(hf, hf.base_model_prefix)
-    return list(_part(base, {"gpt2": "h"}.get(hf.config.model_type, "layers")))
+    return [_raw(block) for block in _part(base, {"gpt2": "h"}.get(hf.config.model_type, "layers"))]
 
 
 def _conv1d(module) -> Callable[[Tensor], Tensor]:
@@ -82,9 +83,9 @@ def _conv1d(module) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], weight.shape[1])
 
 
-def _module(module) -> Callable[[Tensor], Tensor]:
-    """A leaf module (RMSNorm, an activation) called as itself; plain ones as functions (`_fn`)."""
-    return _fn(_raw(module))
+def _mlp(up: Callable[[Tensor], Tensor], act: Callable[[Tensor], Tensor], down: Callable[[Tensor], Tensor]):
+    """``down(act(up(x)))``: the two-layer MLP of GPT-2 and GPT-NeoX."""
+    return lambda x: down(act(up(x)))
 
 
 class _HF(_Net):
@@ -95,7 +96,7 @@ class _HF(_Net):
         self.base = _part(hf, hf.base_model_prefix)
         self.n_layers = len(_layers(hf))
         self.attn_only, self.gated, self.d_mlp = False, gated, d_mlp
-        self.ln_out = _module(_part(self.base, norm))
+        self.ln_out = _fn(_part(self.base, norm))
         head = _raw(hf.get_output_embeddings())
         self.head, self.W_U, self.b_U, self.logit_cap = _fn(head), _tensor(head, "weight"), _tensor(head, "bias"), None
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
@@ -118,9 +119,8 @@ class _HF(_Net):
         if table is None or table[0].shape[0] < n_pos:
             rotary = _part(self.base, "rotary_emb")
             device = next(iter(rotary.buffers())).device
-            dtype = _tensor(_raw(self.hf.get_input_embeddings()), "weight").dtype
-            with torch.no_grad():
-                cos, sin = rotary(torch.zeros(1, n_pos, 1, dtype=dtype, device=device), torch.arange(n_pos, device=device)[None])
+            with torch.no_grad():  # in the model's dtype, as its own forward computes them
+                cos, sin = rotary(torch.zeros(1, n_pos, 1, dtype=self.W_U.dtype, device=device), torch.arange(n_pos, device=device)[None])
             table = self._rope = (cos[0], sin[0], importlib.import_module(type(self.hf).__module__).rotate_half)
         return table
 
@@ -137,12 +137,11 @@ class GPT2(_HF):
         self.wpe = _tensor(_part(self.base, "wpe"), "weight")
         self.layers = []
         for blk in _layers(hf):
-            blk = _raw(blk)
             attn, mlp = _part(blk, "attn"), _part(blk, "mlp")
-            fc, proj, act = _conv1d(_part(mlp, "c_fc")), _conv1d(_part(mlp, "c_proj")), _module(_part(mlp, "act"))
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "ln_1")), ln2=_fn(_part(blk, "ln_2")), o=_conv1d(_part(attn, "c_proj")),
-                qkv=self._qkv(_part(attn, "c_attn")), mlp=lambda x, fc=fc, proj=proj, act=act: proj(act(fc(x))),
+                qkv=self._qkv(_part(attn, "c_attn")),
+                mlp=_mlp(_conv1d(_part(mlp, "c_fc")), _fn(_part(mlp, "act")), _conv1d(_part(mlp, "c_proj"))),
                 scale=attn.scaling, softcap=None, rope=None,
             ))
 
@@ -177,13 +176,11 @@ class NeoX(_HF):
         self.parallel = bool(cfg.use_parallel_residual)
         self.layers = []
         for blk in _layers(hf):
-            blk = _raw(blk)
             attn, mlp = _part(blk, "attention"), _part(blk, "mlp")
-            up, down, act = _fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "dense_4h_to_h")), _module(_part(mlp, "act"))
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
                 o=_fn(_part(attn, "dense")), qkv=self._qkv(_fn(_part(attn, "query_key_value"))),
-                mlp=lambda x, up=up, down=down, act=act: down(act(up(x))),
+                mlp=_mlp(_fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "act")), _fn(_part(mlp, "dense_4h_to_h"))),
                 scale=attn.scaling, softcap=None, rope=True,
             ))
 
@@ -208,14 +205,13 @@ class Llama(_HF):
         self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.layers = []
         for blk in _layers(hf):
-            blk = _raw(blk)
             attn, mlp = _part(blk, "self_attn"), _part(blk, "mlp")
             self.d_head = attn.head_dim
             q, k, v = (_fn(_part(attn, f"{name}_proj")) for name in "qkv")
             gate, up, down = (_fn(_part(mlp, f"{name}_proj")) for name in ("gate", "up", "down"))
-            act = _module(_part(mlp, "act_fn"))
+            act = _fn(_part(mlp, "act_fn"))
             self.layers.append(dict(
-                ln1=_module(_part(blk, "input_layernorm")), ln2=_module(_part(blk, "post_attention_layernorm")),
+                ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
                 o=_fn(_part(attn, "o_proj")), qkv=_separate_qkv(q, k, v, self.n_heads, self.n_kv_heads, attn.head_dim),
                 mlp=lambda x, gate=gate, up=up, down=down, act=act: down(act(gate(x)) * up(x)),
                 scale=attn.scaling, softcap=None, rope=True,

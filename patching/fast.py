@@ -449,7 +449,7 @@ class _Net:
         logits = torch.einsum("rd,rmd->rm", h, self.W_U[ids].to(h.dtype))
         if self.b_U is not None:
             logits = logits + self.b_U[ids].to(h.dtype)
-        return logits if self.logit_cap is None else torch.tanh(logits / self.logit_cap) * self.logit_cap
+        return _softcap(logits, self.logit_cap)
 
     def _mask(self, rows: slice, cols: int, device: torch.device) -> Tensor:
         """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
@@ -495,8 +495,7 @@ class _Net:
             k, v = k.repeat_interleave(reps, dim=1), v.repeat_interleave(reps, dim=1)
         mask = self._mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-        if blk["softcap"] is not None:
-            scores = torch.tanh(scores / blk["softcap"]) * blk["softcap"]
+        scores = _softcap(scores, blk["softcap"])
         scores = scores.masked_fill(mask, float("-inf"))
         pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
         if pattern_edit is not None:
@@ -646,32 +645,28 @@ class _Native(_Net):
 
     def __init__(self, om):
         from transformer_lens.model_bridge.sources.native.model import NativeRotary
-        from transformer_lens.utilities.activation_functions import apply_softcap
 
-        self.om, self.softcap = om, apply_softcap
+        self.om = om
         self.cfg = cfg = om.cfg
         self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
         self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
-        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(_part(om, "head"))
         head = _part(om, "head")
-        self.W_U, self.b_U = _tensor(head, "weight"), _tensor(head, "bias")
-        cap = om.output_logits_soft_cap
-        self.logit_cap = cap if cap is not None and cap > 0 else None
+        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(head)
+        self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
         self.layers = []
         for blk in _part(om, "layers"):
             attn = _part(blk, "attn")
             q, k, v = _fn(_part(attn, "q")), _fn(_part(attn, "k")), _fn(_part(attn, "v"))
-            cap = attn.attn_scores_soft_cap
             rotary = attn.rotary
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "ln1")), attn=attn, q=q, k=k, v=v, o=_fn(_part(attn, "o")),
                 qkv=_separate_qkv(q, k, v, cfg.n_heads, attn.n_kv_heads, cfg.d_head),
                 ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
                 mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
-                scale=1.0 / attn.scale, softcap=cap if cap is not None and cap > 0 else None,
+                scale=1.0 / attn.scale, softcap=_cap(attn.attn_scores_soft_cap),
                 rope=None if rotary is None else (
                     rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
             ))
@@ -693,7 +688,17 @@ class _Native(_Net):
         return resid
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        return self.softcap(self.head(self.ln_out(resid)), self.om.output_logits_soft_cap)
+        return _softcap(self.head(self.ln_out(resid)), self.logit_cap)
+
+
+def _cap(value: float | None) -> float | None:
+    """A soft-cap setting as `_softcap` takes it: None where it is off (None, 0 or negative)."""
+    return value if value is not None and value > 0 else None
+
+
+def _softcap(x: Tensor, cap: float | None) -> Tensor:
+    """``cap * tanh(x / cap)`` (Gemma-style soft-capping, as TransformerLens's ``apply_softcap``); ``x`` when off."""
+    return x if cap is None else cap * torch.tanh(x / cap)
 
 
 def _separate_qkv(q, k, v, H: int, KV: int, dh: int):
