@@ -761,7 +761,8 @@ class HookedModel(nn.Module):
                     new = apply_at(site, iv, new)
                 for site in key_reads:
                     store(site, new)
-                return None if new is act else new
+                # an edit may hand over a broadcast (a mean source); modules .view() their input (GPT-2's Conv1D)
+                return None if new is act else new.contiguous()
 
             return tap
 

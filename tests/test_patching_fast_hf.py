@@ -11,16 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import interp
 from interp import Site
-from patching import activation_patch, attribution_patch, logit_diff, prob, reference_patch
+from patching import activation_patch, attribution_patch, logit_diff, prob
 from patching import attribution as attr_mod
 from patching.fast import FAST_KINDS, FastEngineError, unsupported_reason
 from tests.conftest import D_VOCAB
-from tests.test_patching_speed_paths import every_position
+from tests.test_patching_speed_paths import check_random_site_sets, every_position
 from tests.test_patching_speed_paths import make_prompts as _make_prompts
 
 V = D_VOCAB
@@ -101,27 +99,8 @@ def test_fast_engine_equals_the_reference_loop_on_random_site_sets(loaded, arch,
     """Random sets of sites (one or several per intervention, any layer, head and position), random
     shared prefixes, sources, metrics and batch sizes, against one hooked forward per intervention."""
     model = loaded(arch, backend)
-    L, H = model.n_layers, model.n_heads
     kinds = sorted(set(kinds_of(arch)) - {"head_out"})  # the reference edits head_out through attn_out
-
-    @st.composite
-    def site(draw):
-        kind = draw(st.sampled_from(kinds))
-        head = draw(st.one_of(st.none(), st.integers(0, H - 1))) if kind in ("z", "pattern") else None
-        return Site(kind, draw(st.integers(0, L - 1)), head, draw(st.one_of(st.none(), st.integers(-8, 7))))
-
-    groups = st.lists(st.lists(site(), min_size=1, max_size=3), min_size=1, max_size=5)
-
-    @settings(max_examples=6, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(groups=groups, same_until=st.integers(0, 7), batch_size=st.sampled_from([3, 6, None]),
-           source=st.sampled_from(["other", "mean", "zero"]), metric=st.sampled_from([logit_diff, every_position]))
-    def check(groups, same_until, batch_size, source, metric):
-        prompts = make_prompts(same_until=same_until)
-        got = activation_patch(model, prompts, groups, metric, source=source, batch_size=batch_size, engine="fast", progress=False)
-        ref = reference_patch(model, prompts, groups, metric, source=source)
-        torch.testing.assert_close(got.values, ref.values, atol=1e-5, rtol=1e-4)
-
-    check()
+    check_random_site_sets(model, kinds, examples=6, batch_sizes=[3, 6, None], max_cells=5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -223,3 +202,13 @@ def test_two_column_unembedding_equals_the_full_one(loaded, monkeypatch, backend
             hooks = activation_patch(model, prompts, "z", metric, by_pos=True, engine="hooks", progress=False)
             torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
     assert calls
+
+
+def test_a_broadcast_edit_into_a_module_that_views_its_input(loaded):
+    """A mean-ablated z of every head is a broadcast tensor; GPT-2's Conv1D ``.view()``s its input, so the
+    nnsight backend hands over a contiguous copy (found by the random-set test above)."""
+    prompts = make_prompts()
+    cell = [[Site("z", 0)]]
+    values = {backend: activation_patch(loaded("gpt2", backend), prompts, cell, logit_diff, source="mean", engine="hooks",
+                                        progress=False).values for backend in BACKENDS}
+    torch.testing.assert_close(values["nnsight"], values["transformer_lens"], atol=1e-5, rtol=1e-4)
