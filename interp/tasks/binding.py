@@ -397,3 +397,234 @@ def binding_accuracy(model, n: int = 500, seed: int = EVAL_SEED) -> dict[str, fl
     the share of ``n`` fresh prompts per size (seed ``seed + k``, never used in training) whose
     bound entity is the model's top-1 prediction at the query position."""
     return {k: v for k, v in binding_metrics(model, n, seed).items() if k.startswith("acc_")}
+
+
+# =============================================================================== other layouts
+# The functions above build the attribute-first layout of `binding-4l`. Those below build any of
+# `LAYOUTS` (the attribute-first one included, for comparisons), with optional filler between pairs,
+# for the experiments of issue 19 (`experiments.binding`): layouts where copying the token after a
+# content match is not enough, so that retrieval may have to go through the pair's slot.
+#
+#     tokens, mask = layout_batch(64, gen, "entity-first", sizes=(2,), queries=3)
+#     prompts = layout_prompts(200, 3, "entity-first", seed=0)   # <bos> ann likes tea . bob likes jam . ... who likes jam -> bob
+#     pairs = mechanism_pairs(400, 4, "entity-first", seed=0)    # Gur-Arieh et al.'s three-way counterfactuals
+
+#: Words of one pair per layout (E = entity, A = attribute); every layout's query is ``who likes A``.
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "attribute-first": ("A", "E", "."),
+    "entity-first": ("E", "likes", "A", "."),
+    "entity-first-short": ("E", "A", "."),
+}
+MAX_FILLER = 4
+_WORD = {"likes": _LIKES, ".": _DOT}
+
+
+def _check_layout(layout, filler) -> None:
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, got {layout!r}.")
+    if isinstance(filler, bool) or not isinstance(filler, int) or not 0 <= filler <= MAX_FILLER:
+        raise InputError(
+            f"filler (extra '.' tokens per gap between pairs, on average) must be an integer from 0 to "
+            f"{MAX_FILLER}, got {filler!r}."
+        )
+
+
+def layout_length(n_pairs: int, layout: str = "attribute-first", filler: int = 0) -> int:
+    """Tokens of a `layout_prompts` prompt: BOS, the pairs, ``filler * (n_pairs - 1)`` filler
+    tokens, and the 3-token query (the last token is the queried attribute)."""
+    _check_pairs(n_pairs)
+    _check_layout(layout, filler)
+    return 1 + len(LAYOUTS[layout]) * n_pairs + filler * (n_pairs - 1) + 3
+
+
+def _gaps(n: int, k: int, filler: int, gen: torch.Generator) -> Int[Tensor, "n k"]:
+    """Extra '.' tokens after each pair: ``filler * (k - 1)`` in all, spread at random over the
+    ``k - 1`` gaps between pairs (the last pair gets none), so lengths are fixed but slot positions vary."""
+    gaps = torch.zeros(n, k, dtype=torch.long)
+    if filler and k > 1:
+        which = torch.randint(0, k - 1, (n, filler * (k - 1)), generator=gen)
+        gaps[:, : k - 1] = torch.nn.functional.one_hot(which, k - 1).sum(1)
+    return gaps
+
+
+def _layout_assemble(entities: Tensor, attributes: Tensor, query_attr: Tensor, layout: str, gaps: Tensor):
+    """Tokens ``[n, L]`` ending in ``who likes query_attr``, and per-slot positions ``[n, k]`` of
+    entities and attributes."""
+    n, k = entities.shape
+    words = LAYOUTS[layout]
+    length = 1 + len(words) * k + int(gaps[0].sum()) + 3
+    tokens = torch.zeros(n, length, dtype=torch.long)
+    start = 1 + torch.cat([torch.zeros(n, 1, dtype=torch.long), (len(words) + gaps[:, :-1]).cumsum(1)], 1)  # [n, k]
+    rows = torch.arange(n)[:, None]
+    for j, w in enumerate(words):
+        tokens[rows, start + j] = entities if w == "E" else attributes if w == "A" else _WORD[w]
+    fill = torch.ones(n, length, dtype=torch.bool)
+    fill[:, 0] = False
+    for j in range(len(words)):
+        fill[rows, start + j] = False
+    fill[:, -3:] = False
+    tokens[fill] = _DOT
+    tokens[:, -3], tokens[:, -2], tokens[:, -1] = _WHO, _LIKES, query_attr
+    return tokens, start + words.index("E"), start + words.index("A")
+
+
+def layout_batch(
+    batch: int, gen: torch.Generator, layout: str = "entity-first", sizes: tuple[int, ...] = SIZES,
+    queries: int = 1, filler: int = 0,
+) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos_minus_1"]]:
+    """Training contexts of ``layout`` followed by ``min(queries, k)`` answered queries about distinct
+    pairs (``who likes A E who likes A' E' ...``); the first query is a `layout_prompts` prompt.
+
+    Returns
+    -------
+    tokens : Int[Tensor, "batch pos"]
+        Right-padded with 0 to ``1 + pair_len*5 + filler*4 + 4*min(queries, 5)`` tokens, whatever
+        sizes are drawn.
+    mask : Bool[Tensor, "batch pos-1"]
+        True at each query's attribute (the predictions that count in the loss).
+    """
+    _check_n(batch, "batch")
+    _check_n(queries, "queries")
+    _check_layout(layout, filler)
+    if not sizes:
+        raise InputError("sizes must name at least one context size from 2 to 5.")
+    for k in sizes:
+        _check_pairs(k)
+    width = 1 + len(LAYOUTS[layout]) * MAX_PAIRS + filler * (MAX_PAIRS - 1) + 4 * min(queries, MAX_PAIRS)
+    tokens = torch.zeros(batch, width, dtype=torch.long)
+    mask = torch.zeros(batch, width - 1, dtype=torch.bool)
+    which = torch.randint(0, len(sizes), (batch,), generator=gen)
+    for j, k in enumerate(sizes):
+        rows = (which == j).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        entities, attributes, query = _sample(len(rows), k, gen)
+        n_q = min(queries, k)
+        later = (query[:, None] + _distinct(len(rows), n_q - 1, torch.arange(1, k), gen)) % k
+        order = torch.cat([query[:, None], later], 1)
+        context, _, _ = _layout_assemble(entities, attributes, attributes.gather(1, query[:, None])[:, 0], layout,
+                                         _gaps(len(rows), k, filler, gen))
+        start = context.shape[1] - 3
+        tokens[rows, :start] = context[:, :start]
+        for q in range(n_q):
+            slot = order[:, q : q + 1]
+            at = start + 4 * q
+            tokens[rows, at], tokens[rows, at + 1] = _WHO, _LIKES
+            tokens[rows, at + 2] = attributes.gather(1, slot)[:, 0]
+            tokens[rows, at + 3] = entities.gather(1, slot)[:, 0]
+            mask[rows, at + 2] = True
+    return tokens, mask
+
+
+def layout_prompts(n: int, n_pairs: int, layout: str = "entity-first", filler: int = 0, seed: int = 0) -> PromptSet:
+    """Single-query prompts of ``layout`` (all ``layout_length(n_pairs, layout, filler)`` tokens).
+
+    Clean: a random context and a query about a random pair; answer: its entity. Corrupted: the same
+    context queried about another pair; wrong: that pair's entity. ``metadata``: ``query_index`` [n];
+    ``entity_pos``, ``attribute_pos``, ``entities``, ``attributes`` [n, n_pairs]; ``query_pos`` (the
+    last position), ``n_pairs``, ``layout``, ``filler``.
+    """
+    _check_n(n)
+    _check_pairs(n_pairs)
+    _check_layout(layout, filler)
+    gen = torch.Generator().manual_seed(int(seed))
+    entities, attributes, query = _sample(n, n_pairs, gen)
+    other = _other_slot(query, n_pairs, gen)
+    gaps = _gaps(n, n_pairs, filler, gen)
+    rows = torch.arange(n)
+    clean, entity_pos, attribute_pos = _layout_assemble(entities, attributes, attributes[rows, query], layout, gaps)
+    corrupted, _, _ = _layout_assemble(entities, attributes, attributes[rows, other], layout, gaps)
+    meta = {"query_index": query, "corrupted_query_index": other, "entity_pos": entity_pos, "attribute_pos": attribute_pos,
+            "entities": entities, "attributes": attributes, "query_pos": clean.shape[1] - 1, "n_pairs": n_pairs,
+            "layout": layout, "filler": filler}
+    return PromptSet(clean, corrupted, entities[rows, query], entities[rows, other], metadata=meta)
+
+
+@torch.no_grad()
+def layout_metrics(model, layout: str = "entity-first", filler: int = 0, n: int = 200, seed: int = EVAL_SEED + 200,
+                   sizes: tuple[int, ...] = SIZES) -> dict[str, float]:
+    """Per context size k: ``acc_k`` (top-1 accuracy on ``n`` fresh `layout_prompts`, seed ``seed + k``)
+    and ``loss_k`` (mean cross-entropy of the answer, nats)."""
+    out: dict[str, float] = {}
+    for k in sizes:
+        p = layout_prompts(n, k, layout, filler, seed=seed + k)
+        logits = model(p.clean)[:, -1].float()
+        out[f"acc_{k}"] = (logits.argmax(-1) == p.answers).float().mean().item()
+        out[f"loss_{k}"] = torch.nn.functional.cross_entropy(logits, p.answers).item()
+    return out
+
+
+#: The outcomes `mechanism_pairs` tells apart, in the order of `MechanismPairs.answers`.
+MECHANISMS = ("positional", "lexical", "reflexive", "base")
+MIN_MECHANISM_PAIRS = 4
+
+
+class MechanismPairs(NamedTuple):
+    """What `mechanism_pairs` returns."""
+
+    base: PromptSet
+    source: Int[Tensor, "n pos"]
+    answers: dict[str, Int[Tensor, " n"]]
+    slots: dict[str, Int[Tensor, " n"]]
+
+
+def mechanism_pairs(n: int, n_pairs: int, layout: str = "attribute-first", filler: int = 0, seed: int = 0) -> MechanismPairs:
+    """Counterfactual pairs in which Gur-Arieh et al. (2025)'s three retrieval mechanisms, and the
+    base run itself, each predict a different entity of the base context.
+
+    The base binds entities ``E_0..E_{k-1}`` to attributes ``A_0..A_{k-1}`` and asks about ``A_q``.
+    Three more distinct base slots ``p, l, r`` (all different from ``q``; hence ``k >= 4``) are drawn,
+    and the source re-binds the *same* words: its slot ``p`` holds the pair ``(E_r, A_l)``, its other
+    slots the remaining entities and attributes in random order, and it asks about ``A_l``. Interchanging
+    the query position's activation from source into base then names:
+
+    - ``positional``: ``E_p``, the base entity in the slot the source's query points to;
+    - ``lexical``: ``E_l``, the base entity bound to the attribute the source asks about;
+    - ``reflexive``: ``E_r``, the source's own answer (a direct pointer to that entity, which the
+      base context also holds, in slot ``r``);
+    - ``base``: ``E_q``, if the activation does not matter.
+
+    Returns
+    -------
+    MechanismPairs
+        ``base``: `PromptSet` ``[n, L]`` (``L = layout_length(n_pairs, layout, filler)``) with
+        ``corrupted`` = the source; ``source`` ``[n, L]``; ``answers``: ``{outcome: [n]}`` token ids,
+        distinct per row; ``slots``: ``{outcome: [n]}`` the base slot of each outcome's entity.
+    """
+    _check_n(n)
+    _check_pairs(n_pairs)
+    _check_layout(layout, filler)
+    k = n_pairs
+    if k < MIN_MECHANISM_PAIRS:
+        raise InputError(
+            f"mechanism_pairs needs n_pairs >= {MIN_MECHANISM_PAIRS} (the base query and the positional, lexical "
+            f"and reflexive slots must all differ), got {k}."
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    entities, attributes, query = _sample(n, k, gen)
+    rows = torch.arange(n)
+    # four distinct slots per row: q (given), then p, l, r among the others in random order
+    others = (query[:, None] + 1 + torch.rand(n, k - 1, generator=gen).argsort(-1)) % k
+    p, l, r = others[:, 0], others[:, 1], others[:, 2]
+    src_entities, src_attributes = torch.empty_like(entities), torch.empty_like(attributes)
+    for i in range(n):
+        rest = [s for s in range(k) if s != int(p[i])]
+        e_rest = [s for s in range(k) if s != int(r[i])]
+        a_rest = [s for s in range(k) if s != int(l[i])]
+        e_perm = torch.randperm(k - 1, generator=gen).tolist()
+        a_perm = torch.randperm(k - 1, generator=gen).tolist()
+        src_entities[i, p[i]], src_attributes[i, p[i]] = entities[i, r[i]], attributes[i, l[i]]
+        for j, s in enumerate(rest):
+            src_entities[i, s] = entities[i, e_rest[e_perm[j]]]
+            src_attributes[i, s] = attributes[i, a_rest[a_perm[j]]]
+    base_gaps, src_gaps = _gaps(n, k, filler, gen), _gaps(n, k, filler, gen)
+    base_tokens, entity_pos, attribute_pos = _layout_assemble(entities, attributes, attributes[rows, query], layout, base_gaps)
+    source, _, _ = _layout_assemble(src_entities, src_attributes, attributes[rows, l], layout, src_gaps)
+    slots = {"positional": p, "lexical": l, "reflexive": r, "base": query}
+    answers = {name: entities[rows, s] for name, s in slots.items()}
+    meta = {"query_index": query, "entity_pos": entity_pos, "attribute_pos": attribute_pos, "entities": entities,
+            "attributes": attributes, "query_pos": base_tokens.shape[1] - 1, "n_pairs": k, "layout": layout,
+            "filler": filler, "source_entities": src_entities, "source_attributes": src_attributes,
+            **{f"{name}_slot": s for name, s in slots.items()}, **{f"{name}_answer": a for name, a in answers.items()}}
+    base = PromptSet(base_tokens, source, answers["base"], answers["positional"], metadata=meta)
+    return MechanismPairs(base, source, answers, slots)
