@@ -86,6 +86,7 @@ RUNS: dict[str, Run] = {r.name: r for r in [
     Run("bio-n1000-8l", _bio(1000), model=dict(MODEL_8L), axes=("depth",)),
     Run("templates-n1000", _bio(1000, layout="sentence"), axes=("design",), note="one templated sentence per row (facts-4l's design, LM loss)"),
     Run("profile-n1000", _bio(1000, profile=True), axes=("design",), note="+ a profile sentence: the name followed by every attribute, shuffled"),
+    Run("profile-qa-n1000", _bio(1000, profile=True, question_share=0.5), axes=("design",), note="+ a profile sentence and question rows for half of the individuals"),
     Run("pronouns-n1000", _bio(1000, pronoun_share=1.0), axes=("design",), note="every sentence after the first uses a pronoun"),
     Run("qa-n1000", _bio(1000, question_share=0.5), axes=("design",), note="question rows for half of the individuals"),
     Run("qa-before-n1000", _bio(1000, question_share=0.5, order="before"), axes=("design",), note="relation words before the name, in biographies and questions"),

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from interp.models import HookedModel, build_native, save_native
-from interp.tasks import binding, facts, induction
+from interp.tasks import binding, bio, facts, induction
 from interp.tokenizers import word_tokenizer
 from interp.train import TrainConfig, train
 
@@ -117,9 +117,39 @@ def train_binding_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, prog
     return model
 
 
-def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: TrainConfig, result, metrics: dict) -> None:
+#: The biography world of ``facts-bio`` (the ``profile-qa-n1000`` run of ``experiments.bio``): 1,000
+#: individuals, 4 relations, shuffled biographies with 3 paraphrases per relation, a profile sentence
+#: (the name followed by every attribute), question rows for half of the individuals.
+FACTS_BIO_TASK = dict(n_individuals=1000, relations=("birth_city", "birth_year", "university", "employer"),
+                      profile=True, question_share=0.5, seed=0)
+FACTS_BIO_EVAL = 256  # individuals evaluated every 50 steps (half from the question set)
+
+
+def train_facts_bio(out_dir: str | Path, seed: int = 0, steps: int = 2500, progress: bool = True, lr: float = 1e-3) -> HookedModel:
+    """``facts-bio``: `FACTS_CONFIG`'s 4-layer shape trained with a language-model loss on every token
+    of the biographies of `FACTS_BIO_TASK` (the world is fixed; the seed varies the model and the data order)."""
+    world = bio.Biographies(bio.BioConfig(**FACTS_BIO_TASK))
+    out_dir = Path(out_dir)
+    tokenizer = word_tokenizer(world.vocab, out_dir / "tokenizer")
+    model = build_native({**FACTS_CONFIG, "d_vocab": world.d_vocab, "n_ctx": world.max_len}, tokenizer, seed=seed, name="facts-bio")
+    config = TrainConfig(steps=steps, batch_size=64, lr=lr, warmup=100, seed=seed, eval_every=50, weight_decay=0.01)
+    subset = world.eval_individuals(FACTS_BIO_EVAL, seed=0)
+    result = train(
+        model, lambda gen, step: world.training_batch(config.batch_size, gen), config,
+        eval_fn=lambda m, step: world.recall_metrics(m, subset),
+        checkpoint_steps=log_spaced_steps(steps, 11, first=50), checkpoint_dir=out_dir / "checkpoints",
+        checkpoint_dtype=torch.float16, progress=progress,
+    )
+    _save(model, out_dir, task="facts-bio", seed=seed, config=config, result=result, metrics=world.recall_metrics(model),
+          extra={"bio": world.config.to_dict()})
+    return model
+
+
+def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: TrainConfig, result, metrics: dict,
+          extra: dict | None = None) -> None:
     n_params = sum(p.numel() for p in model.module.parameters())
     save_native(model, out_dir, extra={
+        **(extra or {}),
         "task": task,
         "n_params": n_params,
         "metrics": metrics,
@@ -138,4 +168,5 @@ def _save(model: HookedModel, out_dir: Path, task: str, seed: int, config: Train
 
 RECIPES: dict[str, Callable[..., HookedModel]] = {
     "induction-2l": train_induction_2l, "facts-4l": train_facts_4l, "binding-4l": train_binding_4l,
+    "facts-bio": train_facts_bio,
 }

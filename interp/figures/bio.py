@@ -24,7 +24,7 @@ from interp.tasks.bio import plateau, rome_ratio
 AXES = ("individuals", "depth", "design", "frequencies")
 AXIS_TITLES = {"individuals": "number of individuals", "depth": "depth at ~fixed parameters",
                "design": "data design", "frequencies": "frequencies of individuals"}
-DESIGN_ORDER = ("templates", "bio", "profile", "pronouns", "qa", "qa-pronouns", "qa-before")
+DESIGN_ORDER = ("templates", "bio", "profile", "profile-qa", "pronouns", "qa", "qa-pronouns", "qa-before")
 
 
 def runs_dir() -> Path:
