@@ -87,15 +87,15 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in [
     Attempt("ef-induction", "induction rows", induction_rows=32,
             note="32 plain induction rows beside the 64 binding rows of each batch (binding-4l's rescue)"),
     Attempt("efs-induction", "layout: entity directly before the attribute, + induction rows",
-            layout="entity-first-short", induction_rows=32, curriculum=CURRICULUM,
+            layout="entity-first-short", induction_rows=32, curriculum=CURRICULUM, steps=3500,
             note="`ann tea . bob jam . who likes jam`: a previous-token head (which induction rows grow) puts the entity in the attribute's position"),
-    Attempt("ef-filler", "filler between pairs", filler=2, curriculum=CURRICULUM,
+    Attempt("ef-filler", "filler between pairs", filler=2, curriculum=CURRICULUM, steps=3500,
             note="2 extra '.' per gap on average, spread at random, so slots sit at varying positions"),
-    Attempt("ef-8heads", "more heads", model=dict(n_heads=8, d_head=8), curriculum=CURRICULUM),
-    Attempt("ef-lowlr-long", "longer training at a lower learning rate", lr=3e-4, steps=3000, batch_size=48,
+    Attempt("ef-8heads", "more heads", model=dict(n_heads=8, d_head=8), curriculum=CURRICULUM, steps=3500),
+    Attempt("ef-lowlr-long", "longer training at a lower learning rate", lr=3e-4, steps=5000, batch_size=48,
             curriculum=CURRICULUM),
     Attempt("ef-all", "curriculum + induction rows + 8 heads", curriculum=CURRICULUM, induction_rows=32,
-            model=dict(n_heads=8, d_head=8)),
+            model=dict(n_heads=8, d_head=8), steps=3500),
 ]}
 
 
