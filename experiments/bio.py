@@ -48,6 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "assets" / "experiments" / "bio"
 CACHE = ROOT / ".cache" / "bio-runs"
 TRACE_PROMPTS = 40
+#: The biography template traced (index into the relation's paraphrases): template 1 of birth city,
+#: ``{S} is a native of`` (after the name) / ``the city where {S} was born is`` (before it). Template
+#: 0, ``was born in``, also starts the birth-year sentence, so a model that knows every fact put only
+#: about half its probability on the city there (the traces before this change used it).
+TRACE_TEMPLATE = 1
 EVAL_INDIVIDUALS = 256
 RELATIONS = ("birth_city", "birth_year", "university", "employer")
 
@@ -123,7 +128,7 @@ def trace_run(model, world, step: int, forms: list[str] | None = None) -> list[d
     out = []
     for form in forms or trace_forms(world):
         who = pool[:: max(1, len(pool) // TRACE_PROMPTS)][:TRACE_PROMPTS]
-        p = world.fact_prompts(relation, form=form, individuals=who, seed=0)
+        p = world.fact_prompts(relation, form=form, template=TRACE_TEMPLATE if form != "question" else 0, individuals=who, seed=0)
         trace = causal_trace(model, p.clean, p.metadata["subject_pos"].tolist(), p.answers, noise=3.0, samples=10,
                              window=1, seed=0, progress=False)
         agg = trace.aggregate()
@@ -180,18 +185,34 @@ def add_probe(name: str, out_dir: Path = STORE) -> dict:
     return record
 
 
-def add_traces(name: str, forms: list[str], out_dir: Path = STORE) -> dict:
-    """Trace the cached final weights of a stored run on more prompt forms and add them to its JSON."""
-    from interp.models import load_native_dir
+def add_traces(name: str, forms: list[str], out_dir: Path = STORE, all_steps: bool = False) -> dict:
+    """Trace the cached weights of a stored run on ``forms`` and put the traces in its JSON (replacing
+    any of the same step and form): the final weights, or with ``all_steps`` every traced step (the
+    checkpoints in ``.cache/bio-runs/NAME/checkpoints`` and the final weights). The record's
+    ``rome_ratio`` is then the final biography trace's."""
+    from interp.errors import InputError
+    from interp.models import load_native_dir, load_weights
     from interp.tasks.bio import BioConfig, Biographies
 
     path = Path(out_dir) / f"{name}.json"
     record = json.loads(path.read_text())
     world = Biographies(BioConfig(**record["task"]))
-    step = record["train"]["steps"]
-    new = trace_run(load_native_dir(CACHE / name), world, step, forms)
+    final = record["train"]["steps"]
+    steps = sorted({t["step"] for t in record["traces"]} | {final}) if all_steps else [final]
+    new = []
+    for step in steps:
+        model = load_native_dir(CACHE / name)
+        if step != final:
+            file = CACHE / name / "checkpoints" / f"step_{step:06d}.safetensors"
+            if not file.is_file():
+                raise InputError(f"{file} is missing: retrace the final weights only (drop --all-steps) or rerun {name}.")
+            load_weights(model, file)
+        new += trace_run(model, world, step, forms)
     done = {(t["step"], t["form"]) for t in new}
-    record["traces"] = [t for t in record["traces"] if (t["step"], t["form"]) not in done] + new
+    record["traces"] = sorted([t for t in record["traces"] if (t["step"], t["form"]) not in done] + new,
+                              key=lambda t: (t["step"], t["form"]))
+    record["trace_template"] = TRACE_TEMPLATE
+    record["rome_ratio"] = next(t["rome_ratio"] for t in reversed(record["traces"]) if t["form"] == "bio" and t["step"] == final)
     path.write_text(json.dumps(_clean(record), indent=1) + "\n")
     return record
 
@@ -253,7 +274,7 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
         "history": result.history,
         "loss_every_10": [round(float(v), 4) for v in losses[: len(losses) // 10 * 10].reshape(-1, 10).mean(1)],
         "final": final, "traces": traces,
-        "rome_ratio": next(t["rome_ratio"] for t in reversed(traces) if t["form"] == "bio"),
+        "rome_ratio": next(t["rome_ratio"] for t in reversed(traces) if t["form"] == "bio"), "trace_template": TRACE_TEMPLATE,
         "plateau": plateau_numbers, "probe": probe,
     }
     out_dir = Path(out_dir)
@@ -362,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("trace", help="add causal traces of more prompt forms (bio, question, pronoun) to a stored run from its cached weights")
     p.add_argument("name")
     p.add_argument("forms", nargs="+", choices=("bio", "question", "pronoun"))
+    p.add_argument("--all-steps", action="store_true", help="retrace every traced step from the cached checkpoints, not only the final weights")
     p = sub.add_parser("probe", help="add the name-token probes to a stored run from its cached weights (.cache/bio-runs/NAME)")
     p.add_argument("name")
     sub.add_parser("notes", help=f"rewrite the table of stored runs in {NOTES.relative_to(ROOT)}")
@@ -383,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r.name:<18} {','.join(r.axes):<36} {state}")
             return 0
         if args.command == "trace":
-            record = add_traces(args.name, args.forms)
+            record = add_traces(args.name, args.forms, all_steps=args.all_steps)
             print({t["form"]: round(t["rome_ratio"], 4) if t["rome_ratio"] is not None else None
                    for t in record["traces"] if t["step"] == record["train"]["steps"]})
             return 0
