@@ -89,6 +89,8 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in [
     Attempt("efs-induction", "layout: entity directly before the attribute, + induction rows",
             layout="entity-first-short", induction_rows=32, curriculum=CURRICULUM, steps=3500,
             note="`ann tea . bob jam . who likes jam`: a previous-token head (which induction rows grow) puts the entity in the attribute's position"),
+    Attempt("efs-induction-s1", "second seed of efs-induction", layout="entity-first-short", induction_rows=32,
+            curriculum=CURRICULUM, steps=3500, seed=1, note="efs-induction with model and data seed 1"),
     Attempt("ef-filler", "filler between pairs", filler=2, curriculum=CURRICULUM, steps=3500,
             note="2 extra '.' per gap on average, spread at random, so slots sit at varying positions"),
     Attempt("ef-8heads", "more heads", model=dict(n_heads=8, d_head=8), curriculum=CURRICULUM, steps=3500),
