@@ -36,7 +36,8 @@ def load_attempts(directory: str | Path | None = None) -> list[dict]:
     folder = Path(directory) if directory is not None else records_dir()
     if not folder.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.endswith(".shares.json")]
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"), key=lambda p: p.stem)
+            if not p.name.endswith(".shares.json")]
 
 
 def load_shares(name: str, directory: str | Path | None = None) -> dict | None:
@@ -52,18 +53,18 @@ def mean_accuracy(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return steps, acc
 
 
-def found_model(records: list[dict], directory: str | Path | None = None) -> tuple[str, dict] | None:
-    """The model to set beside binding-4l: a ``*.shares.json`` other than binding-4l's (a shipped
-    model of the experiment), else the first attempt that left the plateau and was measured."""
+def found_models(records: list[dict], directory: str | Path | None = None) -> list[tuple[str, dict]]:
+    """The models to set beside binding-4l, as ``(name, shares)``: every ``*.shares.json`` other than
+    binding-4l's (a shipped model of the experiment), then every attempt that left the plateau and was
+    measured, in the order of ``records``."""
     folder = Path(directory) if directory is not None else records_dir()
+    found = []
     for path in sorted(folder.glob("*.shares.json")) if folder.is_dir() else []:
         record = json.loads(path.read_text())
         if record.get("model") != REFERENCE:
-            return record["model"], record
-    for r in records:
-        if r.get("left_plateau") and r.get("shares"):
-            return r["name"], r["shares"]
-    return None
+            found.append((record["model"], record))
+    found += [(r["name"], r["shares"]) for r in records if r.get("left_plateau") and r.get("shares")]
+    return found
 
 
 def _shares_panel(ax, shares: dict, title: str) -> dict[str, float]:
@@ -94,8 +95,9 @@ def binding_mechanisms(out_dir: str | Path | None = None, records: str | Path | 
             f"{'attempt records' if not attempts else REFERENCE + '.shares.json'}: run "
             "`python -m experiments.binding run NAME` and `python -m experiments.binding shares binding-4l` first."
         )
-    found = found_model(attempts, records)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), constrained_layout=True)
+    found = found_models(attempts, records)
+    n_panels = 2 + max(1, len(found))
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.6 * n_panels, 4.6), constrained_layout=True)
     ax = axes[0]
     numbers: dict[str, float] = {}
     colors = plt.cm.tab10(np.linspace(0, 1, 10))
@@ -114,14 +116,17 @@ def binding_mechanisms(out_dir: str | Path | None = None, records: str | Path | 
     ax.set_title("binding attempts (entity-first and other layouts)", fontsize=10)
     ax.legend(fontsize=6.5, loc="upper left")
     numbers.update({f"{REFERENCE}_{k}": v for k, v in _shares_panel(axes[1], reference, f"{REFERENCE} (attribute-first)").items()})
-    if found is None:
+    if not found:
         axes[2].text(0.5, 0.5, "no attempt left the 1/k plateau", ha="center", va="center", transform=axes[2].transAxes)
         axes[2].set_axis_off()
         caption_model = "no attempt left the plateau"
-    else:
-        name, shares = found
-        numbers.update({f"found_{k}": v for k, v in _shares_panel(axes[2], shares, f"{name} ({shares.get('layout', '')})").items()})
-        caption_model = name
+    for i, (name, shares) in enumerate(found):
+        drawn = _shares_panel(axes[2 + i], shares, f"{name} ({shares.get('layout', '')})")
+        numbers.update({f"{name}_{k}": v for k, v in drawn.items()})
+        if i == 0:
+            numbers.update({f"found_{k}": v for k, v in drawn.items()})
+    if found:
+        caption_model = ", ".join(name for name, _ in found)
     fig.suptitle("Binding: which training lets a model leave the 1/k plateau, and how it then retrieves", fontsize=11)
     paths = save(fig, "binding_mechanisms", out_dir)
     return FigureResult("binding_mechanisms", paths, numbers,
