@@ -67,6 +67,7 @@ class Attempt:
     lr: float = 1e-3
     warmup: int = 100
     model: dict = field(default_factory=dict)  # overrides of MODEL
+    layouts: tuple = ()  # ((until_fraction, layout), ...): earlier layouts before `layout` (evaluated on `layout`)
     seed: int = 0
     note: str = ""
 
@@ -78,6 +79,13 @@ class Attempt:
             if step < until * self.steps:
                 return tuple(sizes)
         return SIZES
+
+    def layout_at(self, step: int) -> str:
+        """The layout of the training contexts at ``step``."""
+        for until, layout in self.layouts:
+            if step < until * self.steps:
+                return layout
+        return self.layout
 
 
 CURRICULUM = ((0.3, (2,)), (0.5, (2, 3)), (0.7, (2, 3, 4)))
@@ -98,6 +106,9 @@ ATTEMPTS: dict[str, Attempt] = {a.name: a for a in [
             curriculum=CURRICULUM),
     Attempt("ef-all", "curriculum + induction rows + 8 heads", curriculum=CURRICULUM, induction_rows=32,
             model=dict(n_heads=8, d_head=8), steps=3500),
+    Attempt("ef-from-short", "curriculum over layouts: entity-first-short, then entity-first", induction_rows=32,
+            curriculum=CURRICULUM, layouts=((0.55, "entity-first-short"),), steps=3600,
+            note="efs-induction's recipe for the first 55% of steps, then the issue's layout (`ann likes tea .`)"),
 ]}
 
 
@@ -118,7 +129,7 @@ def batch_fn(attempt: Attempt, vocab_size: int):
     from interp.tasks import binding, induction
 
     def make(gen: torch.Generator, step: int):
-        tokens, mask = binding.layout_batch(attempt.batch_size, gen, attempt.layout, attempt.sizes_at(step),
+        tokens, mask = binding.layout_batch(attempt.batch_size, gen, attempt.layout_at(step), attempt.sizes_at(step),
                                             attempt.queries, attempt.filler)
         if attempt.induction_rows:
             width = tokens.shape[1]
@@ -208,7 +219,8 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
     command = f"OMP_NUM_THREADS={threads} python -m experiments.binding run {name}" + (f" --steps {steps}" if steps else "")
     record = {
         "name": name, "command": command, "lever": spec.lever, "note": spec.note,
-        "settings": {**asdict(spec), "curriculum": [[u, list(s)] for u, s in spec.curriculum]},
+        "settings": {**asdict(spec), "curriculum": [[u, list(s)] for u, s in spec.curriculum],
+                     "layouts": [[u, lay] for u, lay in spec.layouts]},
         "model": {**tl_config, "n_params": sum(p.numel() for p in model.module.parameters())},
         "git_commit": _git_commit(), "torch": torch.__version__, "threads": threads,
         "train_time_s": round(result.time_s, 1), "time_s": round(result.time_s + time.perf_counter() - start, 1),
