@@ -103,6 +103,8 @@ def test_defaults_of_the_attribute_first_functions_are_unchanged():
 def test_curriculum_and_plateau_exit():
     att = exp.ATTEMPTS["ef-curriculum"]
     assert att.sizes_at(0) == (2,) and att.sizes_at(att.steps - 1) == binding.SIZES
+    mixed = exp.ATTEMPTS["ef-from-short"]
+    assert mixed.layout_at(0) == "entity-first-short" and mixed.layout_at(mixed.steps - 1) == mixed.layout == "entity-first"
     hist = [{"step": 0, **{f"acc_{k}": 1 / k for k in binding.SIZES}}, {"step": 50, "acc_2": 0.8, "acc_3": 0.7, "acc_4": 0.6, "acc_5": 0.5},
             {"step": 100, "acc_2": 0.8, "acc_3": 0.7, "acc_4": 0.7, "acc_5": 0.61}]
     assert exp.plateau_exit(hist) == 100
