@@ -14,9 +14,9 @@ MLP it adds the change to ``hook_resid_mid`` (the MLP's input on the bridge); in
 last ``hook_resid_post``. Times are CPU time of the process (`time.process_time`: on the shared
 2-core machine wall time also counts other jobs' turns, which hit a 40 ms EAP call more often than a
 9 ms forward), medians of interleaved runs (forward, EAP and EAP-IG alternate, 11 times; ours and the
-TL loop alternate 3 times). auto-circuit is not compared: it needs
-TransformerLens < 3 (its ``HookedTransformer``), so only a separate virtual environment with a second
-torch could run it; see benchmarks/RESULTS.md.
+TL loop alternate 3 times). auto-circuit (which needs TransformerLens < 3)
+is compared in its own virtual environment by ``python -m benchmarks.autocircuit``; see
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

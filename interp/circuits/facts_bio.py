@@ -103,15 +103,16 @@ def measure_mlp_site(s: Subject) -> dict[str, float]:
 
 def _mlp_site_passes(n: dict[str, float]) -> bool:
     half = n["n_layers"] // 2
-    return (n["subject_peak_layer"] < half and n["subject_peak"] >= 0.15 and n["subject_late_max"] < 0.05
-            and n["last_early_max"] < 0.05)
+    return (n["subject_peak_layer"] < half and n["subject_peak"] >= 0.15 and n["subject_late_max"] < 0.1
+            and n["last_early_max"] < 0.1)
 
 
 def measure_attention_site(s: Subject) -> dict[str, float]:
     a = traces(s)["attn"][LAST]
     half = len(a) // 2
-    return {"peak_layer": int(a.argmax()), "peak": float(a.max()), "early_max": float(a[:half].max()),
-            "subject_mlp_peak_layer": int(traces(s)["mlp"][LAST_SUBJECT].argmax()), "n_layers": len(a)}
+    return {"peak_layer": int(a.argmax()), "peak": float(a.max()), "early_mean": float(a[:half].mean()),
+            "late_mean": float(a[half:].mean()), "subject_mlp_peak_layer": int(traces(s)["mlp"][LAST_SUBJECT].argmax()),
+            "n_layers": len(a)}
 
 
 # ---------------------------------------------------------------------------- probes
@@ -138,19 +139,28 @@ def name_probe(model, world: bio.Biographies, max_individuals: int = 1000) -> di
     return out
 
 
-def measure_probe(s: Subject) -> dict[str, float]:
+def name_probes(s: Subject) -> dict[str, list[float]]:
+    """`name_probe` of the subject's model on its world (memoised: the claim and the figure share it)."""
+    return s.memo("name_probe", lambda: name_probe(s.model, world_of(s)))
+
+
+def facts_4l_probe(s: Subject) -> dict[str, float]:
+    """The facts card's probe numbers (`interp.circuits.facts.measure_probe`) on the shipped facts-4l."""
     from interp import zoo
     from interp.circuits import facts
 
-    world = world_of(s)
-    accuracy = name_probe(s.model, world)
-    relations = list(world.config.relations)
+    return s.memo("facts_4l_probe", lambda: facts.measure_probe(Subject(zoo.load_model("facts-4l"), name=str(zoo.model_dir("facts-4l")))))
+
+
+def measure_probe(s: Subject) -> dict[str, float]:
+    accuracy = name_probes(s)
+    relations = list(world_of(s).config.relations)
     by_site = np.mean([accuracy[r] for r in relations], axis=0)
     best = int(by_site.argmax())
-    facts_4l = facts.measure_probe(Subject(zoo.load_model("facts-4l"), name=str(zoo.model_dir("facts-4l"))))
-    facts_best = max(facts_4l[f"subject_{i}"] for i in range(5))
+    peer = facts_4l_probe(s)
     out = {"best_site": best, "best_mean": float(by_site[best]), "embed_mean": float(by_site[0]),
-           "chance_max": float(max(accuracy["chance"])), "facts_4l_best": float(facts_best), "facts_4l_chance": float(facts_4l["chance"])}
+           "chance_max": float(max(accuracy["chance"])), "facts_4l_best": float(max(peer[f"subject_{i}"] for i in range(5))),
+           "facts_4l_chance": float(peer["chance"])}
     out.update({f"best_{r}": float(accuracy[r][best]) for r in relations})
     return out
 
@@ -252,13 +262,13 @@ CLAIMS = (
     Claim(
         "attention_site",
         "ROME's second stage (extraction by attention): attention restoration at the last token peaks in the second half "
-        "of the layers (≥ 0.3), after the subject's MLP peak, and is small in the first half (< 0.1); in facts-4l it "
-        "peaks in the first half",
+        "of the layers (≥ 0.2), after the subject's MLP peak, and its mean over the second half is at least 3 × its mean "
+        "over the first; in facts-4l it peaks in the first half",
         "facts_bio_trace", measure_attention_site,
         lambda n: (n["peak_layer"] >= n["n_layers"] // 2 and n["peak_layer"] > n["subject_mlp_peak_layer"]
-                   and n["peak"] >= 0.3 and n["early_max"] < 0.1),
-        lambda n: (f"peak at layer {int(n['peak_layer'])} ({n['peak']:.3f}), first half ≤ {n['early_max']:.3f}; "
-                   f"subject MLPs peak at layer {int(n['subject_mlp_peak_layer'])}"),
+                   and n["peak"] >= 0.2 and n["late_mean"] >= 3 * n["early_mean"]),
+        lambda n: (f"peak at layer {int(n['peak_layer'])} ({n['peak']:.3f}); mean over the second half {n['late_mean']:.3f}, "
+                   f"over the first {n['early_mean']:.3f}; subject MLPs peak at layer {int(n['subject_mlp_peak_layer'])}"),
         tolerances={"*_layer": EXACT, "n_layers": EXACT},
     ),
     Claim(

@@ -29,10 +29,10 @@ def facts_bio_trace(out_dir: str | Path | None = None, model: str | HookedModel 
 
     s, peer = _subject(model), _subject(PEER)
     ours, theirs = card.traces(s), peer_card._by_group(peer)
-    probe = card.name_probe(s.model, card.world_of(s))
+    probe = card.name_probes(s)
     relations = [r for r in probe if r != "chance"]
     our_probe = np.mean([probe[r] for r in relations], axis=0)
-    peer_probe = peer_card.measure_probe(peer)
+    peer_probe = card.facts_4l_probe(s)
     their_probe = [peer_probe[f"subject_{i}"] for i in range(len(our_probe))]
     layers = np.arange(len(ours["mlp"][card.LAST]))
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), constrained_layout=True)
@@ -100,9 +100,10 @@ def facts_bio_dynamics(out_dir: str | Path | None = None, model: str = NAME) -> 
     axes[0].set_title("loss and recall (evaluated every 50 steps on 256 individuals)", fontsize=10)
     axes[1].plot(steps, curve, marker="o", color="tab:purple", label=f"layer {layer}: attention to the name (best head)")
     axes[1].plot(x, [h["bio_recall"] for h in history], color="tab:blue", alpha=0.6, label="recall in biographies")
-    axes[1].axvline(numbers["attention_half_step"], color="tab:purple", ls=":", lw=1)
-    axes[1].axvline(numbers["recall_half_step"], color="tab:blue", ls=":", lw=1)
+    axes[1].axvline(numbers["attention_half_step"], color="tab:purple", ls=":", lw=1, label="half of the attention's rise")
+    axes[1].axvline(numbers["recall_half_step"], color="tab:blue", ls=":", lw=1, label="recall 0.5")
     axes[1].set_xscale("symlog", linthresh=50)
+    axes[1].set_xlim(0, steps[-1])
     axes[1].set_xlabel("step (checkpoints)")
     axes[1].set_ylim(0, 1.02)
     axes[1].legend(fontsize=8)

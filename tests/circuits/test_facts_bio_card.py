@@ -62,8 +62,8 @@ def test_tracing_claims_reject_facts_4l_route():
     numbers = {"subject_peak_layer": 0, "subject_peak": mlp["subject_layer0"][0], "subject_late_max": mlp["subject_later_max"][0],
                "last_early_max": mlp["min_last_token"][0], "n_layers": 4}
     assert not circuits.get(CARD).claim("mlp_site").passes(numbers)
-    attention = {"peak_layer": attn["argmax_layer"][0], "peak": attn["peak"][0], "early_max": attn["peak"][0],
-                 "subject_mlp_peak_layer": 0, "n_layers": 4}
+    attention = {"peak_layer": attn["argmax_layer"][0], "peak": attn["peak"][0], "early_mean": attn["first_layer"][0],
+                 "late_mean": attn["last_layer"][0], "subject_mlp_peak_layer": 0, "n_layers": 4}
     assert not circuits.get(CARD).claim("attention_site").passes(attention)
 
 
