@@ -143,34 +143,13 @@ def batch_fn(attempt: Attempt, vocab_size: int):
     return make
 
 
-@torch.no_grad()
 def mechanism_shares(model, layout: str = "attribute-first", filler: int = 0, n: int = SHARE_N,
                      sizes: tuple[int, ...] = SHARE_SIZES, seed: int = SHARE_SEED) -> dict:
-    """Gur-Arieh et al.'s shares by site: the query position's residual stream (before each layer,
-    then after the last) interchanged from `mechanism_pairs` sources; per site, the share of patched
-    runs whose top-1 answer is the positional, lexical, reflexive or base entity (else "other"),
-    averaged over ``sizes``. Returns ``{"sites": [label], "shares": {outcome: [site]}, "by_size": ...}``."""
-    from interp.sites import Site
-    from interp.tasks.binding import MECHANISMS, mechanism_pairs
-    from patching import interchange
+    """Gur-Arieh et al.'s shares by site (`interp.circuits.binding_ef.mechanism_shares`, the card's own
+    measurement): ``{"sites": [label], "shares": {outcome: [site]}, "by_size": ...}``."""
+    from interp.circuits.binding_ef import mechanism_shares as measure
 
-    sites = [Site("resid_pre", layer, pos=-1) for layer in range(model.n_layers)] + [Site("resid_post", model.n_layers - 1, pos=-1)]
-    labels = [f"before L{s.layer}" if s.kind == "resid_pre" else f"after L{s.layer}" for s in sites]
-    by_size = {}
-    for k in sizes:
-        pairs = mechanism_pairs(n, k, layout, filler, seed=seed + k)
-        table = {name: [] for name in (*MECHANISMS, "other")}
-        for site in sites:
-            top = interchange(model, pairs.base.clean, pairs.source, site)[:, -1].argmax(-1)
-            hit = {name: top == pairs.answers[name] for name in MECHANISMS}
-            for name in MECHANISMS:
-                table[name].append(round(hit[name].float().mean().item(), 4))
-            table["other"].append(round(1 - torch.stack(list(hit.values())).any(0).float().mean().item(), 4))
-        by_size[str(k)] = table
-    shares = {name: [round(sum(by_size[str(k)][name][i] for k in sizes) / len(sizes), 4) for i in range(len(sites))]
-              for name in (*MECHANISMS, "other")}
-    return {"sites": labels, "shares": shares, "by_size": by_size, "n": n, "sizes": list(sizes), "seed": seed,
-            "layout": layout, "filler": filler}
+    return measure(model, layout, filler, n, sizes, seed)
 
 
 def build(attempt: Attempt, out: Path):

@@ -56,14 +56,16 @@ def mean_accuracy(record: dict) -> tuple[np.ndarray, np.ndarray]:
 def found_models(records: list[dict], directory: str | Path | None = None) -> list[tuple[str, dict]]:
     """The models to set beside binding-4l, as ``(name, shares)``: every ``*.shares.json`` other than
     binding-4l's (a shipped model of the experiment), then every attempt that left the plateau and was
-    measured, in the order of ``records``."""
+    measured (unless a shipped model has the same shares: it reproduces that attempt), in the order of ``records``."""
     folder = Path(directory) if directory is not None else records_dir()
     found = []
     for path in sorted(folder.glob("*.shares.json")) if folder.is_dir() else []:
         record = json.loads(path.read_text())
         if record.get("model") != REFERENCE:
             found.append((record["model"], record))
-    found += [(r["name"], r["shares"]) for r in records if r.get("left_plateau") and r.get("shares")]
+    shipped = [shares["shares"] for _, shares in found]
+    found += [(r["name"], r["shares"]) for r in records
+              if r.get("left_plateau") and r.get("shares") and r["shares"]["shares"] not in shipped]  # an attempt a shipped model reproduces: once
     return found
 
 
