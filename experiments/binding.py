@@ -255,17 +255,27 @@ BLOCK = ("<!-- attempts:start -->", "<!-- attempts:end -->")
 def notes_table(records: list[dict]) -> list[str]:
     """The table of stored attempts written into ``NOTES.md``."""
     lines = ["| attempt | lever | layout | filler | curriculum | induction rows | heads | lr | steps | batch | time (s) | "
-             "final acc 2 / 3 / 4 / 5 pairs | left the plateau at |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "final acc 2 / 3 / 4 / 5 pairs | left the plateau at | positional share, largest site |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         s, f = r["settings"], r["final"]
         cur = ", ".join(f"{'-'.join(map(str, sz))} to {u:.0%}" for u, sz in s["curriculum"]) or "none"
+        cur += "".join(f"; {lay} to {u:.0%}" for u, lay in s.get("layouts", []))
         lines.append(
             f"| `{r['name']}` | {r['lever']} | {s['layout']} | {s['filler']} | {cur} | {s['induction_rows']} | "
             f"{r['model']['n_heads']} | {s['lr']:g} | {s['steps']} | {s['batch_size']} | {r['time_s']:.0f} | "
             f"{' / '.join(f'{f[k]:.2f}' for k in ('acc_2', 'acc_3', 'acc_4', 'acc_5'))} | "
-            f"{r['plateau_exit_step'] if r['left_plateau'] else 'never'} |")
+            f"{r['plateau_exit_step'] if r['left_plateau'] else 'never'} | {_positional_cell(r)} |")
     return lines
+
+
+def _positional_cell(record: dict) -> str:
+    """The largest positional share over sites and the site, for an attempt that was measured."""
+    if not record.get("shares"):
+        return "–"
+    values = record["shares"]["shares"]["positional"]
+    i = max(range(len(values)), key=values.__getitem__)
+    return f"{values[i]:.2f} ({record['shares']['sites'][i]})"
 
 
 def write_notes(path: Path = NOTES) -> Path:
