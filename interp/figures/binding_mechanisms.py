@@ -99,7 +99,12 @@ def binding_mechanisms(out_dir: str | Path | None = None, records: str | Path | 
         )
     found = found_models(attempts, records)
     n_panels = 2 + max(1, len(found))
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.6 * n_panels, 4.6), constrained_layout=True)
+    ncols = min(n_panels, 3)
+    nrows = -(-n_panels // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.8 * ncols, 4.6 * nrows), constrained_layout=True, squeeze=False)
+    axes = grid.flatten()
+    for ax in axes[n_panels:]:
+        ax.set_axis_off()
     ax = axes[0]
     numbers: dict[str, float] = {}
     colors = plt.cm.tab10(np.linspace(0, 1, 10))
