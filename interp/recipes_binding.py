@@ -14,12 +14,15 @@ from pathlib import Path
 import torch
 
 from interp.models import HookedModel, build_native
-from interp.recipes import BINDING_CONFIG, _save, log_spaced_steps
 from interp.tasks import binding, induction
 from interp.tokenizers import word_tokenizer
 from interp.train import TrainConfig, train
 
-BINDING_EF_CONFIG = {**BINDING_CONFIG, "n_heads": 8, "d_head": 8, "n_ctx": 64}
+#: binding-4l's shape (`interp.recipes.BINDING_CONFIG`) with 8 heads of 8 dimensions and room for 64 tokens.
+BINDING_EF_CONFIG = dict(
+    n_layers=4, d_model=64, n_heads=8, d_head=8, d_mlp=256, n_ctx=64, attn_only=False,
+    normalization_type="LN", positional_embedding_type="standard", act_fn="gelu",
+)
 BINDING_EF_LAYOUT = "entity-first"
 BINDING_EF_QUERIES = 3
 BINDING_EF_ROWS, BINDING_EF_INDUCTION_ROWS = 64, 32
@@ -47,6 +50,8 @@ def binding_ef_metrics(model, n: int = 500, seed: int = binding.EVAL_SEED) -> di
 def train_binding_ef_4l(out_dir: str | Path, seed: int = 0, steps: int = 3500, progress: bool = True, lr: float = 1e-3) -> HookedModel:
     """4-layer transformer with MLPs (8 heads) binding entities to attributes in the entity-first
     layout, with a curriculum over the number of pairs and induction rows in every batch."""
+    from interp.recipes import _save, log_spaced_steps  # here, so that interp.recipes can import this module
+
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(binding.vocabulary(), out_dir / "tokenizer")
     model = build_native({**BINDING_EF_CONFIG, "d_vocab": binding.d_vocab}, tokenizer, seed=seed, name="binding-ef-4l")

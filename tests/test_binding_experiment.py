@@ -155,3 +155,16 @@ def test_stored_records_draw():
         assert exp.plateau_exit(r["history"]) == r["plateau_exit_step"]
     ref = figs.load_shares("binding-4l")
     assert ref["shares"]["positional"] == [0.0] * 5  # binding-4l retrieves lexically (its card)
+
+
+def test_binding_ef_recipe_draws_the_batches_of_attempt_ef_all():
+    """binding-ef-4l's recipe is attempt ef-all (the card says it reproduces it): same model shape, same batches."""
+    from interp.recipes_binding import BINDING_EF_CONFIG, binding_ef_batch
+
+    att = exp.ATTEMPTS["ef-all"]
+    assert {**exp.MODEL, **att.model} == BINDING_EF_CONFIG
+    make = exp.batch_fn(att, binding.d_vocab)
+    for step in (0, 1100, 1800, 2500, 3499):
+        a, b = torch.Generator().manual_seed(step), torch.Generator().manual_seed(step)
+        (ta, ma), (tb, mb) = make(a, step), binding_ef_batch(b, step, att.steps)
+        assert torch.equal(ta, tb) and torch.equal(ma, mb)
