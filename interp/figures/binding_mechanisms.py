@@ -59,7 +59,7 @@ def found_models(records: list[dict], directory: str | Path | None = None) -> li
     measured (unless a shipped model has the same shares: it reproduces that attempt), in the order of ``records``."""
     folder = Path(directory) if directory is not None else records_dir()
     found = []
-    for path in sorted(folder.glob("*.shares.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.shares.json"), key=lambda p: p.name.removesuffix(".shares.json")) if folder.is_dir() else []:
         record = json.loads(path.read_text())
         if record.get("model") != REFERENCE:
             found.append((record["model"], record))
