@@ -50,7 +50,10 @@ def binding_ef_metrics(model, n: int = 500, seed: int = binding.EVAL_SEED) -> di
 def train_binding_ef_4l(out_dir: str | Path, seed: int = 0, steps: int = 3500, progress: bool = True, lr: float = 1e-3) -> HookedModel:
     """4-layer transformer with MLPs (8 heads) binding entities to attributes in the entity-first
     layout, with a curriculum over the number of pairs and induction rows in every batch."""
-    from interp.recipes import _save, log_spaced_steps  # here, so that interp.recipes can import this module
+    from interp.recipes import (  # here, so that interp.recipes can import this module
+        _save,
+        log_spaced_steps,
+    )
 
     out_dir = Path(out_dir)
     tokenizer = word_tokenizer(binding.vocabulary(), out_dir / "tokenizer")

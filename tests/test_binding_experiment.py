@@ -68,12 +68,12 @@ def test_mechanism_pairs_point_each_outcome_at_a_distinct_entity(layout):
         assert all(len(set(r)) == 4 for r in answers.tolist())
         ent, attr = meta["entities"], meta["attributes"]
         src_ent, src_attr = meta["source_entities"], meta["source_attributes"]
-        p, l, r = mp.slots["positional"], mp.slots["lexical"], mp.slots["reflexive"]
+        p, lex, r = mp.slots["positional"], mp.slots["lexical"], mp.slots["reflexive"]
         # the source re-binds the base's own words: slot p holds (E_r, A_l) and is queried
         assert (src_ent.sort(1).values == ent.sort(1).values).all() and (src_attr.sort(1).values == attr.sort(1).values).all()
-        assert (src_ent[rows, p] == ent[rows, r]).all() and (src_attr[rows, p] == attr[rows, l]).all()
-        assert (mp.source[:, -1] == attr[rows, l]).all() and (mp.base.clean[:, -1] == attr[rows, meta["query_index"]]).all()
-        assert (mp.answers["positional"] == ent[rows, p]).all() and (mp.answers["lexical"] == ent[rows, l]).all()
+        assert (src_ent[rows, p] == ent[rows, r]).all() and (src_attr[rows, p] == attr[rows, lex]).all()
+        assert (mp.source[:, -1] == attr[rows, lex]).all() and (mp.base.clean[:, -1] == attr[rows, meta["query_index"]]).all()
+        assert (mp.answers["positional"] == ent[rows, p]).all() and (mp.answers["lexical"] == ent[rows, lex]).all()
         assert (mp.answers["reflexive"] == ent[rows, r]).all() and (mp.answers["base"] == mp.base.answers).all()
         assert mp.source.shape == mp.base.clean.shape
 

@@ -605,22 +605,22 @@ def mechanism_pairs(n: int, n_pairs: int, layout: str = "attribute-first", fille
     rows = torch.arange(n)
     # four distinct slots per row: q (given), then p, l, r among the others in random order
     others = (query[:, None] + 1 + torch.rand(n, k - 1, generator=gen).argsort(-1)) % k
-    p, l, r = others[:, 0], others[:, 1], others[:, 2]
+    p, lex, r = others[:, 0], others[:, 1], others[:, 2]
     src_entities, src_attributes = torch.empty_like(entities), torch.empty_like(attributes)
     for i in range(n):
         rest = [s for s in range(k) if s != int(p[i])]
         e_rest = [s for s in range(k) if s != int(r[i])]
-        a_rest = [s for s in range(k) if s != int(l[i])]
+        a_rest = [s for s in range(k) if s != int(lex[i])]
         e_perm = torch.randperm(k - 1, generator=gen).tolist()
         a_perm = torch.randperm(k - 1, generator=gen).tolist()
-        src_entities[i, p[i]], src_attributes[i, p[i]] = entities[i, r[i]], attributes[i, l[i]]
+        src_entities[i, p[i]], src_attributes[i, p[i]] = entities[i, r[i]], attributes[i, lex[i]]
         for j, s in enumerate(rest):
             src_entities[i, s] = entities[i, e_rest[e_perm[j]]]
             src_attributes[i, s] = attributes[i, a_rest[a_perm[j]]]
     base_gaps, src_gaps = _gaps(n, k, filler, gen), _gaps(n, k, filler, gen)
     base_tokens, entity_pos, attribute_pos = _layout_assemble(entities, attributes, attributes[rows, query], layout, base_gaps)
-    source, _, _ = _layout_assemble(src_entities, src_attributes, attributes[rows, l], layout, src_gaps)
-    slots = {"positional": p, "lexical": l, "reflexive": r, "base": query}
+    source, _, _ = _layout_assemble(src_entities, src_attributes, attributes[rows, lex], layout, src_gaps)
+    slots = {"positional": p, "lexical": lex, "reflexive": r, "base": query}
     answers = {name: entities[rows, s] for name, s in slots.items()}
     meta = {"query_index": query, "entity_pos": entity_pos, "attribute_pos": attribute_pos, "entities": entities,
             "attributes": attributes, "query_pos": base_tokens.shape[1] - 1, "n_pairs": k, "layout": layout,
