@@ -11,7 +11,7 @@ import torch
 
 from experiments import binding as exp
 from interp import InputError
-from interp.figures import binding_mechanisms as figs
+from interp.figures import binding_experiment as figs
 from interp.tasks import binding
 
 STORE = Path(__file__).resolve().parent.parent / "assets" / "experiments" / "binding"
@@ -159,7 +159,7 @@ def test_stored_records_draw():
 
 def test_binding_ef_recipe_draws_the_batches_of_attempt_ef_all():
     """binding-ef-4l's recipe is attempt ef-all (the card says it reproduces it): same model shape, same batches."""
-    from interp.recipes_binding import BINDING_EF_CONFIG, binding_ef_batch
+    from interp.recipes import BINDING_EF_CONFIG, binding_ef_batch
 
     att = exp.ATTEMPTS["ef-all"]
     assert {**exp.MODEL, **att.model} == BINDING_EF_CONFIG

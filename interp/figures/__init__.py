@@ -16,6 +16,9 @@ from interp.figures import discovery  # noqa: F401  (registered after the cards'
 from interp.figures import bio  # noqa: F401  (the biography experiment, from stored run histories)
 
 # isort: split
+from interp.figures import binding_experiment  # noqa: F401  (the binding experiment, from stored attempt records)
+
+# isort: split
 from interp.figures.base import FIGURES, FigureResult, default_out_dir, reproduce
 
 globals().update(FIGURES)

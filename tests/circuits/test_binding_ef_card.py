@@ -10,7 +10,7 @@ import pytest
 from interp import circuits, zoo
 from interp.circuits import binding_ef
 from interp.models import build_native
-from interp.recipes_binding import BINDING_EF_CONFIG
+from interp.recipes import BINDING_EF_CONFIG
 
 pytestmark = [pytest.mark.circuits, pytest.mark.xdist_group("card-binding-ef")]  # one worker measures the card once
 CARD = "binding-ef"
