@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from experiments import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "assets" / "experiments" / "binding"
@@ -203,7 +204,7 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
         "settings": {**asdict(spec), "curriculum": [[u, list(s)] for u, s in spec.curriculum],
                      "layouts": [[u, lay] for u, lay in spec.layouts]},
         "model": {**tl_config, "n_params": sum(p.numel() for p in model.module.parameters())},
-        "git_commit": _git_commit(), "torch": torch.__version__, "threads": threads,
+        "git_commit": git_commit(), "torch": torch.__version__, "threads": threads,
         "train_time_s": round(result.time_s, 1), "time_s": round(result.time_s + time.perf_counter() - start, 1),
         "history": result.history,
         "loss_every_10": [round(sum(result.losses[i : i + 10]) / 10, 4) for i in range(0, len(result.losses) // 10 * 10, 10)],
@@ -227,7 +228,7 @@ def shares_of_model(model_name: str, out_dir: Path = STORE, layout: str = "attri
 
     model = load_model(model_name)
     record = {"model": model_name, "command": f"python -m experiments.binding shares {model_name}",
-              "git_commit": _git_commit(), **mechanism_shares(model, layout)}
+              "git_commit": git_commit(), **mechanism_shares(model, layout)}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"{model_name}.shares.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -285,13 +286,6 @@ def write_notes(path: Path = NOTES) -> Path:
     _, tail = rest.split(BLOCK[1], 1)
     path.write_text(head + BLOCK[0] + "\n" + "\n".join(notes_table(load_records(path.parent))) + "\n" + BLOCK[1] + tail)
     return path
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # =============================================================================== command line

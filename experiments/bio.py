@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from experiments import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "assets" / "experiments" / "bio"
@@ -267,7 +268,7 @@ def run(name: str, out_dir: Path = STORE, steps: int | None = None, threads: int
     record = {
         "name": name, "command": command, "axes": list(spec.axes), "note": spec.note,
         "labels": {axis: AXIS_LABELS[axis](spec) for axis in spec.axes},
-        "git_commit": _git_commit(), "torch": torch.__version__, "threads": threads,
+        "git_commit": git_commit(), "torch": torch.__version__, "threads": threads,
         "time_s": round(result.time_s + time.perf_counter() - start, 1),
         "task": world.config.to_dict(), "model": {**tl_config, "n_params": n_params}, "train": vars(config),
         "eval_individuals": len(subset), "no_knowledge_loss": world.no_knowledge_loss(),
@@ -366,13 +367,6 @@ def _clean(x):
     if isinstance(x, float) and math.isnan(x):
         return None
     return x
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # =============================================================================== command line
