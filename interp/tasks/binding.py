@@ -178,34 +178,7 @@ def training_batch(
     mask : Bool[Tensor, "batch pos-1"]
         True at each query's attribute: the next-token predictions that count in the loss.
     """
-    _check_n(batch, "batch")
-    _check_n(queries, "queries")
-    if not sizes:
-        raise InputError("sizes must name at least one context size from 2 to 5.")
-    for k in sizes:
-        _check_pairs(k)
-    width = 1 + 3 * MAX_PAIRS + 4 * min(queries, MAX_PAIRS)
-    tokens = torch.zeros(batch, width, dtype=torch.long)
-    mask = torch.zeros(batch, width - 1, dtype=torch.bool)
-    which = torch.randint(0, len(sizes), (batch,), generator=gen)
-    for j, k in enumerate(sizes):
-        rows = (which == j).nonzero().flatten()
-        if len(rows) == 0:
-            continue
-        entities, attributes, query = _sample(len(rows), k, gen)
-        n_q = min(queries, k)
-        later = (query[:, None] + _distinct(len(rows), n_q - 1, torch.arange(1, k), gen)) % k
-        order = torch.cat([query[:, None], later], 1)  # distinct slots, the first one `query`
-        start = 1 + 3 * k
-        tokens[rows, :start] = _assemble(entities, attributes, query)[:, :start]
-        for q in range(n_q):
-            slot = order[:, q : q + 1]
-            at = start + 4 * q
-            tokens[rows, at], tokens[rows, at + 1] = _WHO, _LIKES
-            tokens[rows, at + 2] = attributes.gather(1, slot)[:, 0]
-            tokens[rows, at + 3] = entities.gather(1, slot)[:, 0]
-            mask[rows, at + 2] = True
-    return tokens, mask
+    return layout_batch(batch, gen, "attribute-first", sizes, queries)
 
 
 def binding_prompts(n: int, n_pairs: int, query_index: int | None = None, seed: int = 0) -> PromptSet:
