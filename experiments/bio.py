@@ -87,7 +87,7 @@ def _bio(n: int, **kw) -> dict:
 RUNS: dict[str, Run] = {r.name: r for r in [
     Run("bio-n1000", _bio(1000), axes=("individuals", "depth", "design", "frequencies"), note="the base run: shuffled biographies, 3 paraphrases"),
     Run("bio-n300", _bio(300), axes=("individuals",)),
-    Run("bio-n3000", _bio(3000), axes=("individuals",)),
+    Run("bio-n3000", _bio(3000), axes=("individuals", "frequencies")),
     Run("bio-n1000-6l", _bio(1000), model=dict(MODEL_6L), axes=("depth",)),
     Run("bio-n1000-8l", _bio(1000), model=dict(MODEL_8L), axes=("depth",)),
     Run("templates-n1000", _bio(1000, layout="sentence"), axes=("design",), note="one templated sentence per row (facts-4l's design, LM loss)"),
