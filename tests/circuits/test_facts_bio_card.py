@@ -72,3 +72,11 @@ def test_dynamics_claim_fails_when_recall_comes_first():
     numbers = {"attention_half_step": 900.0, "recall_half_step": 450.0, "attention_final": 0.9}
     assert not claim.passes(numbers)
     assert claim.passes({**numbers, "attention_half_step": 300.0})
+
+
+def test_dynamics_claim_needs_the_training_record():
+    """A bare HookedModel has no history.json or checkpoints: the dynamics claim says what to pass instead."""
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="interp train facts-bio --out DIR"):
+        circuits.evaluate(CARD, model=zoo.load_model("facts-bio"), keys=["dynamics"])
