@@ -422,8 +422,7 @@ class _HookEngine:
         self.H, self.kv = graph.n_heads, graph.n_kv_heads
         self.R = self.H + 2 * self.kv
 
-    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, start=None, record_resid: bool = False,
-            embed: Tensor | None = None) -> _Run:
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None) -> _Run:
         g, H, kv, R = self.graph, self.H, self.kv, self.R
         rows = tokens.shape[0]
         E = 1 + R
