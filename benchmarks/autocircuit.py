@@ -39,13 +39,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.timing import cpu_time
 from interp import zoo
 from interp.circuits.induction import key_path_prompts
 from patching import edge_scores, logit_diff
@@ -144,12 +144,6 @@ def acdc_order(model) -> list[str]:
     g = build_graph(model)
     order = sorted(range(g.n_edges), key=lambda i: (-g.receivers[g.edges[i][1]].time, g.edges[i][1], -g.edges[i][0]))
     return [their_name(g.edge_names[i]) for i in order]
-
-
-def cpu_time(fn):
-    start = time.process_time()
-    out = fn()
-    return time.process_time() - start, out
 
 
 def ours(model, prompts, repeats: dict[str, int]):

@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.timing import cpu_time
 from interp import zoo
 from interp.circuits.induction import key_path_prompts
 from interp.tasks import facts
@@ -84,14 +85,6 @@ def tl_exact(model, prompts) -> torch.Tensor:
             logits = bridge.run_with_hooks(prompts.clean, fwd_hooks=hooks)
             values[i] = logit_diff(logits, prompts).double().mean() - base
     return values
-
-
-def cpu_time(fn):
-    """CPU seconds of this process spent in ``fn()`` (every thread), and its result: on a machine
-    shared with other jobs, wall time also counts the time the scheduler gave them."""
-    start = time.process_time()
-    out = fn()
-    return time.process_time() - start, out
 
 
 def work_ratio(model, prompts) -> float:

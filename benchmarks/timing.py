@@ -15,3 +15,11 @@ def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
+
+
+def cpu_time(fn: Callable[[], object]) -> tuple[float, object]:
+    """CPU seconds of this process spent in ``fn()`` (every thread), and its result: on a machine
+    shared with other jobs, wall time also counts the time the scheduler gave them."""
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
