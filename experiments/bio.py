@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments import git_commit
+from experiments import git_commit, write_block
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "assets" / "experiments" / "bio"
@@ -147,30 +147,16 @@ def trace_run(model, world, step: int, forms: list[str] | None = None) -> list[d
 
 
 def probe_run(model, world, max_individuals: int = 1000) -> dict:
-    """Allen-Zhu & Li's test of storage at the name: a linear probe (5-fold cross-validation over
-    individuals, so scored on individuals it never saw) for each relation's attribute from the
-    residual stream at the last name token of ``<bos> first last`` (the start of a biography), after
-    the embeddings and after each block. Returns ``{relation: [accuracy by site]}`` and the chance levels."""
-    from interp.sites import Site
-    from probes import collect, probe_sweep
+    """Allen-Zhu & Li's test of storage at the name (`interp.circuits.facts_bio.name_probe`: linear
+    probes for each relation's attribute at the last name token of ``<bos> first last``, 5-fold over
+    individuals, after the embeddings and after each block), with the sites named and rounded."""
+    from interp.circuits.facts_bio import name_probe
 
-    who = world.eval_individuals(max_individuals, seed=0)
-    tokens = torch.tensor([[0, world.vocab.index(world.names[i][0]) + 1, world.vocab.index(world.names[i][1]) + 1] for i in who])
-    sites = [Site("resid_pre", 0)] + [Site("resid_post", layer) for layer in range(model.n_layers)]
-    out: dict = {"n_individuals": len(who), "sites": ["embed"] + [f"after block {layer}" for layer in range(model.n_layers)],
-                 "accuracy": {}, "chance": {}}
-    for relation in world.config.relations:
-        labels = np.array([world.attributes[relation][i] for i in who])
-        values, counts = np.unique(labels, return_counts=True)
-        keep = np.isin(labels, values[counts >= 5])  # 5 folds need 5 of each class: rare values are left out
-        if (counts >= 5).sum() < 2:  # too few individuals to probe this relation
-            out["accuracy"][relation], out["chance"][relation] = None, None
-            continue
-        store = collect(model, tokens[torch.from_numpy(keep)], sites, positions=2, progress=False)
-        result = probe_sweep(store, labels[keep], cv=5, seed=0, progress=False)
-        out["accuracy"][relation] = [round(float(a), 4) for a in result.mean]
-        out["chance"][relation] = float(result.chance)
-    return out
+    probe = name_probe(model, world, max_individuals)
+    return {"n_individuals": len(world.eval_individuals(max_individuals, seed=0)),
+            "sites": ["embed"] + [f"after block {layer}" for layer in range(model.n_layers)],
+            "accuracy": {r: None if a is None else [round(v, 4) for v in a] for r, a in probe["accuracy"].items()},
+            "chance": probe["chance"]}
 
 
 def add_probe(name: str, out_dir: Path = STORE) -> dict:
@@ -351,11 +337,7 @@ def _probe_cell(record: dict) -> str:
 def write_notes(path: Path = NOTES) -> Path:
     """Rewrite the generated table of ``NOTES.md`` (between its markers) from the stored runs;
     the hand-written text around it stays."""
-    text = path.read_text() if path.exists() else f"# Biography runs\n\n{BLOCK[0]}\n{BLOCK[1]}\n"
-    head, rest = text.split(BLOCK[0], 1)
-    _, tail = rest.split(BLOCK[1], 1)
-    path.write_text(head + BLOCK[0] + "\n" + "\n".join(notes_table(load_runs(path.parent))) + "\n" + BLOCK[1] + tail)
-    return path
+    return write_block(path, BLOCK, "Biography runs", notes_table(load_runs(path.parent)))
 
 
 def _clean(x):

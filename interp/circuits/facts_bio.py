@@ -62,6 +62,12 @@ def trace_prompts(world: bio.Biographies, relation: str):
     return world.fact_prompts(relation, form="bio", template=TEMPLATES[relation], individuals=trace_individuals(world), seed=0)
 
 
+def prompt_sets(s: Subject) -> dict:
+    """``{relation: trace_prompts(world, relation)}`` of the subject's world (built once per subject:
+    the traces and the attention at every checkpoint read the same prompts)."""
+    return s.memo("prompt_sets", lambda: {relation: trace_prompts(world_of(s), relation) for relation in TEMPLATES})
+
+
 def traces(s: Subject) -> dict[str, dict[str, np.ndarray]]:
     """``{kind: {group: [layer]}}``: indirect effects in ROME's token groups, averaged over the
     relations' traces, plus ``{"p": {"clean": .., "corrupted": ..}}``."""
@@ -69,11 +75,9 @@ def traces(s: Subject) -> dict[str, dict[str, np.ndarray]]:
     from patching.causal_tracing import GROUPS
 
     def compute():
-        world = world_of(s)
         out: dict[str, dict[str, list]] = {}
         p_clean, p_corrupted = [], []
-        for relation in TEMPLATES:
-            p = trace_prompts(world, relation)
+        for p in prompt_sets(s).values():
             trace = causal_trace(s.model, p.clean, p.metadata["subject_pos"].tolist(), p.answers, noise=3.0, samples=10,
                                  window=1, seed=0, progress=False)
             for kind, values in trace.aggregate().items():
@@ -118,28 +122,33 @@ def measure_attention_site(s: Subject) -> dict[str, float]:
 # ---------------------------------------------------------------------------- probes
 
 
-def name_probe(model, world: bio.Biographies, max_individuals: int = 1000) -> dict[str, list[float]]:
+def name_probe(model, world: bio.Biographies, max_individuals: int = 1000) -> dict[str, dict[str, list[float] | float | None]]:
     """Probe accuracy for each relation at the last name token of ``<bos> first last``, by site
-    (embeddings, after each block), 5-fold over individuals; attribute values held by fewer than 5
-    individuals are left out. Returns ``{relation: [accuracy by site]}`` and ``{"chance": ...}``."""
+    (embeddings, after each block), 5-fold over individuals (`bio.Biographies.eval_individuals`);
+    attribute values held by fewer than 5 individuals are left out, and a relation left with fewer
+    than 2 values is not probed (None). Returns ``{"accuracy": {relation: [accuracy by site]},
+    "chance": {relation: majority share}}``."""
     from probes import collect, probe_sweep
 
     who = world.eval_individuals(max_individuals, seed=0)
     tokens = torch.tensor([[bio.BOS, bio.IDS[world.names[i][0]], bio.IDS[world.names[i][1]]] for i in who])
     sites = [Site("resid_pre", 0)] + [Site("resid_post", layer) for layer in range(model.n_layers)]
-    out: dict[str, list[float]] = {"chance": []}
+    out: dict = {"accuracy": {}, "chance": {}}
     for relation in world.config.relations:
         labels = np.array([world.attributes[relation][i] for i in who])
         values, counts = np.unique(labels, return_counts=True)
+        if (counts >= 5).sum() < 2:  # too few individuals per value for 5 folds
+            out["accuracy"][relation], out["chance"][relation] = None, None
+            continue
         keep = np.isin(labels, values[counts >= 5])
         store = collect(model, tokens[torch.from_numpy(keep)], sites, positions=2, progress=False)
         result = probe_sweep(store, labels[keep], cv=5, seed=0, progress=False)
-        out[relation] = [float(a) for a in result.mean]
-        out["chance"].append(float(result.chance))
+        out["accuracy"][relation] = [float(a) for a in result.mean]
+        out["chance"][relation] = float(result.chance)
     return out
 
 
-def name_probes(s: Subject) -> dict[str, list[float]]:
+def name_probes(s: Subject) -> dict[str, dict[str, list[float] | float | None]]:
     """`name_probe` of the subject's model on its world (memoised: the claim and the figure share it)."""
     return s.memo("name_probe", lambda: name_probe(s.model, world_of(s)))
 
@@ -153,13 +162,14 @@ def facts_4l_probe(s: Subject) -> dict[str, float]:
 
 
 def measure_probe(s: Subject) -> dict[str, float]:
-    accuracy = name_probes(s)
-    relations = list(world_of(s).config.relations)
+    probe = name_probes(s)
+    accuracy = probe["accuracy"]
+    relations = [r for r in world_of(s).config.relations if accuracy[r] is not None]
     by_site = np.mean([accuracy[r] for r in relations], axis=0)
     best = int(by_site.argmax())
     peer = facts_4l_probe(s)
     out = {"best_site": best, "best_mean": float(by_site[best]), "embed_mean": float(by_site[0]),
-           "chance_max": float(max(accuracy["chance"])), "facts_4l_best": float(max(peer[f"subject_{i}"] for i in range(5))),
+           "chance_max": float(max(probe["chance"][r] for r in relations)), "facts_4l_best": float(max(peer[f"subject_{i}"] for i in range(5))),
            "facts_4l_chance": float(peer["chance"])}
     out.update({f"best_{r}": float(accuracy[r][best]) for r in relations})
     return out
@@ -189,14 +199,13 @@ def measure_extraction(s: Subject) -> dict[str, float]:
 # ---------------------------------------------------------------------------- training dynamics
 
 
-def attention_to_name(model, world: bio.Biographies, layer: int) -> float:
-    """The largest (over heads of ``layer``) mean attention from the last token of the traced
-    prompts to the two name tokens."""
+def attention_to_name(model, prompts: list, layer: int) -> float:
+    """The largest (over heads of ``layer``) mean attention from the last token of ``prompts`` (the
+    traced `PromptSet` of each relation, averaged over them) to the two name tokens."""
     from interp.heads import attention_patterns
 
     shares = []
-    for relation in TEMPLATES:
-        p = trace_prompts(world, relation)
+    for p in prompts:
         with torch.no_grad():
             pattern = attention_patterns(model, p.clean)[layer, :, :, -1, :]  # [head batch key]
         name = p.metadata["subject_pos"][0].tolist()
@@ -216,7 +225,8 @@ def attention_curve(s: Subject) -> tuple[list[int], list[float], int]:
     def compute():
         layer = measure_attention_site(s)["peak_layer"]
         steps = zoo.checkpoint_steps(Path(s.name))
-        return steps, [attention_to_name(zoo.load_model(Path(s.name), step=step), world_of(s), layer) for step in steps], layer
+        prompts = list(prompt_sets(s).values())
+        return steps, [attention_to_name(zoo.load_model(Path(s.name), step=step), prompts, layer) for step in steps], layer
 
     return s.memo("attention_curve", compute)
 

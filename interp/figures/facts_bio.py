@@ -30,8 +30,8 @@ def facts_bio_trace(out_dir: str | Path | None = None, model: str | HookedModel 
     s, peer = _subject(model), _subject(PEER)
     ours, theirs = card.traces(s), peer_card._by_group(peer)
     probe = card.name_probes(s)
-    relations = [r for r in probe if r != "chance"]
-    our_probe = np.mean([probe[r] for r in relations], axis=0)
+    relations = [r for r, a in probe["accuracy"].items() if a is not None]
+    our_probe = np.mean([probe["accuracy"][r] for r in relations], axis=0)
     peer_probe = card.facts_4l_probe(s)
     their_probe = [peer_probe[f"subject_{i}"] for i in range(len(our_probe))]
     layers = np.arange(len(ours["mlp"][card.LAST]))
@@ -44,7 +44,7 @@ def facts_bio_trace(out_dir: str | Path | None = None, model: str | HookedModel 
     sites = ["embed", *(f"out {i}" for i in layers)]
     axes[2].plot(sites, our_probe, marker="o", label=f"{NAME}: {len(relations)} relations (mean)", **styles[NAME])
     axes[2].plot(sites, their_probe, marker="o", label=f"{PEER}: city", **styles[PEER])
-    axes[2].axhline(max(probe["chance"]), color="k", lw=0.8, ls=":", label="chance (largest)")
+    axes[2].axhline(max(probe["chance"][r] for r in relations), color="k", lw=0.8, ls=":", label="chance (largest)")
     titles = ("MLP restored (average indirect effect)", "attention restored at the last token", "probe at the last subject token")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
