@@ -32,16 +32,14 @@ from pathlib import Path
 
 import torch
 
-from experiments import git_commit
+from experiments import git_commit, write_block
+from interp.circuits.binding_ef import mechanism_shares
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "assets" / "experiments" / "binding"
 CACHE = ROOT / ".cache" / "binding-runs"
 EVAL_EVERY = 50
 EVAL_N = 200
-SHARE_N = 200  # mechanism pairs per context size
-SHARE_SIZES = (4, 5)
-SHARE_SEED = 74_000
 
 MODEL = dict(n_layers=4, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=64, attn_only=False,
              normalization_type="LN", positional_embedding_type="standard", act_fn="gelu")
@@ -134,23 +132,9 @@ def batch_fn(attempt: Attempt, vocab_size: int):
     def make(gen: torch.Generator, step: int):
         tokens, mask = binding.layout_batch(attempt.batch_size, gen, attempt.layout_at(step), attempt.sizes_at(step),
                                             attempt.queries, attempt.filler)
-        if attempt.induction_rows:
-            width = tokens.shape[1]
-            rows = induction.training_batch(attempt.induction_rows, width, vocab_size, gen, max_seg=(width - 1) // 2)
-            tokens = torch.cat([tokens, rows])
-            mask = torch.cat([mask, torch.ones(attempt.induction_rows, width - 1, dtype=torch.bool)])
-        return tokens, mask
+        return induction.append_induction_rows(tokens, mask, attempt.induction_rows, vocab_size, gen)
 
     return make
-
-
-def mechanism_shares(model, layout: str = "attribute-first", filler: int = 0, n: int = SHARE_N,
-                     sizes: tuple[int, ...] = SHARE_SIZES, seed: int = SHARE_SEED) -> dict:
-    """Gur-Arieh et al.'s shares by site (`interp.circuits.binding_ef.mechanism_shares`, the card's own
-    measurement): ``{"sites": [label], "shares": {outcome: [site]}, "by_size": ...}``."""
-    from interp.circuits.binding_ef import mechanism_shares as measure
-
-    return measure(model, layout, filler, n, sizes, seed)
 
 
 def build(attempt: Attempt, out: Path):
@@ -281,11 +265,7 @@ def _positional_cell(record: dict) -> str:
 
 def write_notes(path: Path = NOTES) -> Path:
     """Rewrite the generated table of ``NOTES.md`` (between its markers); the text around it stays."""
-    text = path.read_text() if path.exists() else f"# Binding attempts\n\n{BLOCK[0]}\n{BLOCK[1]}\n"
-    head, rest = text.split(BLOCK[0], 1)
-    _, tail = rest.split(BLOCK[1], 1)
-    path.write_text(head + BLOCK[0] + "\n" + "\n".join(notes_table(load_records(path.parent))) + "\n" + BLOCK[1] + tail)
-    return path
+    return write_block(path, BLOCK, "Binding attempts", notes_table(load_records(path.parent)))
 
 
 # =============================================================================== command line

@@ -92,12 +92,7 @@ def binding_batch(gen: torch.Generator, batch: int = 128, induction_rows: int = 
     drawn from the binding vocabulary. The induction rows form the match-and-copy circuit that the
     attribute-first binding task needs, which ends the ``1/k`` plateau for every seed tried."""
     tokens, mask = binding.training_batch(batch - induction_rows, gen, queries=BINDING_QUERIES)
-    if induction_rows:
-        width = tokens.shape[1]
-        rows = induction.training_batch(induction_rows, width, binding.d_vocab, gen, max_seg=(width - 1) // 2)
-        tokens = torch.cat([tokens, rows])
-        mask = torch.cat([mask, torch.ones(induction_rows, width - 1, dtype=torch.bool)])
-    return tokens, mask
+    return induction.append_induction_rows(tokens, mask, induction_rows, binding.d_vocab, gen)
 
 
 def train_binding_4l(out_dir: str | Path, seed: int = 0, steps: int = 3000, progress: bool = True, lr: float = 1e-3) -> HookedModel:
@@ -169,10 +164,7 @@ def binding_ef_batch(gen: torch.Generator, step: int, steps: int) -> tuple[torch
     the same width (loss on every token)."""
     sizes = next((s for until, s in BINDING_EF_CURRICULUM if step < until * steps), binding.SIZES)
     tokens, mask = binding.layout_batch(BINDING_EF_ROWS, gen, BINDING_EF_LAYOUT, sizes, BINDING_EF_QUERIES)
-    width = tokens.shape[1]
-    rows = induction.training_batch(BINDING_EF_INDUCTION_ROWS, width, binding.d_vocab, gen, max_seg=(width - 1) // 2)
-    return (torch.cat([tokens, rows]),
-            torch.cat([mask, torch.ones(BINDING_EF_INDUCTION_ROWS, width - 1, dtype=torch.bool)]))
+    return induction.append_induction_rows(tokens, mask, BINDING_EF_INDUCTION_ROWS, binding.d_vocab, gen)
 
 
 def binding_ef_metrics(model, n: int = 500, seed: int = binding.EVAL_SEED) -> dict[str, float]:

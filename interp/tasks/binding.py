@@ -125,15 +125,9 @@ def _distinct(n: int, k: int, pool: Tensor, gen: torch.Generator, avoid: Tensor 
 
 
 def _assemble(entities: Int[Tensor, "n k"], attributes: Int[Tensor, "n k"], query: Int[Tensor, " n"]) -> Int[Tensor, "n pos"]:
-    n, k = entities.shape
-    tokens = torch.zeros(n, 4 + 3 * k, dtype=torch.long)
-    attr = torch.tensor(attribute_positions(k))
-    tokens[:, attr] = attributes
-    tokens[:, attr + 1] = entities
-    tokens[:, attr + 2] = _DOT
-    tokens[:, -3], tokens[:, -2] = _WHO, _LIKES
-    tokens[:, -1] = attributes.gather(1, query[:, None])[:, 0]
-    return tokens
+    """The attribute-first prompts (`_layout_assemble` without filler), asking about slot ``query``."""
+    query_attr = attributes.gather(1, query[:, None])[:, 0]
+    return _layout_assemble(entities, attributes, query_attr, "attribute-first", torch.zeros_like(entities))[0]
 
 
 def _sample(n: int, k: int, gen: torch.Generator, query_index: int | None = None):

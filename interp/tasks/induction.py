@@ -12,7 +12,7 @@ Token 0 is BOS; tokens 1..d_vocab-1 are the random symbols ``t1 .. t{d_vocab-1}`
 from __future__ import annotations
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from interp.errors import InputError
@@ -68,6 +68,19 @@ def training_batch(
         copy_at = int(torch.randint(start + seg, seq_len - 1 - seg + 1, (1,), generator=gen))
         row[copy_at : copy_at + seg] = row[start : start + seg].clone()
     return _with_bos(body)
+
+
+def append_induction_rows(
+    tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos_minus_1"], rows: int, d_vocab: int, gen: torch.Generator
+) -> tuple[Int[Tensor, "batch_plus_rows pos"], Bool[Tensor, "batch_plus_rows pos_minus_1"]]:
+    """A task's training batch with ``rows`` `training_batch` sequences of the same width appended
+    (segments of up to half the width; loss on every token of them): the induction rows that the
+    binding recipes mix in to form the match-and-copy circuit. ``rows = 0`` returns the batch as is."""
+    if rows == 0:
+        return tokens, mask
+    width = tokens.shape[1]
+    extra = training_batch(rows, width, d_vocab, gen, max_seg=(width - 1) // 2)
+    return torch.cat([tokens, extra]), torch.cat([mask, torch.ones(rows, width - 1, dtype=torch.bool)])
 
 
 @torch.no_grad()
