@@ -227,8 +227,11 @@ def summary(record: dict) -> str:
 
 
 def load_records(store: Path = STORE) -> list[dict]:
-    """Every stored attempt record under ``store`` (``NAME.json``, not ``*.shares.json``), in registry order."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json")) if not p.name.endswith(".shares.json")]
+    """Every stored attempt record under ``store`` (``NAME.json``, not ``*.shares.json``: what the
+    figure reads), in registry order."""
+    from interp.figures.binding_experiment import load_attempts
+
+    records = load_attempts(store)
     order = {name: i for i, name in enumerate(ATTEMPTS)}
     return sorted(records, key=lambda r: (order.get(r["name"], len(order)), r["name"]))
 

@@ -288,8 +288,10 @@ def summary(record: dict) -> str:
 
 
 def load_runs(store: Path = STORE) -> list[dict]:
-    """Every stored run record under ``store`` (sorted by name)."""
-    return [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
+    """Every stored run record under ``store`` (sorted by name): what the figures read."""
+    from interp.figures.bio import load_runs as stored_runs
+
+    return stored_runs(store)
 
 
 NOTES = STORE / "NOTES.md"
