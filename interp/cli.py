@@ -10,14 +10,18 @@ from interp import __version__
 
 
 def _list_models(args) -> int:
-    from interp import zoo
+    from interp import pretrained, zoo
 
     cards = zoo.list_models()
     if not cards:
         print(f"No shipped models under {zoo.models_dir()}.")
         return 1
+    print("Shipped (trained here):")
     for card in cards:
-        print(card.line())
+        print("  " + card.line())
+    print(f"Pretrained (converted on first use into {pretrained.cache_root()}):")
+    for spec in pretrained.list_pretrained():
+        print("  " + spec.line())
     return 0
 
 
@@ -97,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability toolkit: shipped models, training, figures.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list-models", help="print each shipped model with its size and task accuracy")
+    p = sub.add_parser("list-models", help="print each shipped model (size, task accuracy) and each pretrained one (source, licence)")
     p.set_defaults(fn=_list_models)
     p = sub.add_parser("train", help="train a model of the circuit library from scratch (seeded)")
     p.add_argument("name", help="model name, e.g. induction-2l")

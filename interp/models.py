@@ -556,6 +556,9 @@ class HookedModel(nn.Module):
         self.source: dict | None = None
         self._source_versions: tuple[int, ...] = ()
         self._edits: list[tuple[Site, Intervention]] = []
+        #: whether `to_tokens` puts the tokenizer's BOS first when not told (True, as TransformerLens
+        #: does; False for pretrained models whose tokenizer never adds one, e.g. SmolLM2).
+        self.prepend_bos: bool = True
 
     # ------------------------------------------------------------------ description
     n_layers = property(lambda self: self.backend.n_layers)
@@ -641,9 +644,11 @@ class HookedModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ tokens
-    def to_tokens(self, texts: str | Sequence[str], prepend_bos: bool = True) -> Int[Tensor, "batch pos"]:
-        """Token ids ``[batch pos]``, BOS first by default, right-padded to the longest text."""
+    def to_tokens(self, texts: str | Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        """Token ids ``[batch pos]``, right-padded to the longest text; BOS first when
+        ``prepend_bos`` (None: the model's default, ``model.prepend_bos``)."""
         tok = self._need_tokenizer()
+        prepend_bos = self.prepend_bos if prepend_bos is None else prepend_bos
         texts = [texts] if isinstance(texts, str) else list(texts)
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         if prepend_bos:
@@ -654,15 +659,16 @@ class HookedModel(nn.Module):
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         return torch.tensor([i + [pad] * (width - len(i)) for i in ids], dtype=torch.long, device=self.device)
 
-    def to_str_tokens(self, tokens: str | Tensor | Sequence[int], prepend_bos: bool = True) -> list[str] | list[list[str]]:
-        """The token strings of a text or of token ids (a list of lists for a batch)."""
+    def to_str_tokens(self, tokens: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str] | list[list[str]]:
+        """Each token as the text it stands for (a list of lists for a batch): ``" Paris"`` and
+        ``"\\n"``, not a byte-level BPE symbol such as ``"ĠParis"`` or ``"Ċ"``."""
         tok = self._need_tokenizer()
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens, prepend_bos=prepend_bos)[0]
         tokens = torch.as_tensor(tokens)
         if tokens.ndim == 2:
-            return [tok.convert_ids_to_tokens(row.tolist()) for row in tokens]
-        return tok.convert_ids_to_tokens(tokens.tolist())
+            return [token_texts(tok, row.tolist()) for row in tokens]
+        return token_texts(tok, tokens.tolist())
 
     def _need_tokenizer(self):
         if self.tokenizer is None:
@@ -888,6 +894,15 @@ class HookedModel(nn.Module):
         return build_native(self.info["tl_config"], self.tokenizer, seed=seed, name=f"{self.name}-blank", info=self.info)
 
 
+def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The text of each token id on its own (byte-level BPE symbols decoded: ``" Paris"``, ``"\\n"``).
+
+    A character split across several byte-level tokens decodes to U+FFFD in each of them, as
+    TransformerLens shows it; special tokens keep their names (``"<|im_start|>"``).
+    """
+    return tokenizer.batch_decode([[int(i)] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
 def _has_w_o(backend: Backend) -> bool:
     return not isinstance(backend, NNsightBackend) or backend.site_map.W_O is not None
 
@@ -963,15 +978,21 @@ def load(
         raise LoadError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     device = None if device is None else check_device(device)
     dtype = None if dtype is None else check_dtype(dtype)
-    from interp import zoo
+    from interp import pretrained, zoo
 
+    if not Path(name_or_path).exists() and str(name_or_path) in pretrained.PRETRAINED:
+        return _load_pretrained(str(name_or_path), backend, device, dtype, **kwargs)
     path = Path(name_or_path)
     if not path.exists() and str(name_or_path) in zoo.list_names():
         path = zoo.model_dir(str(name_or_path))
     if not path.exists():
+        from interp.errors import closest
+
+        known = [*zoo.list_names(), *pretrained.names()]
         raise LoadError(
-            f"{str(name_or_path)!r} is neither a shipped model ({', '.join(zoo.list_names()) or 'none shipped'}) "
-            f"nor an existing directory. Give a shipped name or the path of a saved model."
+            f"{str(name_or_path)!r} is neither a shipped model ({', '.join(zoo.list_names()) or 'none shipped'}), "
+            f"a pretrained one ({', '.join(pretrained.names())}) nor an existing directory.{closest(str(name_or_path), known)} "
+            f"Give one of those names or the path of a saved model."
         )
     if (path / "model.json").exists():
         if backend != "transformer_lens":
@@ -983,15 +1004,33 @@ def load(
         model = None
     if model is not None:  # what a worker needs to load it again (interp.distributed)
         where = str(name_or_path) if str(name_or_path) in zoo.list_names() and not Path(name_or_path).exists() else str(path.resolve())
-        model.source = dict(name_or_path=where, backend=backend, device=None if device is None else str(device),
-                            dtype=None if dtype is None else str(dtype).removeprefix("torch."), **kwargs,
-                            dtype_loaded=model.dtype)
-        model._source_versions = tuple(p._version for p in model.module.parameters())
-        return model
+        return _remember_source(model, where, backend, device, dtype, kwargs)
     raise LoadError(
         f"{path} is not a model directory: it has neither model.json (a model saved by interp) nor "
         f"config.json (a Hugging Face model saved with save_pretrained)."
     )
+
+
+def _load_pretrained(name: str, backend: str, device, dtype, **kwargs) -> HookedModel:
+    """A pretrained model of `interp.pretrained`, converted into the cache on first use."""
+    from interp import pretrained
+
+    spec = pretrained.get(name)
+    model = load_hf_dir(pretrained.local_dir(name), backend=backend, device=device, dtype=dtype, **kwargs)
+    model.name = name
+    if model.tokenizer is not None:
+        model.tokenizer.bos_token = spec.bos_token
+    model.info.update(pretrained=True, title=spec.title, licence=spec.licence, source=spec.source)
+    return _remember_source(model, name, backend, device, dtype, kwargs)
+
+
+def _remember_source(model: HookedModel, where: str, backend: str, device, dtype, kwargs: Mapping) -> HookedModel:
+    """Record what a worker needs to load ``model`` again (interp.distributed; `reload_arguments`)."""
+    model.source = dict(name_or_path=where, backend=backend, device=None if device is None else str(device),
+                        dtype=None if dtype is None else str(dtype).removeprefix("torch."), **kwargs,
+                        dtype_loaded=model.dtype)
+    model._source_versions = tuple(p._version for p in model.module.parameters())
+    return model
 
 
 def load_hf_dir(
