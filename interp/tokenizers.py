@@ -30,3 +30,9 @@ def word_tokenizer(words: Sequence[str], directory: str | Path | None = None):
     directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="interp-tok-"))
     fast.save_pretrained(str(directory))
     return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def plot_label(token: str) -> str:
+    """A token string as a figure's tick label: newlines, tabs and carriage returns shown as ``\\n``,
+    ``\\t``, ``\\r`` (a label never breaks a line), ``$`` escaped (matplotlib would read mathtext)."""
+    return token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace("$", r"\$")

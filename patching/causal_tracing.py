@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from interp import HookedModel, InputError, Site
 from interp.tasks import PromptSet
+from interp.tokenizers import plot_label
 
 #: trace kind -> the site kind it restores.
 TRACE_SITES = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
@@ -76,6 +77,11 @@ class TraceResult:
     noise: Float[Tensor, "prompt sample subject d_model"]
     str_tokens: list[list[str]] | None = None
     settings: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        n, layers = self.tokens.shape[0], next(iter(self.probs.values())).shape[1]
+        return (f"TraceResult(prompts={n}, layers={layers}, positions={self.tokens.shape[1]}, kinds={list(self.probs)}, "
+                f"p_clean={float(self.p_clean.mean()):.3f}, p_corrupted={float(self.p_corrupted.mean()):.3f})")
 
     @property
     def effects(self) -> dict[str, Float[Tensor, "prompt layer pos"]]:
@@ -157,7 +163,7 @@ class TraceResult:
             data = (self.mean(kind) if prompt is None else self._effect(kind)[prompt]).T  # [pos layer]
             im = ax.imshow(data.numpy(), cmap=cmaps.get(kind.split("_")[0], "Purples"), aspect="auto",
                            vmin=min(0.0, float(data.min())))
-            ax.set_yticks(range(len(labels)), labels)
+            ax.set_yticks(range(len(labels)), [plot_label(t) for t in labels])
             ax.set_xticks(range(data.shape[1]))
             ax.set_xlabel(f"centre of {window}-layer window" if kind in ("mlp", "attn") else "layer")
             ax.set_ylabel("token (* = corrupted subject)")

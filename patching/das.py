@@ -260,6 +260,10 @@ class DASResult:
     boundless: bool = False
     settings: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"DASResult(site={self.site}, k={self.k}, iia={self.iia:.3f}, train_iia={self.train_iia:.3f}, "
+                f"log_odds={self.log_odds:.3f}, steps={len(self.losses)}, boundless={self.boundless})")
+
     @property
     def learned_k(self) -> int | None:
         return self.k if self.boundless else None

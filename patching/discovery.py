@@ -901,7 +901,7 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
     return scores / len(alphas), clean_value
 
 
-def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -> tuple[Tensor, float]:
+def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, chosen: list[int]) -> tuple[Tensor, float]:
     """Exact edge scores on the direct engine. Edges are grouped by receiver (layer and kind) and run
     many at a time, about ``batch_size`` sequences' worth of tokens per pass. Only the receiver
     changes at its layer: a head receiver recomputes that head alone (its q, k or v from the layer norm
@@ -917,12 +917,12 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool) -
     s = ds.emb_clean.shape[1]
     a = None if at is None else at - p0
     groups: dict[tuple, list[int]] = {}
-    for i, (_, v) in enumerate(g.edges):
-        r = g.receivers[v]
+    for i in chosen:
+        r = g.receivers[g.edges[i][1]]
         groups.setdefault((r.layer if r.layer is not None else L, r.kind), []).append(i)
     budget = max(1, batch_size) * ds.prompts.seq_len  # tokens per pass
-    out = torch.empty(g.n_edges, dtype=torch.float64)
-    with tqdm(total=g.n_edges, desc="exact edge patching", disable=not progress) as bar, torch.no_grad():
+    out = torch.full((g.n_edges,), math.nan, dtype=torch.float64)
+    with tqdm(total=len(chosen), desc="exact edge patching", disable=not progress) as bar, torch.no_grad():
         for (layer, kind), idx in sorted(groups.items()):
             answer = at is not None and layer >= L - 1  # the receiver reads the answer position alone
             qs = slice(a, a + 1) if answer else slice(0, s)  # positions whose queries / writes matter
@@ -1101,6 +1101,7 @@ def edge_scores(
     batch_size: int = 128,
     engine: str = "auto",
     progress: bool = True,
+    edges: Sequence[int] | Tensor | None = None,
 ) -> EdgeScores:
     """A score for every edge of ``build_graph(model)``: the (estimated) change of the mean metric when
     that edge alone is patched from clean to corrupted.
@@ -1108,25 +1109,30 @@ def edge_scores(
     ``method``: ``"eap"`` (gradient at the clean run; one forward per prompt set, one backward),
     ``"eap_ig"`` (gradient averaged over ``steps`` input embeddings from corrupted to clean, Hanna et
     al. 2024), ``"exact"`` (each edge patched, ``batch_size`` sequences per forward). ``engine``:
-    "auto" (direct on native TransformerLens models, hooks otherwise), "fast" or "hooks".
+    "auto" (direct on native TransformerLens models, hooks otherwise), "fast" or "hooks". ``edges``
+    (``"exact"`` only): score just these edge indices (or a bool mask over the edges), NaN elsewhere:
+    the exact check of an estimate's top edges on a model too large to patch every edge.
     """
     if method not in METHODS:
         raise DiscoveryError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if edges is not None and method != "exact":
+        raise DiscoveryError(f"edges= selects edges for method='exact' only (the gradient methods score every edge at once); got method={method!r}.")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise DiscoveryError(f"steps must be a positive int (interpolation points for eap_ig), got {steps!r}.")
     _check_batch(batch_size)
     clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
+    chosen = _chosen_edges(edges, graph)
     if isinstance(eng, _NativeEngine):  # the direct engine
         ds = _direct_setup(model, graph, prompts, metric, clean, corrupted, at)
         corrupted_value = ds.corrupted_value
         if method == "exact":
-            scores, clean_value = _exact_direct(ds, graph, batch_size, progress)
+            scores, clean_value = _exact_direct(ds, graph, batch_size, progress, chosen)
         else:
             scores, clean_value = _gradient_direct(ds, graph, steps if method == "eap_ig" else None, batch_size)
     else:
         s = _setup(model, prompts, metric, engine, clean_run=method != "eap")
         if method == "exact":
-            scores = _exact(s, batch_size, progress)
+            scores = _exact(s, batch_size, progress, chosen)
         else:
             scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
         clean_value, corrupted_value = s.clean_value, s.corrupted_value
@@ -1135,6 +1141,22 @@ def edge_scores(
     if method == "eap_ig":
         settings["steps"] = steps
     return EdgeScores(graph, scores, method, settings)
+
+
+def _chosen_edges(edges, graph: Graph) -> list[int]:
+    """The edge indices to score: all, or those given (indices or a bool mask), checked and sorted."""
+    if edges is None:
+        return list(range(graph.n_edges))
+    t = torch.as_tensor(edges)
+    if t.dtype == torch.bool:
+        if t.shape != (graph.n_edges,):
+            raise DiscoveryError(f"An edge mask has one entry per edge, shape ({graph.n_edges},); got {tuple(t.shape)}.")
+        t = t.nonzero().flatten()
+    if t.is_floating_point() or t.ndim != 1 or t.numel() == 0:
+        raise DiscoveryError(f"edges must be a non-empty list of edge indices or a bool mask over the {graph.n_edges} edges.")
+    if int(t.min()) < 0 or int(t.max()) >= graph.n_edges:
+        raise DiscoveryError(f"Edge indices must lie in [0, {graph.n_edges}); got values from {int(t.min())} to {int(t.max())}.")
+    return sorted(set(t.tolist()))
 
 
 def eap(model, prompts: PromptSet, metric: Metric, engine: str = "auto") -> EdgeScores:
@@ -1202,15 +1224,15 @@ def _values_grad(s: _Setup, logits: Tensor, copies: int) -> Tensor:
     return total
 
 
-def _exact(s: _Setup, batch_size: int, progress: bool) -> Tensor:
-    """Each edge patched on its own, ``batch_size // n`` edges per forward (the hook engine; native
-    models take `_exact_direct`)."""
+def _exact(s: _Setup, batch_size: int, progress: bool, chosen: list[int]) -> Tensor:
+    """Each chosen edge patched on its own, ``batch_size // n`` edges per forward (the hook engine;
+    native models take `_exact_direct`); NaN for the others."""
     g, n = s.graph, len(s.prompts)
     per = max(1, batch_size // n)
-    out = torch.empty(g.n_edges, dtype=torch.float64)
-    with tqdm(total=g.n_edges, desc="exact edge patching", disable=not progress) as bar:
-        for i in range(0, g.n_edges, per):
-            idx = list(range(i, min(i + per, g.n_edges)))
+    out = torch.full((g.n_edges,), math.nan, dtype=torch.float64)
+    with tqdm(total=len(chosen), desc="exact edge patching", disable=not progress) as bar:
+        for i in range(0, len(chosen), per):
+            idx = chosen[i : i + per]
             patched = torch.zeros(len(idx), g.n_edges)
             patched[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
             out[idx] = s.run(patched) - s.clean_value

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import InputError
+from interp.tokenizers import plot_label
 
 
 @dataclass
@@ -105,8 +106,8 @@ class PatchResult:
             image = ax.imshow(panels[j].numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
             ax.set_ylabel(axes[0])
             ax.set_xlabel(axes[1])
-            ax.set_yticks(range(values.shape[0]), labels[axes[0]])
-            ax.set_xticks(range(values.shape[1]), labels[axes[1]], rotation=90)
+            ax.set_yticks(range(values.shape[0]), [plot_label(t) for t in labels[axes[0]]])
+            ax.set_xticks(range(values.shape[1]), [plot_label(t) for t in labels[axes[1]]], rotation=90)
             if n > 1:
                 ax.set_title(f"{axes[2]} {labels[axes[2]][j]}")
         fig.colorbar(image, ax=grid.ravel().tolist(), label=self.settings.get("metric", "value"))

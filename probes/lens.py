@@ -38,7 +38,9 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from interp.errors import InputError, InterpError
+from interp.models import token_texts
 from interp.sites import Site
+from interp.tokenizers import plot_label
 from probes.collect import _as_tokens as _tokens_and_lengths
 
 FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm", "model.ln_f")
@@ -254,7 +256,8 @@ class LensResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return f"LensResult(states={len(self.labels)}, tokens={tuple(self.tokens.shape)}, settings={self.settings})"
+        shown = {k: v for k, v in self.settings.items() if k != "vocab"}  # the id -> text table can be long
+        return f"LensResult(states={len(self.labels)}, tokens={tuple(self.tokens.shape)}, settings={shown})"
 
     def _token(self, i: int) -> str:
         return (self.settings.get("vocab") or {}).get(i, str(i))
@@ -303,7 +306,7 @@ class LensResult:
         ax.set_yticks(range(len(self.labels)), self.labels)
         ax.set_ylabel("residual stream decoded")
         row = 0 if prompt is None else prompt
-        ticks = self.str_tokens[row] if self.str_tokens else [str(i) for i in range(grid.shape[1])]
+        ticks = [plot_label(t) for t in self.str_tokens[row]] if self.str_tokens else [str(i) for i in range(grid.shape[1])]
         ax.set_xticks(range(grid.shape[1]), ticks, rotation=90)
         ax.set_xlabel("position" + (" (tokens of prompt 0)" if prompt is None and self.str_tokens else ""))
         label = {"prob": "p(answer)", "log_prob": "log p(answer)", "rank": "rank of the answer (0 = top)"}[value]
@@ -404,7 +407,7 @@ def _token_strings(model, ids: Tensor) -> dict[int, str] | None:
         return None
     unique = ids.unique().tolist()
     try:
-        return dict(zip(unique, tok.convert_ids_to_tokens(unique), strict=True))
+        return dict(zip(unique, token_texts(tok, unique), strict=True))
     except Exception:  # a tokenizer without that method: the tables show ids
         return None
 
@@ -428,6 +431,12 @@ class DLAResult:
     n_heads: int
     actual: Float[Tensor, " prompt"]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        top = self.top(3)
+        lead = ", ".join(f"{c} {v:+.3g}" for c, v in zip(top["component"], top["mean"], strict=True))
+        return (f"DLAResult(prompts={self.per_prompt.shape[0]}, components={len(self.labels)}, "
+                f"actual={float(self.actual.mean()):.4g}, top: {lead}, settings={self.settings})")
 
     @property
     def values(self) -> Float[Tensor, " component"]:

@@ -228,6 +228,23 @@ def test_exact_scores_equal_each_edge_patched_on_its_own(mlp_model, prompts):
     assert (hooks.scores - scores.scores).abs().max() < 2e-5  # the hook engine gives the same numbers
 
 
+@pytest.mark.parametrize("engine", ["fast", "hooks"])
+def test_exact_scores_of_chosen_edges_equal_the_full_run_and_leave_the_rest_nan(mlp_model, prompts, engine):
+    full = edge_scores(mlp_model, prompts, logit_diff, "exact", engine=engine, progress=False)
+    chosen = torch.randperm(full.graph.n_edges, generator=torch.Generator().manual_seed(3))[:9]
+    mask = torch.zeros(full.graph.n_edges, dtype=torch.bool)
+    mask[chosen] = True
+    for edges in (chosen.tolist(), mask):
+        part = edge_scores(mlp_model, prompts, logit_diff, "exact", engine=engine, progress=False, edges=edges)
+        torch.testing.assert_close(part.scores[mask], full.scores[mask], atol=2e-6, rtol=0)
+        assert part.scores[~mask].isnan().all()
+    for bad, message in (([full.graph.n_edges], "must lie in"), ([], "non-empty"), (mask[:-1], "one entry per edge")):
+        with pytest.raises(DiscoveryError, match=message):
+            edge_scores(mlp_model, prompts, logit_diff, "exact", engine=engine, progress=False, edges=bad)
+    with pytest.raises(DiscoveryError, match="method='exact' only"):
+        edge_scores(mlp_model, prompts, logit_diff, "eap", engine=engine, edges=[0])
+
+
 def test_head_to_head_edges_equal_path_patching_with_frozen_mlps(mlp_model, prompts):
     scores = edge_scores(mlp_model, prompts, logit_diff, "exact", progress=False)
     for sender, receiver in (((0, 1), ("k", 1, 2)), ((0, 3), ("q", 1, 0)), ((0, 0), ("v", 1, 3))):
