@@ -149,6 +149,8 @@ def local_dir(name: str, progress: bool = True) -> Path:
             if progress:
                 print(f"interp: rebuilding the damaged cache {target} ({problem})", file=sys.stderr)
             shutil.rmtree(target)
+        for stale in target.parent.glob(f".{target.name}.partial-*"):  # left by a killed process (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         umask = os.umask(0)
         os.umask(umask)

@@ -63,6 +63,9 @@ class CounterfactualDataset:
 
     ``labels[i]``: the answer the causal model gives on ``base[i]`` with the variable taken from
     ``source[i]``; ``base_labels[i]``: its answer on ``base[i]`` alone (for the log-odds effect).
+    ``choices``: None (the answer is the argmax over the whole vocabulary) or the candidate answer
+    ids, e.g. `` is`` and `` are``: the training loss and IIA then compare those logits only, as
+    CausalGym does (a real model's next token after a prompt is rarely forced to one answer).
     """
 
     base: Int[Tensor, "n pos"]
@@ -72,6 +75,7 @@ class CounterfactualDataset:
     answer_pos: int = -1
     base_vars: list = field(default_factory=list)
     source_vars: list = field(default_factory=list)
+    choices: Int[Tensor, " choice"] | None = None
 
     def __post_init__(self) -> None:
         for name in ("base", "source"):
@@ -88,6 +92,12 @@ class CounterfactualDataset:
             self.base_labels = torch.as_tensor(self.base_labels, dtype=torch.long).reshape(-1)
             if self.base_labels.shape[0] != n:
                 raise InputError(f"Expected {n} base labels (one per pair), got {self.base_labels.shape[0]}.")
+        if self.choices is not None:
+            self.choices = torch.as_tensor(self.choices, dtype=torch.long).reshape(-1)
+            used = torch.cat([self.labels, self.base_labels if self.base_labels is not None else self.labels])
+            if not torch.isin(used, self.choices).all():
+                raise InputError(f"Every label must be one of the choices {self.choices.tolist()}; got labels "
+                                 f"{sorted(set(used.tolist()) - set(self.choices.tolist()))} outside them.")
 
     def __len__(self) -> int:
         return self.base.shape[0]
@@ -100,7 +110,7 @@ class CounterfactualDataset:
         return CounterfactualDataset(
             self.base[idx], self.source[idx], self.labels[idx],
             None if self.base_labels is None else self.base_labels[idx], self.answer_pos,
-            pick(self.base_vars), pick(self.source_vars),
+            pick(self.base_vars), pick(self.source_vars), self.choices,
         )
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[CounterfactualDataset, CounterfactualDataset]:
@@ -123,12 +133,14 @@ def counterfactual_dataset(
     answer_pos: int = -1,
     require_change: bool = False,
     d_vocab: int | None = None,
+    choices: Sequence[int] | Tensor | None = None,
 ) -> CounterfactualDataset:
     """Draw ``n`` (base, source) pairs from ``sampler`` and label them with ``causal_model``.
 
     See the module docstring for the contract. ``require_change=True`` redraws the source until
     the counterfactual label differs from the base label (so an intervention with no effect
     scores IIA 0). ``d_vocab``, if given, checks that every label is a valid token id.
+    ``choices``: the candidate answers that training and IIA compare (see `CounterfactualDataset`).
     """
     if n < 1:
         raise InputError(f"n must be a positive number of pairs, got {n}.")
@@ -163,7 +175,7 @@ def counterfactual_dataset(
         torch.as_tensor(np.array(rows["source"]), dtype=torch.long),
         torch.as_tensor([int(x) for x in rows["label"]]),
         torch.as_tensor([int(x) for x in rows["base_label"]]),
-        answer_pos, rows["bv"], rows["sv"],
+        answer_pos, rows["bv"], rows["sv"], choices,
     )
     if d_vocab is not None:
         _check_labels(data, d_vocab)
@@ -191,14 +203,24 @@ class RotatedSubspace(nn.Module):
 
     ``boundless=True``: the mask ``M`` is soft, ``sigmoid((b − i − ½)/T)``, with a learned boundary
     ``b`` (started at ``k``); set ``temperature`` while training; ``learned_k`` counts ``M_ii > ½``.
+    ``init`` ``[d]`` or ``[d j]``: directions the first ``j`` rotated coordinates start from (a warm
+    start, e.g. a baseline direction; the other columns are random and orthogonal to them).
     """
 
-    def __init__(self, d: int, k: int = 1, boundless: bool = False, seed: int = 0, temperature: float = 1.0):
+    def __init__(self, d: int, k: int = 1, boundless: bool = False, seed: int = 0, temperature: float = 1.0,
+                 init: Float[Tensor, "d j"] | None = None):
         super().__init__()
         if not 1 <= k <= d:
             raise InputError(f"k (the subspace size) must lie in [1, {d}] for a site of width {d}, got {k}.")
         self.d, self.k, self.boundless, self.temperature = d, k, boundless, temperature
-        init = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed))).Q
+        start = torch.randn(d, d, generator=torch.Generator().manual_seed(seed))
+        if init is None:
+            init = torch.linalg.qr(start).Q
+        else:
+            given = _warm_start(init, d)
+            start[:, : given.shape[1]] = given
+            q, r = torch.linalg.qr(start)
+            init = q * torch.sign(torch.diagonal(r))  # column i points along start's column i (QR fixes it up to sign)
         linear = nn.Linear(d, d, bias=False)
         with torch.no_grad():
             linear.weight.copy_(init)
@@ -238,6 +260,17 @@ class RotatedSubspace(nn.Module):
         b, s = base.to(work), source.to(work)
         coords = (s - b) @ Q  # rotated coordinates of the difference
         return (b + (coords * self.mask().to(base.device, work)) @ Q.T).to(base.dtype)
+
+
+def _warm_start(init, d: int) -> Tensor:
+    """``init`` as checked directions ``[d j]`` (float32, CPU)."""
+    given = torch.as_tensor(init).detach().cpu().float()
+    given = given[:, None] if given.ndim == 1 else given
+    if given.ndim != 2 or given.shape[0] != d or given.shape[1] > d or not torch.isfinite(given).all() \
+            or int(torch.linalg.matrix_rank(given)) < given.shape[1]:
+        raise InputError(f"init must be finite, linearly independent directions of width {d} ([{d}] or [{d} j]), "
+                         f"got shape {tuple(given.shape)}.")
+    return given
 
 
 # =============================================================================== training
@@ -292,7 +325,7 @@ def _evaluate(model: HookedModel, site: Site, data: CounterfactualDataset, subsp
         for start in range(0, len(data), chunk):
             sl = slice(start, start + chunk)
             patched = interchange_with(model, base[sl], acts[sl], site, subspace)[:, data.answer_pos].float().log_softmax(-1)
-            hits.append(patched.argmax(-1) == labels[sl])
+            hits.append(_predicted(patched, data.choices) == labels[sl])
             if data.base_labels is not None:
                 clean = model(base[sl])[:, data.answer_pos].float().log_softmax(-1)
                 cf, bl = labels[sl, None], data.base_labels[sl].to(device)[:, None]
@@ -301,6 +334,22 @@ def _evaluate(model: HookedModel, site: Site, data: CounterfactualDataset, subsp
     iia = float(torch.cat(hits).float().mean())
     eff = torch.cat(effects) if effects else torch.empty(0)
     return iia, float(eff.mean()) if eff.numel() else math.nan
+
+
+def _predicted(logits: Tensor, choices: Tensor | None) -> Tensor:
+    """The answer id per row: the argmax over the vocabulary, or over ``choices`` only."""
+    if choices is None:
+        return logits.argmax(-1)
+    choices = choices.to(logits.device)
+    return choices[logits[:, choices].argmax(-1)]
+
+
+def _choice_loss(logits: Tensor, labels: Tensor, choices: Tensor | None) -> Tensor:
+    """Cross-entropy against ``labels`` over the vocabulary, or over ``choices`` only."""
+    if choices is None:
+        return F.cross_entropy(logits, labels)
+    choices = choices.to(logits.device)
+    return F.cross_entropy(logits[:, choices], (labels[:, None] == choices[None]).float().argmax(-1))
 
 
 def _log_odds(logprobs: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -323,6 +372,7 @@ def train_das(
     temperature: tuple[float, float] = (1.0, 0.05),
     seed: int = 0,
     progress: bool = True,
+    init: Float[Tensor, "d j"] | None = None,
 ) -> DASResult:
     """Learn a rotation whose first ``k`` coordinates at ``site`` carry the causal model's variable.
 
@@ -332,6 +382,9 @@ def train_das(
     learn the size too (``k`` is then the initial boundary; ``size_penalty`` × Σ mask is added to
     the loss; the temperature anneals geometrically from ``temperature[0]`` to ``temperature[1]``).
     Returns the basis ``[d k]``, the loss per step, and IIA / log-odds effect on the held-out pairs.
+    ``init``: start the first coordinates from these directions (`RotatedSubspace`), e.g. a
+    `baseline_directions` result: in a wide site (hundreds of dimensions) a random start needs
+    hundreds of steps to find the variable, a warm start refines it in a few.
     On a half-precision model the rotation, the exchange and the loss are float32; only the patched
     activation is cast to the model's dtype, where it is written into the model.
     """
@@ -358,7 +411,7 @@ def train_das(
             raise InputError(
                 f"k={k} does not fit {site}: its activations have width {d}, so choose 1 <= k <= {d}."
             )
-        subspace = RotatedSubspace(d, k, boundless, seed=seed, temperature=temperature[0]).to(device)
+        subspace = RotatedSubspace(d, k, boundless, seed=seed, temperature=temperature[0], init=init).to(device)
         opt = torch.optim.Adam(subspace.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         n = len(train)
@@ -373,7 +426,7 @@ def train_das(
                     t0, t1 = temperature
                     subspace.temperature = t0 * (t1 / t0) ** (step / max(1, steps - 1))
                 logits = interchange_with(model, base[idx], acts[idx], site, subspace)[:, train.answer_pos]
-                loss = F.cross_entropy(logits.float(), labels[idx])  # float32 even for a half-precision model
+                loss = _choice_loss(logits.float(), labels[idx], train.choices)  # float32 even for a half-precision model
                 if boundless:
                     loss = loss + size_penalty * subspace.mask().sum()
                 opt.zero_grad()

@@ -236,3 +236,29 @@ def test_rotated_subspace_exchanges_first_coordinates():
     assert torch.allclose(ro[:, 2:], rb[:, 2:], atol=1e-5)
     with pytest.raises(InputError):
         RotatedSubspace(6, k=7)
+
+
+def test_a_warm_start_points_the_first_coordinates_along_the_given_directions():
+    direction = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    sub = RotatedSubspace(16, k=1, init=direction)
+    assert float(torch.nn.functional.cosine_similarity(sub.basis()[:, 0], direction, dim=0)) == pytest.approx(1.0, abs=1e-5)
+    two = torch.randn(16, 2, generator=torch.Generator().manual_seed(3))
+    basis = RotatedSubspace(16, k=2, init=two).basis()
+    torch.testing.assert_close(basis @ basis.T @ two, two, atol=1e-4, rtol=1e-4)  # same span
+    for bad in (torch.zeros(16), torch.ones(15), torch.full((16,), math.nan), torch.ones(16, 2)):
+        with pytest.raises(InputError, match="init must be finite, linearly independent"):
+            RotatedSubspace(16, k=1, init=bad)
+
+
+def test_choices_restrict_the_answer_to_the_candidates():
+    from patching.das import _choice_loss, _predicted
+
+    logits = torch.tensor([[0.0, 5.0, 1.0, 2.0], [3.0, 0.0, 1.0, 9.0]])
+    choices = torch.tensor([0, 2])
+    assert _predicted(logits, None).tolist() == [1, 3]
+    assert _predicted(logits, choices).tolist() == [2, 0]
+    expected = torch.nn.functional.cross_entropy(logits[:, [0, 2]], torch.tensor([1, 0]))
+    torch.testing.assert_close(_choice_loss(logits, torch.tensor([2, 0]), choices), expected)
+    with pytest.raises(InputError, match="must be one of the choices"):
+        CounterfactualDataset(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), [0, 1], [0, 0],
+                              choices=[0, 2])
