@@ -3,6 +3,7 @@
     python -m benchmarks.patching            # full: every TL sweep run completely
     python -m benchmarks.patching --quick    # TL's head x layer x position sweep on a sample of cells
     python -m benchmarks.patching --quick --threads 1   # on a shared machine: 2 threads thrash under load
+    python -m benchmarks.patching --real --threads 1    # SmolLM2-135M (benchmarks/patching_real.py)
 
 For each model (the shipped ``induction-2l``; a random 4-layer d_model-128 model with MLPs) and
 regime (1 prompt x 16 tokens; 8 prompts x 32 tokens) and sweep (resid_pre by position; head_out
@@ -203,17 +204,19 @@ def main(argv=None) -> None:
     parser.add_argument("--differ-at-start", action="store_true",
                         help="corrupt the token after BOS too, so clean and corrupted share no prefix but BOS")
     parser.add_argument("--hf", action="store_true", help="Hugging Face shapes on both backends (benchmarks/patching_hf.py)")
-    parser.add_argument("--full", action="store_true", help="with --hf: every cell of every sweep (hours on a CPU)")
-    parser.add_argument("--rounds", type=int, default=3, help="with --hf: interleaved rounds per cell")
+    parser.add_argument("--real", action="store_true",
+                        help="SmolLM2-135M: sweeps, causal tracing and collection (benchmarks/patching_real.py)")
+    parser.add_argument("--full", action="store_true", help="with --hf or --real: every cell of every sweep (hours on a CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --hf or --real: interleaved rounds per cell")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.hf:
-        from benchmarks import patching_hf
+    if args.hf or args.real:
+        from benchmarks import patching_hf, patching_real
 
         if "--sample" not in (argv or __import__("sys").argv):
             args.sample = 16 if args.quick else 32
-        return patching_hf.main(args)
+        return (patching_real if args.real else patching_hf).main(args)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}, "
           f"prompts {'differing from position 1' if args.differ_at_start else 'differing from position seq/2'}, times: medians")
     rows = run(args.quick, args.sample, args.seed, args.differ_at_start)
