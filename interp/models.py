@@ -643,6 +643,12 @@ class HookedModel(nn.Module):
             f"d_mlp={self.d_mlp}, d_vocab={self.d_vocab}, n_ctx={self.n_ctx}"
         )
 
+    def __repr__(self) -> str:
+        """One line (nn.Module's default prints every submodule: hundreds of lines for a real
+        model); ``print(model.module)`` shows the tree."""
+        kv = f", n_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
+        return f"HookedModel({self.extra_repr()}{kv}, dtype={str(self.dtype).removeprefix('torch.')}, device={self.device})"
+
     # ------------------------------------------------------------------ tokens
     def to_tokens(self, texts: str | Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
         """Token ids ``[batch pos]``, right-padded to the longest text; BOS first when

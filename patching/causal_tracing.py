@@ -158,19 +158,21 @@ class TraceResult:
                   "attn": "Restoring attention outputs", "resid_severed_mlp": "Residual stream, MLPs severed",
                   "resid_severed_attn": "Residual stream, attention severed"}
         window = self.settings.get("window")
-        fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 0.32 * len(labels) + 1.8), squeeze=False)
+        n_layers = next(iter(self.probs.values())).shape[1]
+        step = 1 if n_layers <= 12 else 5  # a tick per layer on small models, every fifth on deep ones
+        fig, axes = plt.subplots(1, len(kinds), figsize=(max(3.6, 1.6 + 0.12 * n_layers) * len(kinds), 0.32 * len(labels) + 1.8),
+                                 squeeze=False, layout="constrained")
         for ax, kind in zip(axes[0], kinds, strict=True):
             data = (self.mean(kind) if prompt is None else self._effect(kind)[prompt]).T  # [pos layer]
             im = ax.imshow(data.numpy(), cmap=cmaps.get(kind.split("_")[0], "Purples"), aspect="auto",
                            vmin=min(0.0, float(data.min())))
             ax.set_yticks(range(len(labels)), [plot_label(t) for t in labels])
-            ax.set_xticks(range(data.shape[1]))
+            ax.set_xticks(range(0, data.shape[1], step))
             ax.set_xlabel(f"centre of {window}-layer window" if kind in ("mlp", "attn") else "layer")
             ax.set_ylabel("token (* = corrupted subject)")
             what = "mean over prompts" if prompt is None else f"prompt {prompt}"
             ax.set_title(f"{titles.get(kind, kind)}\n({what})", fontsize=9)
             fig.colorbar(im, ax=ax, label="indirect effect Δp(answer)")
-        fig.tight_layout()
         return fig
 
 
