@@ -7,6 +7,8 @@
     with model.edit({site: ablate_direction(probe.direction())}): ...   # or steer(u, alpha)
     logit_lens(model, tokens, answers="next"); direct_logit_attribution(model, prompts)
     attention_view(model, tokens, layers=[1])                    # HTML in Jupyter, .figure() elsewhere
+    sae, history = train_sae(store, d_sae=512, kind="topk", k=16)   # sparse autoencoders (probes.sae)
+    with model.edit({site: ablate_features(sae, [3])}): ...      # features(model, sae, site, tokens)
 """
 
 from probes.attention import AttentionView, attention_view
@@ -21,11 +23,29 @@ from probes.interventions import (
 )
 from probes.lens import DLAResult, LensResult, Readout, direct_logit_attribution, logit_lens
 from probes.linear import LinearProbe, ProbeNotFittedError
+from probes.sae import (
+    SAE,
+    FeatureEdit,
+    SAEEvaluation,
+    SAESplice,
+    SAETrainHistory,
+    ablate_features,
+    clamp_features,
+    evaluate_sae,
+    features,
+    load_saelens,
+    save_saelens,
+    splice_sae,
+    steer_features,
+    train_sae,
+)
 from probes.sweep import ProbeSweepResult, control_labels, probe_sweep
 
 __all__ = [
     "AttentionView", "attention_view", "DLAResult", "LensResult", "Readout", "direct_logit_attribution", "logit_lens",
-    "ActivationStore", "DirectionAblation", "LinearProbe", "ProbeNotFittedError", "ProbeSweepResult",
-    "Steer", "ablate_direction", "collect", "control_labels", "edit_effect", "position_mask",
-    "probe_sweep", "steer", "unit_vector",
+    "ActivationStore", "DirectionAblation", "FeatureEdit", "LinearProbe", "ProbeNotFittedError", "ProbeSweepResult",
+    "SAE", "SAEEvaluation", "SAESplice", "SAETrainHistory",
+    "Steer", "ablate_direction", "ablate_features", "clamp_features", "collect", "control_labels", "edit_effect",
+    "evaluate_sae", "features", "load_saelens", "position_mask",
+    "probe_sweep", "save_saelens", "splice_sae", "steer", "steer_features", "train_sae", "unit_vector",
 ]
