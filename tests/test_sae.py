@@ -24,6 +24,7 @@ from probes import (
     steer_features,
     train_sae,
 )
+from tests.conftest import hook_count
 
 SITE = Site("resid_post", 1)
 
@@ -118,8 +119,8 @@ def test_auxk_and_resampling_touch_dead_latents(planted_data):
 @pytest.mark.parametrize("kind, options", [("topk", dict(k=3)), ("relu", dict(resample_every=7, dead_after=256)),
                                            ("jumprelu", {}), ("batchtopk", dict(k=3))])
 def test_resume_gives_the_uninterrupted_result(planted_data, tmp_path, kind, options):
-    X = planted_data[0][:3000]
-    args = dict(kind=kind, steps=20, batch_size=128, block_rows=1000, seed=1, progress=False, **options)
+    X = planted_data[0][:1500]  # 20 steps of 128 rows run into a second epoch
+    args = dict(kind=kind, steps=20, batch_size=128, block_rows=400, seed=1, progress=False, **options)
     full, full_history = train_sae(X, 64, **args)
 
     def stop(step, sae, metrics):
@@ -242,6 +243,29 @@ def test_feature_edits_are_exact(mlp_model, model_sae, tokens):
     assert torch.allclose(edited[SITE][:, -1] - cache[SITE][:, -1], step.detach().expand(3, -1), atol=1e-5)
     with mlp_model.edit({SITE: splice_sae(sae)}):
         assert torch.allclose(mlp_model.run_with_cache(tokens, [SITE])[1][SITE], sae(cache[SITE]).detach(), atol=1e-6)
+
+
+def test_feature_edits_leave_nothing_behind(mlp_model, model_sae, tokens):
+    hooks = hook_count(mlp_model.module)
+    for _ in range(20):
+        with mlp_model.edit({SITE: steer_features(model_sae, [1, 2], 3.0)}):
+            mlp_model(tokens)
+        features(mlp_model, model_sae, SITE, tokens)
+    assert hook_count(mlp_model.module) == hooks and not mlp_model._edits
+
+
+def test_jumprelu_threshold_gradient_is_the_straight_through_estimate():
+    from probes.sae.model import jumprelu, step
+
+    pre = torch.tensor([[0.49, 0.52, 0.7], [0.505, 0.1, 0.2]])
+    threshold = torch.tensor([0.5, 0.5, 0.5], requires_grad=True)
+    step(pre, threshold, 0.04).sum().backward()  # rows within bandwidth/2 of the threshold: -1/bandwidth each
+    assert torch.allclose(threshold.grad, torch.tensor([-2 / 0.04, -1 / 0.04, 0.0]))
+    threshold.grad = None
+    out = jumprelu(pre, threshold, 0.04)
+    assert torch.equal(out, pre * (pre > 0.5))
+    out.sum().backward()
+    assert torch.allclose(threshold.grad, torch.tensor([-2 * 0.5 / 0.04, -0.5 / 0.04, 0.0]))  # -threshold/bandwidth
 
 
 def test_z_site_without_a_head_is_flattened(mlp_model, tokens):

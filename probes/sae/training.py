@@ -5,8 +5,9 @@
     sae, history = train_sae(X, 512, kind="relu", l1_coefficient=5.0, checkpoint_dir="ckpt/", resume=True)
     history.to_dataframe()          # one row per step: loss, mse, fvu, l0, sparsity, aux, dead
 
-One step reads a batch ``x`` (scaled so that the mean squared norm of a row is ``d_in`` when
-``normalize=True``, as SAELens's ``normalize_activations``), encodes, decodes, and minimises
+One step reads a batch ``x`` (with ``normalize=True`` multiplied by one constant, estimated on a
+sample, that makes the mean squared row norm ``d_in``; SAELens's ``expected_average_only_in``
+makes the mean norm ``sqrt(d_in)`` instead), encodes, decodes, and minimises
 
     ||x - x_hat||^2                                  every kind (summed over d_in, mean over rows)
     + l1_coefficient * sum_i f_i ||W_dec[i]||        relu (Anthropic's April 2024 update)
