@@ -141,15 +141,26 @@ def test_resume_gives_the_uninterrupted_result(planted_data, tmp_path, kind, opt
         train_sae(X, 64, checkpoint_dir=tmp_path, **args)
 
 
-def test_disk_store_streams_like_a_tensor(mlp_model, tmp_path):
+def test_disk_store_streams_like_a_tensor(mlp_model, tmp_path, monkeypatch):
+    from probes.collect import ActivationStore
+
     tokens = torch.randint(1, 32, (24, 16), generator=torch.Generator().manual_seed(5))
     store = collect(mlp_model, tokens, [SITE, Site("resid_pre", 1)], positions="all", store=tmp_path / "acts",
                     batch_size=5, progress=False)
     assert store.on_disk and len(store) == 384
+    X = store[SITE].clone()
     args = dict(kind="topk", k=4, steps=12, batch_size=64, block_rows=100, seed=0, progress=False)
+    from_tensor, h2 = train_sae(X, 64, **args)
+
+    def whole_site(self, site):
+        raise AssertionError("read every row of a disk store at once")
+
+    monkeypatch.setattr(ActivationStore, "__getitem__", whole_site)  # streaming never loads a whole site
     from_disk, h1 = train_sae(store, 64, site=SITE, **args)  # blocks of 100 rows straddle the 80-row shards
-    from_tensor, h2 = train_sae(store[SITE].clone(), 64, **args)
     assert torch.equal(from_disk.W_enc, from_tensor.W_enc) and h1.metrics == h2.metrics
+    ev_disk, ev_tensor = evaluate_sae(from_disk, store, batch_size=50), evaluate_sae(from_disk, X)
+    assert ev_disk.l0 == ev_tensor.l0 and ev_disk.fvu == pytest.approx(ev_tensor.fvu, rel=1e-9)
+    monkeypatch.undo()
     assert from_disk.metadata["hook_name"] == str(SITE)
     with pytest.raises(InputError, match="choose one with site="):
         train_sae(store, 64, **args)

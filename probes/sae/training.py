@@ -333,6 +333,9 @@ def train_sae(
         since_fired.copy_(state["since_fired"])
         history.steps, history.metrics, history.input_scale = state["steps"], state["metrics"], state["input_scale"]
         start = state["step"]
+        if state["position"] != start * batch_size:
+            raise InputError(f"The checkpoint in {checkpoint_dir} is inconsistent (data position {state['position']} after "
+                             f"{start} steps of {batch_size} rows); train again in a new checkpoint_dir.")
     else:
         with torch.no_grad():
             history.input_scale = _initialise(sae, rows, block_rows, seed, normalize, init_threshold)
