@@ -463,8 +463,7 @@ def _initialise(sae: SAE, rows: Rows, block_rows: int, seed: int, normalize: boo
             raise InputError("Every sampled activation is zero, so there is nothing to reconstruct (and no scale to "
                              "normalise by); check the site, or pass normalize=False.")
         scale = math.sqrt(sae.d_in / mean_sq)
-    if sae.apply_b_dec_to_input:
-        sae.b_dec.copy_(geometric_median(sample[:4096] * scale))
+    sae.b_dec.copy_(geometric_median(sample[:4096] * scale))
     return scale
 
 
