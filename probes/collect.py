@@ -213,6 +213,23 @@ class ActivationStore:
         if have:
             yield torch.from_numpy(np.concatenate(pending, axis=0))
 
+    def read_rows(self, site: SiteLike, start: int, stop: int) -> Float[Tensor, "rows d"]:
+        """Rows ``[start, stop)`` of ``site``; on disk only the shards they lie in are read (memory-mapped)."""
+        key = self._key(site)
+        if not 0 <= start <= stop <= len(self):
+            raise InputError(f"Rows [{start}, {stop}) lie outside this store of {len(self)} rows.")
+        if self._data is not None:
+            return self._data[key][start:stop]
+        bounds = np.cumsum([0, *self._shard_rows])
+        parts = [np.empty((0, self.dim(key)), dtype=np.float32)]
+        for i in range(max(0, int(np.searchsorted(bounds, start, side="right")) - 1), len(self._shard_rows)):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            if lo >= stop:
+                break
+            block = np.load(self._file(i, key), mmap_mode="r")
+            parts.append(np.asarray(block[max(start, lo) - lo:min(stop, hi) - lo]))
+        return torch.from_numpy(np.concatenate(parts, axis=0))
+
     def _metadata(self, name: str) -> Tensor:
         if self._meta is not None:
             return self._meta[name]

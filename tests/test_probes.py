@@ -298,6 +298,11 @@ def test_disk_store_equals_memory_store_bit_for_bit_and_chunks_cover_rows_once(a
         assert len(other) == len(mem) == 88 and other.sites == sites
         for site in sites:
             assert other[site].dtype == mem[site].dtype and torch.equal(other[site], mem[site]), site
+    for start, stop in ((0, 88), (30, 65), (31, 32), (64, 64)):  # shards hold 32, 32 and 24 rows
+        for store in (mem, disk):
+            assert torch.equal(store.read_rows(Site("resid_post", 1), start, stop), mem[Site("resid_post", 1)][start:stop])
+    with pytest.raises(InputError, match=r"Rows \[80, 90\) lie outside this store of 88 rows"):
+        disk.read_rows(Site("embed"), 80, 90)
         for name in ("prompt_ids", "positions", "token_ids"):
             assert torch.equal(getattr(other, name), getattr(mem, name))
 

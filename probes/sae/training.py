@@ -86,10 +86,8 @@ class Rows:
             site = _store_site(data, site)
             self.site = site
             self.n, self.d = len(data), data.dim(site)
-            if data.on_disk:
-                # ActivationStore lays shards out as shard_{i}/act_{j}.npy; map each lazily.
+            if data.on_disk:  # read block by block (ActivationStore.read_rows maps only the shards needed)
                 self._store, self._tensor = data, None
-                self._bounds = np.cumsum([0, *data.info["shard_rows"]])
             else:
                 self._tensor = data[site]
         else:
@@ -114,15 +112,7 @@ class Rows:
         """Rows ``[start, stop)`` as a CPU (or the tensor's device) tensor."""
         if self._tensor is not None:
             return self._tensor[start:stop]
-        parts = []
-        first = int(np.searchsorted(self._bounds, start, side="right")) - 1
-        for i in range(first, len(self._bounds) - 1):
-            lo, hi = int(self._bounds[i]), int(self._bounds[i + 1])
-            if lo >= stop:
-                break
-            block = np.load(self._store._file(i, self.site), mmap_mode="r")
-            parts.append(np.asarray(block[max(start, lo) - lo:min(stop, hi) - lo]))
-        return torch.from_numpy(np.concatenate(parts, axis=0))
+        return self._store.read_rows(self.site, start, stop)
 
     def fingerprint(self) -> str:
         """A digest of the shape and the first and last rows (identifies the data for resuming)."""
