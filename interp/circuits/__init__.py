@@ -38,7 +38,8 @@ from typing import Any
 from interp.errors import InputError, closest
 
 CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circuits.facts", "binding": "interp.circuits.binding",
-                "facts-bio": "interp.circuits.facts_bio", "binding-ef": "interp.circuits.binding_ef"}
+                "facts-bio": "interp.circuits.facts_bio", "binding-ef": "interp.circuits.binding_ef",
+                "facts-bio-sae": "interp.circuits.facts_bio_sae"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
 NUMBERS_SUMMARY = "Every measured number, with the tolerance the card check allows"
