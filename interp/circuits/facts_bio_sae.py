@@ -324,8 +324,10 @@ def measure_edits(s: Subject) -> dict[str, float]:
     others = np.array([e["others"] for e in effects.values()])
     works = (targets <= -EDIT_DROP_NATS) & (others <= 0.5 * -targets)
     fired = [e for e in effects.values() if e["fired"] > 0]
-    tf = np.array([e["target_fired"] for e in fired]); of = np.array([e["others_fired"] for e in fired])
-    return {"values_fired": float(len(fired)), "median_target_fired": float(np.median(tf)), "median_others_fired": float(np.median(of)),
+    tf = np.array([e["target_fired"] for e in fired])
+    of = np.array([e["others_fired"] for e in fired])
+    return {"values_fired": float(len(fired)), "median_target_fired": float(np.median(tf)),
+            "median_others_fired": float(np.median(of)),
             "share_fired_selective": float(((tf <= -EDIT_DROP_NATS) & (of <= 0.5 * -tf)).mean()),
             "share_fired_target_beats_others": float((-tf > of).mean()),"values": float(len(effects)), "share_selective": float(works.mean()), "median_target_change": float(np.median(targets)),
             "median_other_change": float(np.median(others)), "mean_target_change": float(targets.mean()),
@@ -334,17 +336,17 @@ def measure_edits(s: Subject) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- claims
 def _above_chance(n: dict[str, float]) -> bool:
-    relations = [k.removesuffix("_chance") for k in n if k.endswith("_chance")]
+    relations = [k.removesuffix("_probe_accuracy") for k in n if k.endswith("_probe_accuracy")]
     return all(n[f"{r}_f1"] >= 3 * n[f"{r}_chance"] for r in relations)
 
 
 def _probe_beats_features(n: dict[str, float]) -> bool:
-    relations = [k.removesuffix("_chance") for k in n if k.endswith("_chance")]
+    relations = [k.removesuffix("_probe_accuracy") for k in n if k.endswith("_probe_accuracy")]
     return all(n[f"{r}_probe_f1"] - n[f"{r}_f1"] >= 0.3 for r in relations) and n["values_monosemantic"] <= 0.1 * n["values"]
 
 
 def _features_summary(n: dict[str, float]) -> str:
-    relations = [k.removesuffix("_chance") for k in n if k.endswith("_chance")]
+    relations = [k.removesuffix("_probe_accuracy") for k in n if k.endswith("_probe_accuracy")]
     per = "; ".join(f"{r} P {n[f'{r}_precision']:.2f} R {n[f'{r}_recall']:.2f} F1 {n[f'{r}_f1']:.2f} (chance {n[f'{r}_chance']:.3f}, "
                     f"probe F1 {n[f'{r}_probe_f1']:.2f}, accuracy {n[f'{r}_probe_accuracy']:.2f})" for r in relations)
     return f"{per}; values with a feature of P and R ≥ 0.5: {n['values_monosemantic']:.0f} of {n['values']:.0f}"

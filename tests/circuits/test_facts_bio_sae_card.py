@@ -48,7 +48,8 @@ def test_shipped_sae_is_small_and_at_the_probe_site():
 
 def test_claims_fail_on_a_random_sae():
     """A TopK SAE with random unit decoder rows (encoder = decoder transposed) has no trained features: the
-    reconstruction, loss, above-chance and edit claims fail on it."""
+    reconstruction, above-chance and edit claims fail on it. The loss claim passes on it too (the card says
+    so): 16 of 512 random directions in 128 dimensions already rebuild enough of the activation."""
     gen = torch.Generator().manual_seed(0)
     sae = SAE(128, card.D_SAE, "topk", k=card.K, metadata={"hook_name": card.SITE.hook_name})
     with torch.no_grad():
@@ -57,6 +58,6 @@ def test_claims_fail_on_a_random_sae():
     s = Subject(zoo.load_model("facts-bio"), name=str(zoo.model_dir("facts-bio")))
     s.memo("sae", lambda: sae)
     claims = circuits.get(CARD)
-    for key in ("reconstruction", "loss_recovered", "features_above_chance", "feature_edit"):
-        claim = claims.claim(key)
-        assert not claim.passes(claim.measure(s)), key
+    verdicts = {c.key: bool(c.passes(c.measure(s))) for c in claims.claims}
+    assert verdicts == {"reconstruction": False, "loss_recovered": True, "features_above_chance": False,
+                        "probe_beats_features": True, "feature_edit": False}, verdicts
