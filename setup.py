@@ -23,6 +23,8 @@ setup(
             "models/*/model.safetensors",
             "models/*/tokenizer/*.json",
             "models/*/checkpoints/step_*.safetensors",
+            "sae/*/*.json",  # shipped sparse autoencoders (SAELens format + training record), e.g. facts-bio's
+            "sae/*/sae_weights.safetensors",
         ],
     },
 )

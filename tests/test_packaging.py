@@ -90,6 +90,9 @@ def test_wheel_holds_the_models_cards_and_no_tests_or_caches(built):
         for part in ("model.json", "model.safetensors", "history.json", "tokenizer/tokenizer.json"):
             assert base + part in names, base + part
         assert sum(n.startswith(base + "checkpoints/step_") for n in names) >= 10
+    for sae in (ROOT / "assets" / "sae").iterdir():  # the shipped sparse autoencoders
+        for part in ("cfg.json", "sae_weights.safetensors"):
+            assert f"interp/_assets/sae/{sae.name}/{part}" in names, sae.name
     from interp import circuits
 
     assert {f"interp/circuits/{c}.md" for c in circuits.names()} <= set(names)
