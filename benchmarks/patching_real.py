@@ -1,7 +1,7 @@
 """SmolLM2-135M, a real pretrained model, against TransformerLens 4, measured in the same run.
 
     python -m benchmarks.patching --real --threads 1             # sweeps at 4 x 16 and 8 x 64, 20 facts traced, collection
-    python -m benchmarks.patching --real --quick --threads 1     # 4 x 16 only, 4 facts traced: a look in a few minutes
+    python -m benchmarks.patching --real --quick --threads 1     # 4 x 16 only, 4 facts traced (about 10 minutes)
 
 ``interp.load("smollm2-135m")`` (Llama, 30 layers, d_model 576, 9 query / 3 key-value heads,
 vocabulary 49,152) on the default backend; TL's side runs on its ``.module``, the TransformerBridge.
@@ -80,7 +80,7 @@ def known_prompts(model, n_facts: int) -> PromptSet:
     """``n_facts`` facts SmolLM2 knows, all of the most common prompt length, spread over the relations."""
     groups = world_facts.fact_prompts(model, world_facts.FACTS)
     n_tokens = max(groups, key=lambda k: len(groups[k]))
-    known = world_facts.known_facts(model, groups[n_tokens].metadata["facts"])
+    known = world_facts.known_facts(model, groups[n_tokens].metadata["facts"], progress=False)
     by_relation: dict[str, list] = {}
     for f in known:
         by_relation.setdefault(f.relation, []).append(f)
