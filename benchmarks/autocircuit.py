@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks import venvs
 from benchmarks.timing import cpu_time
 from interp import zoo
 from interp.circuits.induction import key_path_prompts
@@ -67,30 +68,9 @@ IMPORT_CHECK = ("import transformer_lens; from auto_circuit.utils.graph_utils im
                 "from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores")
 
 
-class SetupError(RuntimeError):
-    """auto-circuit's environment could not be built or run; the message holds the command and its error."""
-
-
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in (proc.stderr + proc.stdout).splitlines() if "WARNING: Location" not in line]
-        raise SetupError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(errors[-25:]))
-
-
 def ensure_venv(venv: Path = VENV) -> Path:
     """The venv's python, building the venv with `PINS` if it is missing or was built with other pins."""
-    python, stamp = venv / "bin" / "python", venv / "pins.json"
-    if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == PINS:
-        return python
-    print(f"building {venv} (once) ...", flush=True)
-    # The venv module of this interpreter's base Python (a venv made from inside a venv gets the base one).
-    _run([sys.executable, "-m", "venv", "--clear", str(venv)], "creating the venv")
-    for pins in PINS:
-        _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], "pip install")
-    _run([str(python), "-c", IMPORT_CHECK], "importing auto-circuit")
-    stamp.write_text(json.dumps(PINS))
-    return python
+    return venvs.ensure_venv(venv, PINS, IMPORT_CHECK, "auto-circuit")
 
 
 def tl2_weights(model) -> dict[str, torch.Tensor]:
@@ -204,7 +184,7 @@ def main(argv=None) -> None:
 
     try:
         python = ensure_venv()
-    except SetupError as err:
+    except venvs.SetupError as err:
         print(f"auto-circuit could not be set up, so nothing was compared:\n{err}")
         sys.exit(1)
 

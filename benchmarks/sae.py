@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks import venvs
 from benchmarks.timing import cpu_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,29 +48,9 @@ IMPORT_CHECK = "from sae_lens import SAE, SAETrainer, TopKTrainingSAE"
 KINDS = ("relu", "topk", "jumprelu", "batchtopk")
 
 
-class SetupError(RuntimeError):
-    """SAELens's environment could not be built or run; the message holds the command and its error."""
-
-
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in (proc.stderr + proc.stdout).splitlines() if "WARNING: Location" not in line]
-        raise SetupError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(errors[-25:]))
-
-
 def ensure_venv(venv: Path = VENV) -> Path:
     """The venv's python, building the venv with `PINS` if it is missing or was built with other pins."""
-    python, stamp = venv / "bin" / "python", venv / "pins.json"
-    if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == PINS:
-        return python
-    print(f"building {venv} (once; a few minutes) ...", flush=True)
-    _run([sys.executable, "-m", "venv", "--clear", str(venv)], "creating the venv")
-    for pins in PINS:
-        _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], "pip install")
-    _run([str(python), "-c", IMPORT_CHECK], "importing sae-lens")
-    stamp.write_text(json.dumps(PINS))
-    return python
+    return venvs.ensure_venv(venv, PINS, IMPORT_CHECK, "sae-lens")
 
 
 def activations() -> torch.Tensor:
@@ -94,7 +74,7 @@ def main(argv=None) -> None:
 
     try:
         python = ensure_venv()
-    except SetupError as err:
+    except venvs.SetupError as err:
         print(f"SAELens could not be set up, so nothing was compared:\n{err}")
         return
     x = activations()
