@@ -557,7 +557,7 @@ class HookedModel(nn.Module):
         self._source_versions: tuple[int, ...] = ()
         self._edits: list[tuple[Site, Intervention]] = []
         #: whether `to_tokens` puts the tokenizer's BOS first when not told (True, as TransformerLens
-        #: does; False for pretrained models whose tokenizer never adds one, e.g. SmolLM2).
+        #: does; set it to False once for a model that should read texts as they are).
         self.prepend_bos: bool = True
 
     # ------------------------------------------------------------------ description

@@ -65,6 +65,11 @@ def test_both_backends_equal_transformers_logits(model, nnsight_model, reference
         assert (got - expected).abs().max() <= 1e-4, m.backend_name
     assert (m.n_layers, m.n_heads, m.n_kv_heads, m.d_model, m.d_vocab) == (30, 9, 3, 576, 49152)
     assert model.to_str_tokens(tokens[2])[:6] == ["<|endoftext|>", "import", " numpy", " as", " np", "\n"]
+    model.prepend_bos = False  # the model's default for to_tokens / to_str_tokens
+    try:
+        assert torch.equal(model.to_tokens(TEXTS[0]), tokens[:1, 1:6]) and model.to_str_tokens(TEXTS[0])[0] == "The"
+    finally:
+        model.prepend_bos = True
 
 
 def test_greedy_generation_equals_transformers_and_knows_paris(model, nnsight_model, reference):
