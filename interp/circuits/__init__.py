@@ -100,6 +100,18 @@ class Subject:
         self.name = name
         self._memo: dict[str, Any] = {}
 
+    @classmethod
+    def shipped(cls, name: str) -> Subject:
+        """The Subject of a shipped model (``interp.zoo``) or a pretrained one (``interp.pretrained``,
+        e.g. ``"smollm2-135m"``, loaded with `interp.load`), by name."""
+        from interp import pretrained, zoo
+
+        if name in pretrained.PRETRAINED:
+            from interp.models import load
+
+            return cls(load(name), name=name)
+        return cls(zoo.load_model(name), name=str(zoo.model_dir(name)))
+
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
             self._memo[key] = compute()
@@ -208,12 +220,11 @@ def evaluate(card: str | Card, model=None, keys: list[str] | None = None, progre
     ``model``: a HookedModel, a path to a directory saved by ``interp train``, or None. Claims that
     read training checkpoints use them only when the model is a shipped one or a directory.
     """
-    from interp import zoo
     from interp.models import HookedModel, load_native_dir
 
     card = get(card) if isinstance(card, str) else card
     if model is None:
-        subject = Subject(zoo.load_model(card.model), name=str(zoo.model_dir(card.model)))
+        subject = Subject.shipped(card.model)
     elif isinstance(model, HookedModel):
         subject = Subject(model)
     else:
