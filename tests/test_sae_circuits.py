@@ -234,7 +234,7 @@ def test_faithfulness_is_one_with_every_node_and_zero_with_none(mlp_model, saes,
     assert ends.faithfulness.tolist() == pytest.approx([0.0, 1.0], abs=1e-4)
 
 
-def test_results_rank_label_and_plot(mlp_model, saes, prompts):
+def test_results_rank_label_plot_and_save(mlp_model, saes, prompts, tmp_path):
     attr = feature_attribution(mlp_model, prompts, saes, logit_diff, method="ig", steps=2, progress=False)
     effects = attr.effects()
     assert effects.shape == (attr.n_nodes,) and isinstance(attr, FeatureAttribution)
@@ -249,6 +249,9 @@ def test_results_rank_label_and_plot(mlp_model, saes, prompts):
     bars = fig.axes[0].patches
     assert len(bars) == 12 and sum(bool(b.get_hatch()) for b in bars) == sum(n.is_error for n in attr.top_nodes(12))
     assert "2 sites" in repr(attr)
+    back = FeatureAttribution.load(attr.save(tmp_path / "attr.pt"))
+    assert back.sites == attr.sites and torch.equal(back.effects(), effects) and back.settings == attr.settings
+    assert back.top_nodes(5) == attr.top_nodes(5) and back.baseline == attr.baseline
 
 
 def test_bad_input_raises_and_leaves_nothing_behind(mlp_model, saes, prompts):

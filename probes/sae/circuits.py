@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,7 +94,8 @@ class FeatureAttribution:
     ``features[site]``: ``[pos d_sae]`` (``[d_sae]`` when summed over positions); ``errors[site]``:
     ``[pos]`` (a scalar when summed); ``sites``: the sites in the order given. ``baseline``: the
     metric on the base run (the clean prompts when noising); ``source_value``: on the other run.
-    ``tokens``: the clean prompt's tokens as text where the model has a tokenizer (plot labels).
+    ``tokens``: per position, the clean prompts' token as text where they all share it, else
+    ``"(varies)"`` (plot labels; None for a model without a tokenizer).
     """
 
     sites: list[Site]
@@ -169,6 +171,23 @@ class FeatureAttribution:
         return {s: {"features": float(self.features[s].sum()), "error": float(self.errors[s].sum()),
                     "features_abs": float(self.features[s].abs().sum()), "error_abs": float(self.errors[s].abs().sum())}
                 for s in self.sites}
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the estimates, sites, baselines, settings and token labels to one file (plain data)."""
+        path = Path(path)
+        torch.save({"sites": [[s.kind, s.layer, s.head] for s in self.sites], "features": [self.features[s] for s in self.sites],
+                    "errors": [self.errors[s] for s in self.sites], "baseline": self.baseline,
+                    "source_value": self.source_value, "settings": self.settings, "tokens": self.tokens}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureAttribution:
+        """Read a file written by `save` (``weights_only=True``: no code runs)."""
+        data = torch.load(Path(path), weights_only=True)
+        sites = [Site(kind, layer, head) for kind, layer, head in data["sites"]]
+        return cls(sites, dict(zip(sites, data["features"], strict=True)), dict(zip(sites, data["errors"], strict=True)),
+                   data["baseline"], data["source_value"], dict(data["settings"]), data["tokens"])
 
     # ------------------------------------------------------------------ figure
     def plot(self, n: int = 20, title: str | None = None):
@@ -375,11 +394,14 @@ def _runs(prompts: PromptSet, direction: str) -> tuple[Tensor, Tensor]:
     return (prompts.clean, prompts.corrupted) if direction == "noise" else (prompts.corrupted, prompts.clean)
 
 
-def _token_text(model, tokens: Tensor) -> list[str] | None:
+def _token_text(model, tokens: Int[Tensor, "batch pos"]) -> list[str] | None:
+    """Per position, the token's text where every prompt has the same token there, else "(varies)"."""
     try:
-        return [str(t) for t in model.to_str_tokens(tokens)]
+        text = [str(t) for t in model.to_str_tokens(tokens[0])]
     except Exception:  # a model without a tokenizer: positions are labelled by number
         return None
+    same = (tokens == tokens[:1]).all(0).tolist()
+    return [t if s else "(varies)" for t, s in zip(text, same, strict=True)]
 
 
 # =============================================================================== attribution
@@ -442,7 +464,7 @@ def feature_attribution(
     settings = {"method": method, "steps": steps if method == "ig" else None, "direction": direction, "by_pos": bool(by_pos),
                 "metric": metric_name(metric), "n_prompts": len(prompts), "seq_len": prompts.seq_len}
     return FeatureAttribution(list(saes), features, errors, baseline, source_value, settings,
-                              _token_text(model, prompts.clean[0]))
+                              _token_text(model, prompts.clean))
 
 
 def _gradients_at_base(model, prompts, base_tokens, saes, metric):
