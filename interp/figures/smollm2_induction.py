@@ -48,8 +48,8 @@ def smollm2_induction_heads(out_dir: str | Path | None = None, model: str | Hook
         f"Olsson et al. 2022 find previous-token and induction heads in every multi-layer transformer. In {NAME} "
         f"{int(prev['n_marked'])} heads score ≥ {card.MARKED} as previous-token heads (best L{int(prev['best_layer'])}"
         f"H{int(prev['best_head'])}, {prev['best_score']:.2f}) and {int(ind['n_marked'])} as induction heads (best "
-        f"L{int(ind['best_layer'])}H{int(ind['best_head'])}, {ind['best_score']:.2f}), all from layer "
-        f"{ind['first_layer']:.0f} on.",
+        f"L{int(ind['best_layer'])}H{int(ind['best_head'])}, {ind['best_score']:.2f}); every head scoring ≥ "
+        f"{card.INDUCTION_SET} as an induction head sits in layer {ind['first_layer']:.0f} or later.",
     )
 
 
