@@ -14,6 +14,7 @@ from interp.figures import (  # noqa: F401  (each registers its figures)
     facts_bio_sae,
     induction,
     smollm2_agreement,
+    smollm2_facts,
     smollm2_induction,
 )
 
