@@ -210,7 +210,9 @@ def _weights(model) -> dict[str, Tensor]:
 def head_matrices(model) -> dict[str, Float[Tensor, "layer head ..."]]:
     """Per query head, in the ``x @ W`` convention, with each layer's input RMSNorm scale folded into
     the matrices that read the residual stream and grouped key/value heads expanded to the query heads
-    they serve: ``W_Q, W_K, W_V`` ``[layer head d_model d_head]``, ``W_O`` ``[layer head d_head d_model]``."""
+    they serve: ``W_Q, W_K, W_V`` ``[layer head d_model d_head]``, ``W_O`` ``[layer head d_head d_model]``, and
+    the R factors of their QR decompositions ``R_Q, R_K, R_V`` ``[layer head d_head d_head]``, which
+    `composition_score_pairs` reads."""
     w = _weights(model)
     layer0 = "model.layers.0.self_attn.q_proj.weight"
     if layer0 not in w:
@@ -230,7 +232,9 @@ def head_matrices(model) -> dict[str, Float[Tensor, "layer head ..."]]:
         out["W_K"].append(per_head(a, "k", kv)[group])
         out["W_V"].append(per_head(a, "v", kv)[group])
         out["W_O"].append(w[f"model.layers.{a}.self_attn.o_proj.weight"].T.reshape(H, d, -1))
-    return {k: torch.stack(v) for k, v in out.items()}
+    mats = {k: torch.stack(v) for k, v in out.items()}
+    mats.update({f"R_{k[2]}": torch.linalg.qr(mats[k]).R for k in ("W_Q", "W_K", "W_V")})  # [layer head d d]
+    return mats
 
 
 def composition_score_pairs(mats: dict[str, Tensor], pairs: list[tuple[Head, Head]], mode: str = "K") -> Float[Tensor, " pair"]:
@@ -239,17 +243,19 @@ def composition_score_pairs(mats: dict[str, Tensor], pairs: list[tuple[Head, Hea
     ``‖W_V W_O W_K W_Qᵀ‖_F = ‖R_V (W_O W_K) R_Qᵀ‖_F`` (K), and likewise with W_Q and W_K swapped (Q)."""
     if mode not in ("K", "Q"):
         raise InputError(f"mode must be 'K' or 'Q' (which input of the receiver), got {mode!r}.")
-    r = {k: torch.linalg.qr(mats[k]).R for k in ("W_Q", "W_K", "W_V")}  # [layer head d d]
-    ov_norm = (r["W_V"] @ mats["W_O"]).flatten(-2).norm(dim=-1)
-    qk_norm = (r["W_Q"] @ r["W_K"].transpose(-1, -2)).flatten(-2).norm(dim=-1)
+    r = {k: mats[f"R_{k[2]}"] if f"R_{k[2]}" in mats else torch.linalg.qr(mats[k]).R for k in ("W_Q", "W_K", "W_V")}
     read, other = ("W_K", "W_Q") if mode == "K" else ("W_Q", "W_K")
-    out = []
     for (a, h), (b, g) in pairs:
         if b <= a:
             raise InputError(f"The sender {name((a, h))} must sit in an earlier layer than the receiver {name((b, g))}.")
-        product = r["W_V"][a, h] @ (mats["W_O"][a, h] @ mats[read][b, g]) @ r[other][b, g].T
-        out.append(product.norm() / (ov_norm[a, h] * qk_norm[b, g]))
-    return torch.stack(out)
+    qk_norm = (r["W_Q"] @ r["W_K"].transpose(-1, -2)).flatten(-2).norm(dim=-1)  # ‖W_Q W_Kᵀ‖_F
+    out = []
+    for chunk in range(0, len(pairs), 256):
+        a, h, b, g = torch.tensor([[*p[0], *p[1]] for p in pairs[chunk : chunk + 256]]).T
+        sender = r["W_V"][a, h] @ mats["W_O"][a, h]  # [pair d m]: ‖·‖_F = ‖W_OV‖_F
+        receiver = mats[read][b, g] @ r[other][b, g].transpose(-1, -2)  # [pair m d]
+        out.append((sender @ receiver).flatten(1).norm(dim=1) / (sender.flatten(1).norm(dim=1) * qk_norm[b, g]))
+    return torch.cat(out)
 
 
 def random_pairs(n_layers: int, n_heads: int, n: int, seed: int = 0) -> list[tuple[Head, Head]]:
