@@ -16,12 +16,13 @@ hand-written world facts of `interp.tasks.world_facts` (seven relations, single-
 - the facts: the held-out subjects of `world_facts.split(FACTS, seed=0)` (30% of each relation's
   subjects, chosen by hash), kept where the model ranks the answer first; `select_facts` draws
   `N_FACTS` of them spread over the relations, one template per subject;
-- the full grid (every layer × token, residual / MLP / attention, window 6 = ROME's 10 of 48 layers,
-  `SAMPLES` noise draws per fact, each fact's noise seeded by its prompt) and the severed traces at
-  the last subject token are a stored measurement (`python -m interp.circuits.smollm2_facts
-  --measure`, JSON in ``assets/cards/smollm2-facts/``); the tracing claims read it, and each
-  re-measures, on the weights, the cells it reads for `RESAMPLE` of the stored facts (the same noise,
-  so the numbers agree to float rounding);
+- the traces are a stored measurement (`python -m interp.circuits.smollm2_facts --measure`, JSON in
+  ``assets/cards/smollm2-facts/``): for every layer, the residual stream and the MLPs (window 6 =
+  ROME's 10 of 48 layers) restored at the last subject token, the MLPs and attention restored at the
+  last token, and the residual at the last subject token with the later MLPs severed (every second
+  layer of the first half), `SAMPLES` noise draws per fact, each fact's noise seeded by its prompt.
+  The tracing claims decide on its averages, and each re-measures, on the weights, the cells it reads
+  for `RESAMPLE` of the stored facts (the same noise, so the numbers agree to float rounding);
 - a linear probe for the country of a subject (landmarks, companies, cities) at its last token of
   ``<bos> Subject``, trained on the training subjects and scored on the held-out ones, live;
 - the comparison with ``facts-bio`` (4 layers, trained here): the stages' depths on a relative axis.
@@ -54,7 +55,6 @@ RECHECK = 24  # held-out facts re-ranked live by the known claim
 RESAMPLE = 3  # stored facts re-measured live by each tracing claim
 AGREE = 0.02  # largest allowed |live - stored| of a re-measured cell (the same noise: float rounding only)
 LAST_SUBJECT, LAST = "last subject token", "last token"
-KINDS = ("resid", "mlp", "attn")
 SEVERED = ("mlp",)
 SEVERED_LAYERS = tuple(range(0, 15, 2))  # the first half: where Meng et al.'s Figure 3 finds the MLP path
 #: the (kind, token) restorations stored for every layer
@@ -126,15 +126,6 @@ def _noise(model, fact: wf.Fact, n_pos: int, subject: Sequence[int], samples: in
     return full
 
 
-def trace_fact(model, fact: wf.Fact, samples: int = SAMPLES):
-    """`patching.causal_trace` of one fact over the full grid (residual, MLP, attention; window 6 on 30 layers)."""
-    from patching import causal_trace
-
-    e = _encoded(model, fact)
-    return causal_trace(model, torch.tensor([e.tokens]), [list(e.subject_positions)], [e.answer], noise=NOISE,
-                        samples=samples, kinds=KINDS, seed=fact_seed(fact), progress=False)
-
-
 def window(model, layer: int) -> range:
     """The layers restored around ``layer`` (causal_trace's default window: ROME's 10 of 48)."""
     w = max(1, round(model.n_layers * 10 / 48))
@@ -148,7 +139,7 @@ def restore_cells(model, fact: wf.Fact, cells: Sequence[tuple[str, int, str]], s
     ``attn`` (a window around ``layer``), ``resid_severed_mlp`` / ``resid_severed_attn`` (resid_post
     restored with that kind frozen at its corrupted values at the token in every later layer, ROME's
     Figure 3). All cells run as one batch of ``len(cells) × samples`` rows on the hook engine, with the
-    noise `trace_fact` uses, so each equals the stored grid's cell. Returns ``{"cells": {cell: p},
+    noise `measure_fact` stores with, so each equals the stored cell. Returns ``{"cells": {cell: p},
     "p_clean": .., "p_corrupted": ..}``."""
     e = _encoded(model, fact)
     row = torch.tensor([e.tokens], device=model.device)

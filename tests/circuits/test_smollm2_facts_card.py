@@ -4,7 +4,7 @@ The tracing claims read the stored measurement (assets/cards/smollm2-facts/held_
 re-measure a sample of its cells on the weights; the probe is measured live. The last tests show
 that the claims can fail (facts-4l's last-token route, a stored file whose cells the weights do not
 give) and check the pieces: the split, the selection, the fast and hook restorations against each
-other and against `patching.causal_trace`.
+other (the stored file came from the fast engine, as `patching.causal_trace`'s grid does).
 """
 
 from __future__ import annotations
@@ -70,9 +70,11 @@ def test_tracing_claims_reject_facts_4l_route_and_late_enrichment():
     attention = {"peak_layer": attn["argmax_layer"][0], "peak": attn["peak"][0], "early_mean": attn["first_layer"][0],
                  "late_mean": attn["last_layer"][0], "subject_mlp_peak_layer": 0, "n_layers": 4, "resample_max_diff": 0.0}
     assert not claims.claim("attention_site").passes(attention)
-    early = {"peak_layer": 3, "peak": 0.05, "early_mean": 0.02, "late_mean": 0.002, "n_layers": 30, "resample_max_diff": 0.0}
+    early = {"peak_layer": 3, "peak": 0.08, "early_mean": 0.02, "late_mean": 0.002, "last_token_early_max": 0.0,
+             "n_layers": 30, "resample_max_diff": 0.0}
     assert claims.claim("mlp_site").passes(early)
     assert not claims.claim("mlp_site").passes({**early, "peak_layer": 20, "early_mean": 0.002, "late_mean": 0.02})
+    assert not claims.claim("mlp_site").passes({**early, "last_token_early_max": 0.1})  # facts-4l: last-token MLPs early
     assert not claims.claim("mlp_site").passes({**early, "resample_max_diff": 2 * card.AGREE})
 
 
@@ -92,8 +94,8 @@ def test_claims_fail_when_the_stored_cells_are_not_what_the_weights_give(subject
     assert numbers["resample_max_diff"] > card.AGREE and not circuits.get(CARD).claim("mlp_site").passes(numbers)
 
 
-def test_fast_and_hook_restorations_agree_with_causal_trace(subject):
-    """restore_fast, restore_cells and patching.causal_trace give the same cells for one fact (same noise)."""
+def test_fast_and_hook_restorations_agree(subject):
+    """restore_fast (fast engine) and restore_cells (hooks) give the same cells for one fact (same noise)."""
     fact = next(f for f in wf.FACTS if f.subject == "Toyota")
     cells = [("mlp", 3, card.LAST_SUBJECT), ("attn", 20, card.LAST), ("resid", 2, card.LAST_SUBJECT)]
     fast = card.restore_fast(subject.model, fact, cells, samples=2)
