@@ -3,7 +3,8 @@
 The last tests check the pieces the claims rest on (the word tokens, the fast composition score
 against the dense product) and show that the claims can fail: on sequences that never repeat, no
 head is an induction head; an ablation that removes nothing, or a control that removes as much,
-fails the ablation claim; composition at the random pairs' level fails the K-composition claim.
+fails the ablation claim; composition at the random pairs' level fails the K-composition claim, and a
+drop carried by the queries fails the key-path claim.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def test_ablation(check_claim):
 
 def test_k_composition(check_claim):
     check_claim(CARD, "k_composition")
+
+
+def test_key_path(check_claim):
+    check_claim(CARD, "key_path")
 
 
 def test_card_table_is_what_the_real_weights_give(check_table):
@@ -104,6 +109,12 @@ def test_ablation_and_composition_claims_can_fail():
     assert composition.passes(numbers)
     assert not composition.passes({**numbers, "prev_k_mean": 0.05, "ratio": 1.1, "share_above_p99": 0.1})
     assert not composition.passes({**numbers, "prev_q_mean": 0.2})  # more through the queries than the keys
+    key_path = circuits.get(CARD).claim("key_path")
+    numbers = {"n_prev": 6, "clean": 0.57, "ablated": 0.14, "keys": 0.13, "queries": 0.43, "drop_share": 0.76,
+               "key_share": 1.02, "query_share": 0.32}
+    assert key_path.passes(numbers)
+    assert not key_path.passes({**numbers, "key_share": 0.3, "query_share": 0.9})  # the queries carry it
+    assert not key_path.passes({**numbers, "drop_share": 0.1})  # the previous-token heads do not matter
 
 
 def test_head_matrices_need_a_llama_family_model():
