@@ -777,18 +777,60 @@ def _measure_discovery(model, prompts, progress: bool) -> dict:
                        "settings": {k: v for k, v in scores.settings.items() if isinstance(v, int | float | str)}}}
 
 
+def dev_numbers(model) -> dict:
+    """The numbers the thresholds were set on: the hand-found heads on 24 prompts of the training
+    templates (seed 0; `DEV`'s templates and seed): attention, direct effect, copying, patching
+    effect (every position; and at END and S2 alone for the S-inhibition and duplicate / induction
+    heads), and the name movers patched together. ``python -m interp.circuits.smollm2_ioi --dev``."""
+    from patching import activation_patch, logit_diff
+
+    prompts = held_out_prompts(model, n=24, seed=DEV["seed"], templates=DEV["templates"])
+    heads = sorted(set(HAND_FOUND))
+    reads = head_reads(model, prompts, heads)
+    copying = ov_copying(model, heads)
+    z = z_effects(model, prompts, heads)
+    s2 = prompts.metadata["s2_pos"]
+    if not bool((s2 == s2[0]).all()):
+        raise InputError("The development prompts' S2 positions differ; patch by position one template at a time.")
+    early = [*S_INHIBITION, *DUPLICATE_INDUCTION]
+    sites = [Site("z", layer, head=h, pos=pos) for layer, h in early for pos in (int(s2[0]), prompts.seq_len - 1)]
+    clean = float(reads["clean_logit_diff"].mean())
+    by_pos = (activation_patch(model, prompts, sites, logit_diff, direction="noise", progress=False).values.double() - clean).tolist()
+    watch = [h for h in _live_heads(model) if h not in set(NAME_MOVERS) | {S_SUPPRESSOR}]
+    ablated = ablate_heads(model, prompts, list(NAME_MOVERS), watch)
+    growth = ablated["direct"] - torch.stack([head_reads(model, prompts, watch)["direct"]]).squeeze(0)
+    best = int(growth.argmax())
+    out: dict = {"clean_logit_diff": clean, "heads": {}}
+    for i, head in enumerate(heads):
+        out["heads"][label(head)] = {"end_attention_io_s1_s2": [round(v, 3) for v in reads["end_attention"][i].tolist()],
+                                     "s2_attention_s1_s1plus1": [round(v, 3) for v in reads["s2_attention"][i].tolist()],
+                                     "direct": round(float(reads["direct"][i]), 3), "patching": round(float(z[i]), 3),
+                                     "copying_positive": round(float(copying["positive"][i]), 3),
+                                     "copying_negative": round(float(copying["negative"][i]), 3)}
+    for j, head in enumerate(early):
+        out["heads"][label(head)]["patching_at_s2_end"] = [round(by_pos[2 * j], 3), round(by_pos[2 * j + 1], 3)]
+    out["name_movers_patched"] = {"logit_diff": float(ablated["logit_diff"].mean()),
+                                  "direct_sum": float(sum(reads["direct"][heads.index(h)] for h in NAME_MOVERS)),
+                                  "largest_growth": [label(watch[best]), float(growth[best])]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The smollm2-ioi card's long sweeps, stored for its claims and figures.")
     parser.add_argument("--measure", action="store_true", help=f"measure and write assets/{STORED}")
+    parser.add_argument("--dev", action="store_true", help="print the development numbers the thresholds were set on")
     parser.add_argument("--part", choices=PARTS, action="append",
                         help="measure only this part (repeatable) and merge it into the file; default: every part")
     parser.add_argument("--out", default=None, help=f"output file (default: assets/{STORED})")
     args = parser.parse_args(argv)
-    if not args.measure:
-        parser.error("nothing to do: pass --measure")
+    if not (args.measure or args.dev):
+        parser.error("nothing to do: pass --measure or --dev")
     from interp.models import load
 
     torch.set_num_threads(1)
+    if args.dev:
+        print(json.dumps(dev_numbers(load(MODEL)), indent=1))
+        return
     path = Path(args.out) if args.out else stored_path()
     start = time.perf_counter()
     previous = json.loads(path.read_text()) if path.is_file() else {}
