@@ -28,6 +28,7 @@ from torch import Tensor
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import PromptSet
+from patching import anatomy
 from patching.activation import _as_z, _prepare, _result
 from patching.metrics import Metric, check_values
 from patching.results import PatchResult
@@ -86,7 +87,7 @@ def attribution_patch(
 
 
 def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers) -> PatchResult | None:
-    """`attribution_patch` on native TransformerLens models through `patching.fast`'s direct block
+    """`attribution_patch` on native TransformerLens models through the model anatomy's (`patching.anatomy`) block
     driving (no hooks): the source activations from one no-grad run stopped at the last layer read,
     one forward of the base prompts with a zero probe added at every site kind read (parameters
     temporarily ``requires_grad=False``, so the backward computes activation gradients only), one
@@ -98,7 +99,7 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
     keys = sorted({_as_z(s).full for cell in plan.cells for s in cell})
     if _fast.unsupported_reason(model, keys, prompts.seq_len) is not None:
         return None
-    net = _fast.driver(model)
+    net = anatomy.of(model)
     n, S = len(prompts), prompts.seq_len
     wanted = {(k.kind, k.layer) for k in keys}
     top = max(k.layer for k in keys)
