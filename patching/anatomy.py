@@ -105,11 +105,12 @@ class Anatomy:
             self._causal = mask = torch.ones(size, size, dtype=torch.bool, device=device).triu(1)
         return mask[rows, :cols]
 
-    def rope(self, layer: int, x: Float[Tensor, "batch head pos d_head"], first: int) -> Tensor:
-        """Rotary position embedding of ``x`` at positions ``first..`` (``x`` itself without rotary)."""
+    def rope(self, layer: int, x: Float[Tensor, "... pos d_head"], first: int) -> Float[Tensor, "... pos d_head"]:
+        """Rotary position embedding of queries or keys ``x`` at positions ``first..`` (the axis before
+        the last; full or partial rotary; ``x`` itself without rotary)."""
         if self.layers[layer]["rope"] is None:
             return x
-        s = x.shape[2]
+        s = x.shape[-2]
         cos, sin, rotate_half = self.rope_table(layer, first + s)
         rd = cos.shape[-1]
         cos, sin = cos[first : first + s].to(x.dtype), sin[first : first + s].to(x.dtype)
@@ -131,16 +132,16 @@ class Anatomy:
         blk = self.layers[layer]
         scale, grouped = blk["scale"], k.shape[-3] != q.shape[-3]
         if pattern_edit is None and blk["softcap"] is None:  # nothing reads or edits the pattern: one fused kernel
-            if first >= k.shape[2] - 1:  # a query at the last key position sees every key: no mask
+            if first >= k.shape[-2] - 1:  # a query at the last key position sees every key: no mask
                 return _sdpa(q, k, v, scale=scale, enable_gqa=grouped)
-            if first == 0 and q.shape[2] == k.shape[2]:
+            if first == 0 and q.shape[-2] == k.shape[-2]:
                 return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=grouped)
-            allowed = ~self.mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
+            allowed = ~self.mask(slice(first, first + q.shape[-2]), k.shape[-2], q.device)
             return _sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=grouped)
         if grouped:
             reps = q.shape[-3] // k.shape[-3]
             k, v = k.repeat_interleave(reps, dim=-3), v.repeat_interleave(reps, dim=-3)
-        mask = self.mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
+        mask = self.mask(slice(first, first + q.shape[-2]), k.shape[-2], q.device)
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale
         scores = softcap(scores, blk["softcap"])
         scores = scores.masked_fill(mask, float("-inf"))
@@ -247,6 +248,17 @@ def _stack_heads(maps: list[tuple[Tensor, Tensor | None]], dh: int) -> tuple[Ten
     W = torch.cat([w.reshape(-1, dh, w.shape[-1]) for w, _ in maps])
     biases = [b for _, b in maps]
     return W, None if any(b is None for b in biases) else torch.cat([b.reshape(-1, dh) for b in biases])
+
+
+def with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
+    """Keys or values ``[B head s d]`` of queries' own positions preceded by cached keys / values ``prefix [n head p0 d]``
+    (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
+    n, H, p0, dh = prefix.shape
+    B, _, s, _ = new.shape
+    if B == n:
+        return torch.cat([prefix, new], dim=2)
+    r = B // n
+    return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
 
 
 def _cap(value: float | None) -> float | None:

@@ -71,10 +71,8 @@ from tqdm.auto import tqdm
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import PromptSet
-from patching import anatomy
-from patching import metrics as _metrics
-from patching.activation import _as_z, _prepare, _result
-from patching.metrics import Metric, check_values
+from patching import anatomy, sweep
+from patching.metrics import Metric, answer_only, block_means, blockwise, expand_answer  # noqa: F401  (answer_only: public here too)
 from patching.results import PatchResult
 
 FAST_KINDS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "head_out", "pattern"})
@@ -89,64 +87,6 @@ class FastEngineError(InputError):
 
 
 # =============================================================================== public
-def answer_only(metric: Metric) -> bool:
-    """Whether ``metric`` reads nothing but ``logits[:, prompts.answer_pos]``.
-
-    True for `logit_diff`, `log_prob`, `prob`, `kl_to(...)`, `normalized(m, ...)` of such an m,
-    and any function with an attribute ``answer_only = True`` (mark your own metrics that way).
-    """
-    if getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE:
-        return True
-    if getattr(metric, "__module__", None) == "patching.metrics" and getattr(metric, "__qualname__", "") == "kl_to.<locals>.kl_to_clean":
-        return True
-    free = _normalized_parts(metric)
-    return free is not None and "metric" in free and answer_only(free["metric"])
-
-
-def _normalized_parts(metric: Metric) -> dict | None:
-    """The closure of a `patching.metrics.normalized` metric (``metric``, ``corrupted``, ``span``, ...),
-    or None for any other function."""
-    if getattr(metric, "__module__", None) != "patching.metrics" or getattr(metric, "__qualname__", "") != "normalized.<locals>.normalized_metric":
-        return None
-    return dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
-
-
-#: The built-in answer metrics on answer logits ``[k n vocab]`` of k blocks of the prompt set at once
-#: (the same operations as `patching.metrics`, so the same numbers).
-_BLOCKWISE = {
-    _metrics.logit_diff: lambda lg, p: _metrics._gather(lg, p.answers) - _metrics._gather(lg, p.wrong),
-    _metrics.log_prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers),
-    _metrics.prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers).exp(),
-}
-
-
-def _blockwise(metric: Metric, prompts: PromptSet, columns: bool = False) -> Callable[[Tensor, PromptSet], Tensor] | None:
-    """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
-    logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
-    (None for any other metric, and for logit_diff without wrong answers: the metric raises). With
-    ``columns`` (logit_diff only, else None), of the answer and wrong answer's logits ``[k n 2]``
-    (`_logit_columns`)."""
-    inner, norm, free = metric, None, _normalized_parts(metric)
-    if free is not None:
-        inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
-        if not all(isinstance(t, Tensor) and t.ndim == 0 for t in norm):
-            return None
-    if inner not in _BLOCKWISE or (inner is _metrics.logit_diff and prompts.wrong is None):
-        return None
-    if columns and inner is not _metrics.logit_diff:
-        return None
-    fn = (lambda lg, p: lg[..., 0] - lg[..., 1]) if columns else _BLOCKWISE[inner]
-    if norm is None:
-        return fn
-    corrupted, span = norm
-
-    def normalized(lg: Tensor, p: PromptSet) -> Tensor:
-        value = fn(lg, p)
-        return ((value.double() - corrupted.to(value.device)) / span.to(value.device)).to(value.dtype)
-
-    return normalized
-
-
 def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = None) -> str | None:
     """Why the fast engine cannot run ``sites`` on ``model`` (None when it can): a kind it does not
     cover, or no anatomy for the model (`patching.anatomy.unsupported`)."""
@@ -164,7 +104,7 @@ def try_fast_patch(
     run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, required)
     if run is None:
         return None
-    result = _result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
+    result = sweep.result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
 
@@ -181,7 +121,7 @@ class FastRun:
         """Plan a sweep (`activation_patch`'s arguments); None where the engine does not apply (an error
         if ``required``). ``base_noise`` is added to the base run's embedding (causal tracing: the base
         run is the noised one); positions where it is zero and the tokens agree count as shared."""
-        plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
+        plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
         reason = unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
         if reason is not None:
             if required:
@@ -237,12 +177,12 @@ class FastRun:
         )
         self.net, self.other, self.n, self.nb = net, other, n, nb
         self.at = ans if only_answer else None
-        self.blockwise = _blockwise(metric, prompts) if only_answer else None
+        self.blockwise = blockwise(metric, prompts) if only_answer else None
         # logit_diff reads two logits per prompt: unembed only those columns (not the whole vocabulary,
         # where it is large enough for that to pay: on a small one the full product is a single cheap call)
         self.columns = None
-        if only_answer and net.W_U.shape[0] >= COLUMNS_MIN_VOCAB and _blockwise(metric, prompts, columns=True) is not None:
-            self.blockwise = _blockwise(metric, prompts, columns=True)
+        if only_answer and net.W_U.shape[0] >= COLUMNS_MIN_VOCAB and blockwise(metric, prompts, columns=True) is not None:
+            self.blockwise = blockwise(metric, prompts, columns=True)
             self.columns = torch.stack([prompts.answers, prompts.wrong], 1).to(self.base.device)  # [n 2]
         self.ran = -1  # the last pass run (pass 0 first: it fills the store)
 
@@ -265,13 +205,13 @@ class FastRun:
             unembed = None if self.columns is None else self._logit_columns
             logits = _run_flat(self.net, segs, tokens, self.store, edits, at, self.noise if first else None, unembed)
             if first and sched.noop:  # the unpatched base run's metric
-                value = _metric_values(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
+                value = block_means(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
                 index.append(torch.tensor(sched.noop, dtype=torch.long))
                 values.append(value.double().expand(len(sched.noop)).clone())
             if len(done):
                 rows = logits[(n + nb if first else 0) :]
                 index.append(done)
-                values.append(_metric_values(metric, rows, prompts, len(done), at, self.blockwise).double().clone())
+                values.append(block_means(metric, rows, prompts, len(done), at, self.blockwise).double().clone())
         self.ran = number
         if not index:
             return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float64)
@@ -299,7 +239,7 @@ def _schedule(
 ) -> _Schedule:
     """The `_Schedule` of a sweep (cached: it depends on the sites and sizes only; every part is read,
     never written, by the runs that share it)."""
-    cells = tuple(tuple(map(_as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
+    cells = tuple(tuple(map(sweep.as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
     # Sites before ``same`` patch a value with itself: dropped (a cell with nothing else is a no-op).
     live = [tuple(s for s in cell if s.pos is None or s.pos % S >= same) for cell in cells]
     order, noop = _order(live, S, ans, same, only_answer, L)
@@ -356,25 +296,6 @@ def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tup
         order.append((start, late, -min(p0, ans), i))
     order.sort()
     return order, noop
-
-
-def _expand(logits: Tensor, S: int, ans: int | None) -> Tensor:
-    """Answer-position logits ``[batch vocab]`` as the ``[batch pos vocab]`` a metric takes (a broadcast view)."""
-    return logits if ans is None else logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
-
-
-def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, ans: int | None, blockwise=None) -> Tensor:
-    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows of ``logits`` (answer logits
-    ``[k*n vocab]`` with ``ans``, else ``[k*n pos vocab]``): ``[k]`` (float64). ``blockwise`` (from
-    `_blockwise`, answer logits only) computes all blocks at once; else one metric call per block."""
-    n = len(prompts)
-    if blockwise is not None:
-        values = blockwise(logits.view(k, n, logits.shape[-1]), prompts).reshape(k * n)
-        return check_values(values, k * n, metric).double().view(k, n).mean(1)
-    logits = _expand(logits, prompts.seq_len, ans)
-    return torch.stack([
-        check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
-    ])
 
 
 # =============================================================================== one pass through the anatomy
@@ -476,7 +397,7 @@ def _attention(net: anatomy.Anatomy, lay: int, x: Tensor, layout: list, store: _
             store.record_base("k", lay, kg[: store.n])
             store.record_base("v", lay, vg[: store.n])
         elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
-            kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
+            kg, vg = (anatomy.with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
         if index is not None:
             first = ans
         mixed = net.attend(lay, qg, kg, vg, first, pattern_edit)
@@ -501,17 +422,6 @@ def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans:
         else:
             groups.append([base, off, tok, seg.rows, pattern_edit])
     return groups
-
-
-def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
-    """Keys or values ``[B head s d]`` of a segment preceded by the base run's ``prefix [n head p0 d]``
-    (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
-    n, H, p0, dh = prefix.shape
-    B, _, s, _ = new.shape
-    if B == n:
-        return torch.cat([prefix, new], dim=2)
-    r = B // n
-    return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
 
 
 def _join(x: Tensor | None, layout: list, segs: list[_Seg], starts: list[tuple[Tensor, int]], n: int) -> Tensor:
