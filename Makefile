@@ -33,9 +33,10 @@ install: $(STAMP)
 browser: $(STAMP) $(CHROMIUM)
 
 # Two workers on the two cores (each test runs torch on one thread); a card's claims, the wheel
-# build and the docs build stay on one worker each (xdist groups), so each is computed once.
+# build and the docs build stay on one worker each (xdist groups), so each is computed once; the
+# 25 slowest tests are listed at the end, so the CI log shows where its time goes.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25
 
 reproduce: $(STAMP)
 	$(BIN)/interp reproduce all

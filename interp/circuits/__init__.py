@@ -39,7 +39,8 @@ from interp.errors import InputError, closest
 
 CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circuits.facts", "binding": "interp.circuits.binding",
                 "facts-bio": "interp.circuits.facts_bio", "binding-ef": "interp.circuits.binding_ef",
-                "facts-bio-sae": "interp.circuits.facts_bio_sae"}
+                "facts-bio-sae": "interp.circuits.facts_bio_sae",
+                "smollm2-induction": "interp.circuits.smollm2_induction"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
 NUMBERS_SUMMARY = "Every measured number, with the tolerance the card check allows"

@@ -145,6 +145,70 @@ def train(model, world: bio.Biographies, out_dir: str | Path | None = None, seed
     return sae, history, info
 
 
+# ---------------------------------------------------------------------------- SAEs for feature circuits
+#: layers below `SITE` that carry a token SAE for feature circuits (`probes.sae.circuits`); shipped at
+#: ``assets/sae/facts-bio-L{layer}``. Unlike the card's SAE (the name token only) they read every token.
+CIRCUIT_LAYERS = (0, 1, 2)
+TOKEN_BIOS_PER_INDIVIDUAL = 2
+
+
+def circuit_sae_dir(layer: int) -> Path:
+    """Where the token SAE of ``resid_post`` of ``layer`` is shipped."""
+    from interp import zoo
+
+    return zoo.assets_dir() / f"sae/facts-bio-L{layer}"
+
+
+def load_circuit_saes(layers=CIRCUIT_LAYERS, with_name_sae: bool = True) -> dict:
+    """``{Site: SAE}``: the shipped token SAEs at ``resid_post`` of ``layers``, and (``with_name_sae``)
+    the card's SAE at `SITE`, ready for `probes.sae.feature_attribution`."""
+    from probes.sae import load_saelens
+
+    saes = {Site("resid_post", layer): load_saelens(circuit_sae_dir(layer)) for layer in layers}
+    if with_name_sae:
+        saes[SITE] = load_sae()
+    return saes
+
+
+def token_activations(model, world: bio.Biographies, layer: int, per_individual: int = TOKEN_BIOS_PER_INDIVIDUAL,
+                      seed: int = DATA_SEED) -> torch.Tensor:
+    """``resid_post`` of ``layer`` at every real token (padding left out) of ``per_individual``
+    biographies per individual plus the question rows (drawn with ``seed``): ``[rows d_model]``."""
+    from probes import collect
+
+    tokens, mask, _ = biography_rows(world, per_individual, seed)
+    real = torch.zeros_like(tokens, dtype=torch.bool)
+    real[:, 0] = True
+    real[:, 1:] = tokens[:, 1:] != bio.BOS  # rows are right-padded with <bos>
+    site = Site("resid_post", layer)
+    return collect(model, tokens, [site], positions=real, progress=False, batch_size=256)[site]
+
+
+def train_token_sae(model, world: bio.Biographies, layer: int, out_dir: str | Path | None = None, seed: int = SEED,
+                    steps: int = STEPS, d_sae: int = D_SAE, k: int = K, progress: bool = True):
+    """A TopK SAE (the card's recipe: `D_SAE` latents, k = `K`, `STEPS` steps) on `token_activations`
+    of ``layer``, saved in SAELens's format to ``out_dir`` when given. Returns ``(sae, history, info)``.
+    Rerun all with ``python -m interp.circuits.facts_bio_sae --train-circuit-saes``."""
+    from probes.sae import save_saelens, train_sae
+
+    start = time.process_time()
+    X = token_activations(model, world, layer)
+    collect_s = time.process_time() - start
+    sae, history = train_sae(X, d_sae, kind="topk", k=k, steps=steps, batch_size=BATCH, seed=seed, progress=progress)
+    site = Site("resid_post", layer)
+    sae.metadata.update(hook_name=site.hook_name, model_name="facts-bio", seed=seed, steps=steps)
+    info = {"rows": int(X.shape[0]), "collect_cpu_s": round(collect_s, 1),
+            "train_cpu_s": round(time.process_time() - start - collect_s, 1),
+            "command": f"python -m interp.circuits.facts_bio_sae --train-circuit-saes --seed {seed}", "d_sae": d_sae, "k": k,
+            "steps": steps, "batch_size": BATCH,
+            "data": f"{TOKEN_BIOS_PER_INDIVIDUAL} biographies per individual (seed {DATA_SEED}) + question rows; every real "
+            f"token; {site}", "final_fvu": float(history.to_dataframe()["fvu"].iloc[-1])}
+    if out_dir is not None:
+        save_saelens(sae, out_dir, overwrite=True)
+        (Path(out_dir) / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    return sae, history, info
+
+
 # ---------------------------------------------------------------------------- measurements
 def _name_run(s: Subject) -> dict:
     """``<bos> first last`` of every individual: the activation at the name and the log-probabilities there."""
@@ -416,19 +480,27 @@ CARD = Card("facts-bio-sae", "facts-bio", "A sparse autoencoder at facts-bio's n
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the facts-bio-sae card's SAE (TopK, at the name after block 3).")
     parser.add_argument("--train", action="store_true", help="train and save the SAE")
+    parser.add_argument("--train-circuit-saes", action="store_true",
+                        help=f"train and save the token SAEs at resid_post of layers {CIRCUIT_LAYERS} (feature circuits)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", default=None, help=f"output directory (default: the shipped assets/{SHIPPED})")
     args = parser.parse_args(argv)
-    if not args.train:
-        parser.error("nothing to do: pass --train")
+    if not (args.train or args.train_circuit_saes):
+        parser.error("nothing to do: pass --train or --train-circuit-saes")
     from interp import zoo
 
     torch.set_num_threads(1)
     subject = Subject(zoo.load_model("facts-bio"), name=str(zoo.model_dir("facts-bio")))
     model, world = subject.model, world_of(subject)
-    out = Path(args.out) if args.out else shipped_dir()
-    _, _, info = train(model, world, out, seed=args.seed)
-    print(json.dumps(info, indent=2))
+    if args.train_circuit_saes:
+        for layer in CIRCUIT_LAYERS:
+            out = Path(args.out) / f"facts-bio-L{layer}" if args.out else circuit_sae_dir(layer)
+            _, _, info = train_token_sae(model, world, layer, out, seed=args.seed)
+            print(json.dumps(info, indent=2))
+    if args.train:
+        out = Path(args.out) if args.out else shipped_dir()
+        _, _, info = train(model, world, out, seed=args.seed)
+        print(json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":

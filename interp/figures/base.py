@@ -124,6 +124,7 @@ def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Pat
     for card in zoo.list_models():
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in card.metrics.items() if isinstance(v, float))
         lines.append(f"| `{card.name}` | {card.task} | {card.n_params:,} | {card.checkpoints} | {metrics} |")
+    lines += _pretrained_lines()
     lines += _card_lines()
     for r in results:
         rel = r.paths[0].relative_to(path.parent) if r.paths[0].is_relative_to(path.parent) else r.paths[0]
@@ -132,6 +133,21 @@ def write_report(results: list[FigureResult], out_dir: str | Path | None) -> Pat
             lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_three_places(v)} |" for k, v in r.numbers.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _pretrained_lines() -> list[str]:
+    """The pretrained models that circuit cards study (not trained here: see `interp.pretrained`)."""
+    from interp import circuits, pretrained
+
+    studied = sorted({circuits.get(name).model for name in circuits.names()} & set(pretrained.PRETRAINED))
+    if not studied:
+        return []
+    lines = ["", "Pretrained models studied by cards (weights from a registry package, not trained here):", "",
+             "| model | weights | architecture | licence |", "|---|---|---|---|"]
+    for name in studied:
+        p = pretrained.PRETRAINED[name]
+        lines.append(f"| `{name}` | {p.source} | {p.architecture} | {p.licence} |")
+    return lines
 
 
 def _card_lines() -> list[str]:

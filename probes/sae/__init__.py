@@ -5,6 +5,7 @@
     f = features(model, sae, site, tokens)                                 # [batch pos d_sae]
     with model.edit({site: ablate_features(sae, [3])}): ...                # or clamp_ / steer_features
     save_saelens(sae, "dir"); load_saelens("dir")                          # SAELens's on-disk format
+    attr = feature_attribution(model, prompts, {site: sae, ...}, logit_diff)  # sparse feature circuits
 
 An activation ``x`` of width ``d_in`` is written as a sparse, non-negative combination of
 ``d_sae`` learned directions (``d_sae`` usually several times ``d_in``): ``x ~ f(x) @ W_dec +
@@ -27,9 +28,22 @@ edited features' decoder directions (Marks et al. 2024, "Sparse feature circuits
 
 Modules: `probes.sae.model` (the `SAE` module), `probes.sae.training` (`train_sae`),
 `probes.sae.evaluation` (`evaluate_sae`), `probes.sae.intervene` (features and edits),
-`probes.sae.saelens` (SAELens's format).
+`probes.sae.saelens` (SAELens's format), `probes.sae.circuits` (feature circuits: attribution
+patching over latents and error nodes at several sites, exact checks of the top nodes, faithfulness;
+Marks et al. 2024).
 """
 
+from probes.sae.circuits import (
+    Faithfulness,
+    FeatureAttribution,
+    Node,
+    NodeCheck,
+    check_top_nodes,
+    circuit_faithfulness,
+    faithfulness_curve,
+    feature_attribution,
+    node_patch_effects,
+)
 from probes.sae.evaluation import SAEEvaluation, evaluate_sae
 from probes.sae.intervene import (
     FeatureEdit,
@@ -45,6 +59,8 @@ from probes.sae.saelens import load_saelens, save_saelens
 from probes.sae.training import SAETrainHistory, train_sae
 
 __all__ = [
+    "FeatureAttribution", "Faithfulness", "Node", "NodeCheck", "check_top_nodes", "circuit_faithfulness",
+    "faithfulness_curve", "feature_attribution", "node_patch_effects",
     "KINDS", "SAE", "SAEEvaluation", "SAESplice", "SAETrainHistory", "FeatureEdit", "ablate_features",
     "clamp_features", "evaluate_sae", "features", "load_saelens", "save_saelens", "splice_sae", "steer_features",
     "train_sae",
