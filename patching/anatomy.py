@@ -67,7 +67,9 @@ class Anatomy:
 
     def token_flops(self, S: int) -> float:
         """Floating-point operations of one token through one layer (projections, attention, MLP)."""
-        raise NotImplementedError
+        d, hd, kvd = self.d_model, self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        mlp = 0 if self.attn_only else (3 if self.gated else 2) * d * self.d_mlp
+        return 2.0 * (2 * d * hd + 2 * d * kvd + 2 * S * hd + mlp)
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         """The residual stream entering layer 0 (token embedding, plus learned positions if any)."""
@@ -80,13 +82,17 @@ class Anatomy:
     def qkv_weights(self, layer: int) -> tuple[Float[Tensor, "r d_head d_model"], Float[Tensor, "r d_head"] | None]:
         """Every head's query, key and value projection of layer ``layer`` as one tensor, ``r = heads +
         2 kv_heads`` rows (queries, then keys, then values; before rotary), and their biases (or None):
-        ``qkv(h)`` equals ``einsum(h, W, "t d, r e d -> t r e") + b`` split in that order."""
-        raise NotImplementedError
+        ``qkv(h)`` equals ``einsum(h, W, "t d, r e d -> t r e") + b`` split in that order. By default
+        from separate ``nn.Linear`` maps, the layer's ``linears`` ``[q, k, v, o]``."""
+        q, k, v, _ = self.layers[layer]["linears"]
+        return _stack_heads([(_tensor(m, "weight"), _tensor(m, "bias")) for m in (q, k, v)], self.d_head)
 
     def o_weights(self, layer: int) -> tuple[Float[Tensor, "d_model hd"], Float[Tensor, " d_model"] | None]:
         """Layer ``layer``'s output projection as ``F.linear`` takes it (``hd = heads * d_head``, the z
-        of head h in columns ``h*d_head ..``) and its bias (or None)."""
-        raise NotImplementedError
+        of head h in columns ``h*d_head ..``) and its bias (or None); by default the last of the layer's
+        ``linears``, an ``nn.Linear``."""
+        o = self.layers[layer]["linears"][-1]
+        return _tensor(o, "weight"), _tensor(o, "bias")
 
     def unembed_at(self, resid: Float[Tensor, "rows d_model"], ids: Int[Tensor, "rows m"]) -> Float[Tensor, "rows m"]:
         """The logits of tokens ``ids`` only (per row): the final norm, then a dot product with those
@@ -190,6 +196,7 @@ class Native(Anatomy):
         self.om = om
         self.cfg = cfg = om.cfg
         self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
+        self.gated, self.d_mlp = bool(cfg.gated_mlp), cfg.d_mlp
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
@@ -215,12 +222,6 @@ class Native(Anatomy):
             ))
         self.n_kv_heads = self.layers[0]["attn"].n_kv_heads
 
-    def token_flops(self, S: int) -> float:
-        cfg = self.cfg
-        d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
-        mlp = 0 if self.attn_only else (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
-        return 2.0 * (4 * d * hd + 2 * S * hd + mlp)
-
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         resid = self.tok_embed(tokens)
         if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
@@ -232,14 +233,6 @@ class Native(Anatomy):
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         return softcap(self.head(self.ln_out(resid)), self.logit_cap)
-
-    def qkv_weights(self, layer: int):
-        q, k, v, _ = self.layers[layer]["linears"]
-        return _stack_heads([(_tensor(m, "weight"), _tensor(m, "bias")) for m in (q, k, v)], self.d_head)
-
-    def o_weights(self, layer: int):
-        o = self.layers[layer]["linears"][3]
-        return _tensor(o, "weight"), _tensor(o, "bias")
 
 
 def _stack_heads(maps: list[tuple[Tensor, Tensor | None]], dh: int) -> tuple[Tensor, Tensor | None]:
@@ -486,10 +479,6 @@ class _HF(Anatomy):
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
         self._rope: tuple | None = None
 
-    def token_flops(self, S: int) -> float:
-        d, hd, kvd = self.d_model, self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        return 2.0 * (2 * d * hd + 2 * d * kvd + 2 * S * hd + (3 if self.gated else 2) * d * self.d_mlp)
-
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         return self.tok_embed(tokens)
 
@@ -597,9 +586,6 @@ class NeoX(_HF):
         W = weight.view(H, 3, dh, -1).transpose(0, 1).reshape(3 * H, dh, -1)
         return W, None if bias is None else bias.view(H, 3, dh).transpose(0, 1).reshape(3 * H, dh)
 
-    def o_weights(self, layer: int):
-        dense = self.layers[layer]["linears"][1]
-        return _tensor(dense, "weight"), _tensor(dense, "bias")
 
 
 class Llama(_HF):
@@ -625,11 +611,3 @@ class Llama(_HF):
                 mlp=lambda x, gate=gate, up=up, down=down, act=act: down(act(gate(x)) * up(x)),
                 scale=attn.scaling, softcap=None, rope=True,
             ))
-
-    def qkv_weights(self, layer: int):
-        q, k, v, _ = self.layers[layer]["linears"]
-        return _stack_heads([(_tensor(m, "weight"), _tensor(m, "bias")) for m in (q, k, v)], self.d_head)
-
-    def o_weights(self, layer: int):
-        o = self.layers[layer]["linears"][3]
-        return _tensor(o, "weight"), _tensor(o, "bias")

@@ -33,10 +33,8 @@ GPT-NeoX and Llama-family models, on either backend), instead:
    answer's columns of the unembedding are computed (`patching.anatomy.Anatomy.unembed_at`): two dot products per row
    instead of the whole vocabulary, which on a 50k-token vocabulary is much of a sweep's arithmetic.
 
-How a sweep runs (its segments, passes and writes) depends only on its sites and sizes, so it is
-planned once per shape (`_schedule`, cached); the weights are read at every call.
-
-The planner (segments, passes, writes: `_schedule`) is this module's; how a family computes
+The planner (segments, passes, writes: `_schedule`, cached per shape: it depends on the sites and
+sizes only) is this module's; how a family computes
 (embedding, norms, projections, rotary, attention, MLP, residual, read-out) is the model's
 `patching.anatomy.Anatomy`, read at every call, which `_run_flat` drives. It mirrors the models'
 own forwards, so its numbers equal the hook engine's to float rounding

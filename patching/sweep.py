@@ -158,6 +158,7 @@ def _pos_labels(model, prompts: PromptSet) -> list[str]:
 
 
 def result(model, prompts, plan: Plan, out: Tensor, metric, direction, source, by_pos) -> PatchResult:
+    """The `PatchResult` of a sweep: the cells' values ``out [cell]`` on the plan's axes, and the settings."""
     settings = {
         "method": "activation_patch",
         "kind": plan.kind,
