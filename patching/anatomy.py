@@ -255,7 +255,7 @@ def with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
 
 
 def _cap(value: float | None) -> float | None:
-    """A soft-cap setting as `_softcap` takes it: None where it is off (None, 0 or negative)."""
+    """A soft-cap setting as `softcap` takes it: None where it is off (None, 0 or negative)."""
     return value if value is not None and value > 0 else None
 
 
