@@ -66,7 +66,7 @@ def _reproduce(args) -> int:
 def _circuits(args) -> int:
     import torch
 
-    from interp import circuits, zoo
+    from interp import circuits, pretrained, zoo
 
     torch.set_num_threads(args.threads)
     if args.write and zoo.checkout_dir() is None:
@@ -79,7 +79,7 @@ def _circuits(args) -> int:
     failed = 0
     for name in names:
         card = circuits.get(name)
-        if args.model is None and card.model not in zoo.list_names():
+        if args.model is None and card.model not in zoo.list_names() and card.model not in pretrained.PRETRAINED:
             print(f"\n{card.name}: {card.title}\n  FAIL  model {card.model!r} is not shipped (train it: interp train {card.model})")
             failed += 1
             continue

@@ -308,3 +308,22 @@ def test_same_call_twice_gives_the_same_numbers(mlp_model, saes, prompts):
     # stacking every site's path in one forward or one job per forward gives the same estimates
     apart = feature_attribution(mlp_model, prompts, saes, logit_diff, method="ig", steps=3, batch_size=4, progress=False)
     assert all(torch.allclose(apart.features[s], runs[0].features[s], atol=1e-6) for s in saes)
+
+
+def test_both_backends_give_the_same_circuit(gpt2_dir):
+    """A Hugging Face GPT-2 through TransformerLens and through nnsight: same estimates, same exact
+    effects, same faithfulness (sites at two layers, attn_out and resid_post)."""
+    import interp
+
+    prompts = make_prompts(3)
+    saes = {Site("attn_out", 0): random_sae(32, 40, seed=5), Site("resid_post", 1): random_sae(32, 40, seed=6)}
+    out = []
+    for backend in ("transformer_lens", "nnsight"):
+        model = interp.load(gpt2_dir, backend=backend)
+        attr = feature_attribution(model, prompts, saes, logit_diff, method="ig", steps=2, progress=False)
+        check = check_top_nodes(model, prompts, saes, attr, logit_diff, n=4, progress=False)
+        curve = faithfulness_curve(model, prompts, saes, attr, logit_diff, sizes=[20], progress=False)
+        out.append((attr.effects(), check.exact, curve.faithfulness))
+    assert out[0][0].abs().max() > 1e-3 and out[0][1].abs().max() > 1e-3  # something to agree on
+    for a, b in zip(*out, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

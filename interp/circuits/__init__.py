@@ -40,7 +40,9 @@ from interp.errors import InputError, closest
 CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circuits.facts", "binding": "interp.circuits.binding",
                 "facts-bio": "interp.circuits.facts_bio", "binding-ef": "interp.circuits.binding_ef",
                 "facts-bio-sae": "interp.circuits.facts_bio_sae",
-                "smollm2-induction": "interp.circuits.smollm2_induction"}
+                "smollm2-induction": "interp.circuits.smollm2_induction",
+                "smollm2-agreement": "interp.circuits.smollm2_agreement",
+                "smollm2-facts": "interp.circuits.smollm2_facts", "smollm2-binding": "interp.circuits.smollm2_binding"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
 NUMBERS_SUMMARY = "Every measured number, with the tolerance the card check allows"

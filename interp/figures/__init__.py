@@ -7,7 +7,16 @@ checkpoint), draws without training, writes ``NAME.png`` and ``NAME.svg``, and r
 function is importable from here: ``from interp.figures import facts_causal_trace``.
 """
 
-from interp.figures import binding, facts, facts_bio, facts_bio_sae, induction  # noqa: F401  (each registers its figures)
+from interp.figures import (  # noqa: F401  (each registers its figures)
+    binding,
+    facts,
+    facts_bio,
+    facts_bio_sae,
+    induction,
+    smollm2_agreement,
+    smollm2_facts,
+    smollm2_induction,
+)
 
 # isort: split
 from interp.figures import discovery  # noqa: F401  (registered after the cards': its figures follow theirs in the report)

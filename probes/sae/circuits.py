@@ -193,7 +193,7 @@ class FeatureAttribution:
     def plot(self, n: int = 20, title: str | None = None):
         """A matplotlib Figure: left, the ``n`` top nodes as horizontal bars (one colour per site,
         error nodes hatched), labelled with the site, feature id and token; right, per site the
-        summed ``|effect|`` of its latents and of its error nodes."""
+        summed ``|effect|`` of its latents (plain) and of its error nodes (hatched), with the legend."""
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
 
@@ -212,19 +212,18 @@ class FeatureAttribution:
         left.axvline(0, color="black", linewidth=0.6)
         left.set_xlabel(f"estimated indirect effect on {self.settings.get('metric', 'the metric')}")
         left.set_title(f"top {len(nodes)} of {self.n_nodes} nodes ({self.settings.get('method')}, {self.settings.get('direction')})")
-        handles = [Patch(facecolor=colours[s], label=str(s)) for s in self.sites]
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="error node"))
-        left.legend(handles=handles, fontsize=7, loc="lower right")
         totals = self.totals()
         x = range(len(self.sites))
-        right.bar([i - 0.2 for i in x], [totals[s]["features_abs"] for s in self.sites], 0.4, label="latents",
+        right.bar([i - 0.2 for i in x], [totals[s]["features_abs"] for s in self.sites], 0.4,
                   color=[colours[s] for s in self.sites], edgecolor="black", linewidth=0.4)
-        right.bar([i + 0.2 for i in x], [totals[s]["error_abs"] for s in self.sites], 0.4, label="error nodes",
+        right.bar([i + 0.2 for i in x], [totals[s]["error_abs"] for s in self.sites], 0.4,
                   color=[colours[s] for s in self.sites], edgecolor="black", linewidth=0.4, hatch="///", alpha=0.6)
         right.set_xticks(list(x), [str(s) for s in self.sites], rotation=30, ha="right", fontsize=8)
-        right.set_ylabel("sum of |estimated effect|")
+        right.set_ylabel("sum of |estimated effect| (plain: latents)")
         right.set_title("per site: latents vs error")
-        right.legend(fontsize=7)
+        handles = [Patch(facecolor=colours[s], label=str(s)) for s in self.sites]
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="error nodes"))
+        right.legend(handles=handles, fontsize=7)
         fig.suptitle(title or f"feature attribution: baseline {self.baseline:.3g}, other run {self.source_value:.3g}")
         fig.tight_layout()
         return fig
