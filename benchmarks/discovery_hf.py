@@ -3,6 +3,7 @@ TransformerLens hook run per edge, measured in the same run.
 
     python -m benchmarks.discovery_hf --threads 1                    # SmolLM2-135M, GPT-2-small and Pythia-160M shapes
     python -m benchmarks.discovery_hf --threads 1 --models smollm2   # one of them
+    python -m benchmarks.discovery_hf --threads 1 --circuits         # SmolLM2 circuits: anatomy vs hooks
 
 Cases: SmolLM2-135M (the real model, `interp.load("smollm2-135m")`; Llama, grouped-query attention,
 RMSNorm, rotary, gated MLP) on 8 IOI prompts (`interp.tasks.ioi`, 15 tokens, clean and corrupted
@@ -189,6 +190,21 @@ def measure(name: str, model, prompts: PromptSet, sample: int, tl_sample: int, r
             f"{per_tl / per_ours:6.1f}x | {work_bound(model, prompts):6.1f}x | {diff_exact:7.1e} |")
 
 
+def circuits() -> None:
+    """Faithfulness of SmolLM2's top-200 / 2,000 / 20,000 EAP edges on 4 IOI prompts, on the anatomy
+    and on the hook engine: the values, their largest difference and each engine's CPU time."""
+    from interp.tasks.ioi import ioi_prompts
+    from patching import faithfulness
+
+    model, _ = smollm2_case()
+    prompts = ioi_prompts(model, 4, seed=0)
+    masks = [edge_scores(model, prompts, logit_diff, "eap", progress=False).circuit(k=k).edges for k in (200, 2000, 20000)]
+    t_fast, fast = cpu_time(lambda: faithfulness(model, prompts, logit_diff, masks))
+    t_hooks, hooks = cpu_time(lambda: faithfulness(model, prompts, logit_diff, masks, engine="hooks"))
+    print(f"faithfulness (k = 200, 2000, 20000): anatomy {[round(v, 4) for v in fast.tolist()]} in {t_fast:.1f} s CPU; "
+          f"hooks {[round(v, 4) for v in hooks.tolist()]} in {t_hooks:.1f} s CPU; max diff {float((fast - hooks).abs().max()):.1e}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None)
@@ -196,9 +212,13 @@ def main(argv=None) -> None:
     parser.add_argument("--sample", type=int, default=600, help="edges our exact scores run on (extrapolated)")
     parser.add_argument("--tl-sample", type=int, default=12, help="edges the TL loop runs on (extrapolated)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--circuits", action="store_true", help="SmolLM2 faithfulness on the anatomy and on hooks instead")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.circuits:
+        circuits()
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU time; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     header = ("| model        | prompts | edges  | forward  | EAP fwd-eq | EAP-IG fwd-eq | EAP hooks fwd-eq | EAP diff "
