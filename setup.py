@@ -25,6 +25,7 @@ setup(
             "models/*/checkpoints/step_*.safetensors",
             "sae/*/*.json",  # shipped sparse autoencoders (SAELens format + training record), e.g. facts-bio's
             "sae/*/sae_weights.safetensors",
+            "cards/*/*.json",  # stored long measurements that cards on the pretrained model compare with
         ],
     },
 )

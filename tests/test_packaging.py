@@ -93,6 +93,8 @@ def test_wheel_holds_the_models_cards_and_no_tests_or_caches(built):
     for sae in (ROOT / "assets" / "sae").iterdir():  # the shipped sparse autoencoders
         for part in ("cfg.json", "sae_weights.safetensors"):
             assert f"interp/_assets/sae/{sae.name}/{part}" in names, sae.name
+    for stored in (ROOT / "assets" / "cards").glob("*/*.json"):  # long measurements the real-model cards read
+        assert f"interp/_assets/cards/{stored.parent.name}/{stored.name}" in names, stored
     from interp import circuits
 
     assert {f"interp/circuits/{c}.md" for c in circuits.names()} <= set(names)

@@ -42,7 +42,8 @@ CARD_MODULES = {"induction": "interp.circuits.induction", "facts": "interp.circu
                 "facts-bio-sae": "interp.circuits.facts_bio_sae",
                 "smollm2-induction": "interp.circuits.smollm2_induction",
                 "smollm2-agreement": "interp.circuits.smollm2_agreement",
-                "smollm2-facts": "interp.circuits.smollm2_facts", "smollm2-binding": "interp.circuits.smollm2_binding"}
+                "smollm2-facts": "interp.circuits.smollm2_facts", "smollm2-binding": "interp.circuits.smollm2_binding",
+                "smollm2-ioi": "interp.circuits.smollm2_ioi"}
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 SEED_START, SEED_END = "<!-- seed:start -->", "<!-- seed:end -->"
 NUMBERS_SUMMARY = "Every measured number, with the tolerance the card check allows"

@@ -13,7 +13,7 @@ model's argmax over the whole vocabulary is a verb only part of the time).
 - *Nouns split*: DAS and the baselines are fitted on pairs drawn from the first `N_TRAIN_NOUNS`
   noun pairs of `interp.tasks.agreement.NOUNS`; development pairs (seed `DEV_SEED`) reuse those
   nouns; held-out pairs (seed `HELD_OUT_SEED`) use only the other nouns, as subject and attractor.
-- *Stored sweep* (``python -m interp.circuits.smollm2_agreement --measure``, `SWEEP_FILE`): 1-D DAS
+- *Stored sweep* (``python -m interp.circuits.smollm2_agreement --measure``, `sweep_file`): 1-D DAS
   at ``resid_post`` of `SWEEP_LAYERS` × `SWEEP_POSITIONS`, warm-started from the difference of class
   means (`patching.train_das(init=)`), with the baselines' IIA on development and held-out pairs at
   every cell (the probe, slower to fit, only at the best cell, live).
@@ -49,7 +49,7 @@ SWEEP_POSITIONS = (2, 6)  # the subject, the attractor (the last token, where th
 SWEEP_METHODS = ("mean_diff", "pca", "random")  # baselines at every cell (the probe, slower to fit, at the best cell)
 METHODS = ("probe", *SWEEP_METHODS)
 DAS_ARGS = dict(k=1, epochs=2, batch_size=32, lr=1e-2, seed=0)
-SWEEP_FILE = Path(__file__).resolve().parents[2] / "assets" / "cards" / "smollm2-agreement" / "das_sweep.json"
+STORED = "cards/smollm2-agreement/das_sweep.json"  # under the assets directory (checkout or wheel)
 COMMAND = "python -m interp.circuits.smollm2_agreement --measure"
 
 
@@ -150,8 +150,17 @@ def measure(model, progress: bool = True) -> dict:
             "seconds": time.perf_counter() - start}
 
 
-def stored(path: Path = SWEEP_FILE) -> dict:
-    """The stored sweep (`COMMAND` writes it)."""
+def sweep_file() -> Path:
+    """Where the stored sweep lives: ``assets/cards/smollm2-agreement/das_sweep.json`` in a checkout,
+    the same path under the installed package's assets in a wheel."""
+    from interp import zoo
+
+    return zoo.assets_dir() / STORED
+
+
+def stored(path: Path | None = None) -> dict:
+    """The stored sweep (`COMMAND` writes it; default `sweep_file`)."""
+    path = sweep_file() if path is None else Path(path)
     if not path.is_file():
         raise InputError(f"{path} is missing: measure it with `{COMMAND}` (minutes on one CPU thread).")
     return json.loads(path.read_text())
@@ -230,8 +239,8 @@ CARD = Card("smollm2-agreement", "smollm2-135m", "Subject-verb agreement in Smol
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measure", action="store_true", help=f"run the DAS sweep and write {SWEEP_FILE}")
-    parser.add_argument("--out", type=Path, default=SWEEP_FILE)
+    parser.add_argument("--measure", action="store_true", help="run the DAS sweep and write it (default: assets/cards/smollm2-agreement/das_sweep.json)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not args.measure:
         parser.print_help()
@@ -240,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     result = measure(interp.load("smollm2-135m"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+    out = sweep_file() if args.out is None else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out} ({result['seconds']:.0f} s)")
     return 0
 
 

@@ -13,6 +13,9 @@ distinct within a prompt, each query slot asked equally often (prompt ``i`` asks
 ``i mod k``). The model's answer is the context name with the largest logit at the last position
 (accuracy *among the names in the context*: the model is not penalised for putting its mass on
 ``\\n`` or ``The``), so chance is exactly ``1 / k``. Intervals are Wilson 95% intervals.
+The 1,080 answers (3 layouts x 3 sizes x `N_PROMPTS`) are a stored measurement (``python -m
+interp.circuits.smollm2_binding --measure``, ``assets/cards/smollm2-binding/choices.json``); each
+claim decides on them and re-runs the first `RECHECK` prompts of each size on the weights.
 
 Layouts (`LAYOUTS`):
 
@@ -30,12 +33,17 @@ Layouts (`LAYOUTS`):
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import random
+import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from interp.circuits import EXACT, Card, Claim, Subject
+from interp.circuits import EXACT, Card, Claim, Subject, Tolerance
 from interp.errors import InputError
 from interp.tasks.ioi import NAMES
 
@@ -50,6 +58,7 @@ LAYOUTS = {
 }
 PAIRS = (2, 3, 4)
 N_PROMPTS, SEED, DEV_SEED = 120, 0, 1  # per layout and k; SEED for the card, DEV_SEED for setting thresholds
+RECHECK = 24  # stored prompts per layout and k re-run live by each claim
 MARGIN = 0.15  # at chance: accuracy at most chance + MARGIN for every k
 WEAK = 0.25  # the cloze query: at most chance + WEAK for every k (the development run was up to chance + 0.13)
 CONTROL = 0.8  # the control: accuracy at least this for every k
@@ -116,36 +125,77 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def accuracy(model, layout: str, n: int = N_PROMPTS, seed: int = SEED) -> dict[str, float]:
-    """Per k: accuracy among the context's names, its Wilson interval, chance, and the share of
-    answers naming the last pair (a recency bias would show there)."""
-    out: dict[str, float] = {}
-    for k in PAIRS:
+def measure(model, n: int = N_PROMPTS, seed: int = SEED, progress: bool = True) -> dict:
+    """The card's stored measurement: for every layout and k, the queried slot and the chosen slot of
+    each of the ``n`` prompts (``{"choices": {layout: {k: {"slot": [...], "chosen": [...]}}}, ...}``)."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    out: dict = {"n": n, "seed": seed, "choices": {}}
+    jobs = [(layout, k) for layout in LAYOUTS for k in PAIRS]
+    for layout, k in tqdm(jobs, desc="binding prompts", disable=not progress):
         p = binding_prompts(model, layout, k, n, seed)
-        chosen = choices(model, p)
-        hits = int((chosen == p["slot"]).sum())
-        lo, hi = wilson(hits, n)
-        out |= {f"acc_{k}": hits / n, f"lo_{k}": lo, f"hi_{k}": hi, f"chance_{k}": 1 / k,
-                f"last_{k}": float((chosen == k - 1).float().mean())}
-    out["n"] = n
+        out["choices"].setdefault(layout, {})[str(k)] = {"slot": p["slot"].tolist(), "chosen": choices(model, p).tolist()}
+    out["seconds"] = round(time.perf_counter() - start, 1)
     return out
 
 
+def stored(s: Subject | None = None) -> dict:
+    """The stored measurement (``assets/cards/smollm2-binding/choices.json``)."""
+    def read():
+        from interp import zoo
+
+        path = zoo.assets_dir() / "cards" / "smollm2-binding" / "choices.json"
+        if not path.is_file():
+            raise InputError(f"{path} is missing: measure it with `python -m interp.circuits.smollm2_binding --measure`.")
+        return json.loads(path.read_text())
+
+    return read() if s is None else s.memo("stored", read)
+
+
+def accuracy(data: dict, layout: str) -> dict[str, float]:
+    """Per k, from the stored choices: accuracy among the context's names, its Wilson interval,
+    chance, and the share of answers naming the last pair (a recency bias would show there)."""
+    out: dict[str, float] = {}
+    for k in PAIRS:
+        rows = data["choices"][layout][str(k)]
+        slot, chosen = np.array(rows["slot"]), np.array(rows["chosen"])
+        hits, n = int((slot == chosen).sum()), len(slot)
+        lo, hi = wilson(hits, n)
+        out |= {f"acc_{k}": hits / n, f"lo_{k}": lo, f"hi_{k}": hi, f"chance_{k}": 1 / k, f"last_{k}": float(np.mean(chosen == k - 1))}
+    out["n"] = data["n"]
+    return out
+
+
+def recheck(s: Subject, layout: str) -> float:
+    """The share of the first `RECHECK` stored prompts of each k whose chosen name the weights give again."""
+    data = stored(s)
+    agree = []
+    for k in PAIRS:
+        p = binding_prompts(s.model, layout, k, RECHECK, data["seed"])
+        agree += (choices(s.model, p).numpy() == np.array(data["choices"][layout][str(k)]["chosen"][:RECHECK])).tolist()
+    return float(np.mean(agree))
+
+
 def _accuracy(s: Subject, layout: str) -> dict[str, float]:
-    return s.memo(f"accuracy:{layout}", lambda: accuracy(s.model, layout))
+    return {**accuracy(stored(s), layout), "recheck_agreement": recheck(s, layout)}
 
 
 def at_chance(n: dict[str, float], margin: float = MARGIN) -> bool:
-    return all(n[f"acc_{k}"] <= n[f"chance_{k}"] + margin for k in PAIRS)
+    return all(n[f"acc_{k}"] <= n[f"chance_{k}"] + margin for k in PAIRS) and _rechecked(n)
+
+
+def _rechecked(n: dict[str, float]) -> bool:
+    return n.get("recheck_agreement", 1.0) >= 0.9
 
 
 def _summary(n: dict[str, float]) -> str:
     parts = [f"{k} pairs {n[f'acc_{k}']:.2f} [{n[f'lo_{k}']:.2f}, {n[f'hi_{k}']:.2f}] (chance {n[f'chance_{k}']:.2f}; "
              f"last name {n[f'last_{k}']:.2f})" for k in PAIRS]
-    return "; ".join(parts) + f"; {int(n['n'])} prompts each"
+    return "; ".join(parts) + f"; {int(n['n'])} prompts each (re-run sample agrees {n['recheck_agreement']:.2f})"
 
 
-TOLERANCES = {"chance_*": EXACT, "n": EXACT}
+TOLERANCES = {"chance_*": EXACT, "n": EXACT, "recheck_agreement": Tolerance("abs", 0.05)}
 
 CLAIMS = (
     Claim(
@@ -165,7 +215,7 @@ CLAIMS = (
         f"Control: when the context is repeated up to the queried object (`Owners: apple Ann, book Bob, Owners: apple "
         f"Ann, book`), which copying (induction) solves without binding, the model names the right one (≥ {CONTROL} for "
         f"2, 3 and 4 pairs)",
-        "", lambda s: _accuracy(s, "copy"), lambda n: all(n[f"acc_{k}"] >= CONTROL for k in PAIRS), _summary,
+        "", lambda s: _accuracy(s, "copy"), lambda n: all(n[f"acc_{k}"] >= CONTROL for k in PAIRS) and _rechecked(n), _summary,
         tolerances=TOLERANCES,
     ),
 )
@@ -179,12 +229,36 @@ def _dev(layouts: tuple[str, ...] = tuple(LAYOUTS)) -> None:  # pragma: no cover
 
     torch.set_num_threads(1)
     model = load(MODEL)
+    data = measure(model, seed=DEV_SEED)
     for layout in layouts:
-        n = accuracy(model, layout, seed=DEV_SEED)
+        n = {**accuracy(data, layout), "recheck_agreement": 1.0}
         print(layout, _summary(n), "at chance" if at_chance(n) else "ABOVE chance", flush=True)
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The smollm2-binding card's stored measurement (or the development run).")
+    parser.add_argument("--measure", action="store_true", help="measure the card's prompts (seed 0) and write the JSON")
+    parser.add_argument("--dev", action="store_true", help="print the development run (seed 1) the thresholds were set on")
+    parser.add_argument("--out", default=None, help="output file (default: assets/cards/smollm2-binding/choices.json)")
+    args = parser.parse_args(argv)
+    if args.dev:
+        _dev()
+        return
+    if not args.measure:
+        parser.error("nothing to do: pass --measure or --dev")
+    from interp import zoo
+    from interp.models import load
 
-    _dev(tuple(sys.argv[1:]) or tuple(LAYOUTS))
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    data = measure(load(MODEL))
+    data["command"] = "python -m interp.circuits.smollm2_binding --measure"
+    data["seconds_with_load"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out) if args.out else zoo.assets_dir() / "cards" / "smollm2-binding" / "choices.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data) + "\n")
+    print(f"wrote {out} ({data['seconds_with_load']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ from interp.figures import (  # noqa: F401  (each registers its figures)
     smollm2_agreement,
     smollm2_facts,
     smollm2_induction,
+    smollm2_ioi,
 )
 
 # isort: split

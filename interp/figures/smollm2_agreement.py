@@ -1,6 +1,6 @@
 """Figure of the ``smollm2-agreement`` card: where DAS finds the subject's number (Arora et al. 2024, CausalGym).
 
-Drawn from the stored sweep (`interp.circuits.smollm2_agreement.SWEEP_FILE`, written by
+Drawn from the stored sweep (`interp.circuits.smollm2_agreement.sweep_file`, written by
 ``python -m interp.circuits.smollm2_agreement --measure``): IIA on held-out nouns by layer at the
 subject token and at the last token, DAS beside the mean-difference, PCA and random directions.
 No model is loaded: the figure takes a second.

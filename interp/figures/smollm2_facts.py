@@ -82,7 +82,8 @@ def smollm2_facts_severed(out_dir: str | Path | None = None) -> FigureResult:
     ax.set_xlabel("layer of the restored residual state (last subject token)")
     ax.set_ylabel("average indirect effect Δp(answer)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.3 * max(plain.max(), cut.max()))
+    ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"SmolLM2-135M: severing the MLP path ({len(data['facts'])} held-out facts)", fontsize=10)
     numbers = {f"plain_L{int(layer)}": float(p) for layer, p in zip(layers, plain, strict=True)}
     numbers |= {f"severed_L{int(layer)}": float(c) for layer, c in zip(layers, cut, strict=True)}

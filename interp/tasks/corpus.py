@@ -1,5 +1,6 @@
 """A text corpus made here: documents a pretrained model writes from varied openings, plus human text.
 
+    model = interp.load("smollm2-135m", backend="nnsight")                    # sampling needs its KV cache
     docs = generate_documents(model, OPENINGS_FLAT[:2], doc_len=32, seed=0)   # [2 32] token ids, BOS first
     corpus = build_corpus(model, "assets/corpora/smollm2-135m")                # writes tokens.npy + manifest.json
     corpus = load_corpus("assets/corpora/smollm2-135m")                        # checks the SHA-256, splits by document
@@ -20,6 +21,12 @@ text, and no dataset can be downloaded here. Two sources are available offline:
 2. **Human text**: the English reference of Python's own documentation that ships with CPython
    (`pydoc_data.topics`: the language reference sections behind ``help("for")``), cut into documents
    of the same length (BOS first). It is technical prose with code, written by people.
+
+The shipped corpus (``assets/corpora/smollm2-135m``, built by ``python -m experiments.smollm2_sae
+corpus``) is small because sampling on shared CPUs is slow (12.8 new tokens/s with one thread on 2
+cores shared with five other jobs): the first 156 documents of the seeded opening order (half the
+openings, all 26 genres; 18,236 sampled tokens in 24 minutes) and 256 documents of Python's reference: 412
+documents, 52,736 tokens. More documents extend the same order (``generated_docs``).
 
 Limits, stated in the manifest: the generated part covers what a 135M-parameter instruction-tuned
 model likes to say after these openings (fluent but repetitive, often generic, sometimes drifting),

@@ -1,7 +1,9 @@
 """The smollm2-binding card (interp/circuits/smollm2-binding.md): every claim on SmolLM2-135M.
 
-The last tests show that the claims can fail (numbers above chance fail the negative claims, a
-control at chance fails the control) and check the prompt set and the interval.
+The claims decide on the stored answers (assets/cards/smollm2-binding/choices.json) and re-run a
+sample of them on the weights. The last tests show that the claims can fail (numbers above chance
+fail the negative claims, a control at chance fails the control, a stored file the weights do not
+reproduce fails all) and check the stored file, the prompt set and the interval.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def test_card_table_is_what_the_weights_give(check_table):
     check_table(CARD)
 
 
-def _numbers(accuracies: dict[int, float]) -> dict[str, float]:
-    return {**{f"acc_{k}": a for k, a in accuracies.items()}, **{f"chance_{k}": 1 / k for k in accuracies}}
+def _numbers(accuracies: dict[int, float], agreement: float = 1.0) -> dict[str, float]:
+    return {**{f"acc_{k}": a for k, a in accuracies.items()}, **{f"chance_{k}": 1 / k for k in accuracies},
+            "recheck_agreement": agreement}
 
 
 def test_negative_claims_fail_above_chance_and_control_fails_at_chance():
@@ -45,6 +48,18 @@ def test_negative_claims_fail_above_chance_and_control_fails_at_chance():
     assert not question.passes(one_above)
     solved = _numbers({2: 0.95, 3: 0.9, 4: 0.85})
     assert control.passes(solved) and not question.passes(solved)
+    # a stored file the weights do not reproduce fails every claim
+    assert not question.passes({**at_chance, "recheck_agreement": 0.5}) and not control.passes(_numbers({2: 0.95, 3: 0.9, 4: 0.85}, 0.5))
+
+
+def test_stored_choices_cover_every_layout_size_and_slot():
+    data = card.stored()
+    assert data["seed"] == card.SEED and data["n"] == card.N_PROMPTS
+    for layout in card.LAYOUTS:
+        for k in card.PAIRS:
+            rows = data["choices"][layout][str(k)]
+            assert rows["slot"] == [i % k for i in range(card.N_PROMPTS)]
+            assert len(rows["chosen"]) == card.N_PROMPTS and set(rows["chosen"]) <= set(range(k))
 
 
 def test_prompts_ask_every_slot_with_distinct_single_token_names():
