@@ -40,10 +40,10 @@ from patching.discovery import build_graph
 
 def tl_exact(model, prompts) -> torch.Tensor:
     """Each edge's effect from one ``run_with_hooks`` on the TransformerLens bridge."""
-    from patching.fast import _Native
+    from patching import anatomy
 
     bridge, g = model.module, build_graph(model)
-    net = _Native(bridge.original_model)
+    net = anatomy.of(model)
     L = model.n_layers
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
     names += [f"blocks.{layer}.hook_mlp_out" for layer in range(L)] if model.has_mlp else []

@@ -244,7 +244,7 @@ def run(quick: bool, full: bool, sample: int, seed: int, rounds: int) -> list[di
             bridge = bridge_model.module
             for backend in ("transformer_lens", "nnsight"):
                 model = bridge_model if backend == "transformer_lens" else interp.load(path, backend="nnsight")
-                from patching.architectures import hf_model
+                from patching.anatomy import hf_model
 
                 hf = hf_model(model)
                 for n, seq in QUICK_REGIMES if quick else REGIMES:

@@ -58,7 +58,7 @@ def load_average() -> str:
 
 # =============================================================================== 1. sweeps
 def sweeps(model, quick: bool, full: bool, sample: int, seed: int, rounds: int) -> list[dict]:
-    from patching.architectures import hf_model
+    from patching.anatomy import hf_model
 
     hf = hf_model(model)
     rows = []

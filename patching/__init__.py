@@ -7,8 +7,10 @@
 Modules: `patching.metrics` (per-prompt metrics and their normalised form), `patching.activation`
 (activation patching, batched), `patching.attribution` (attribution patching: a
 first-order estimate from one backward pass, and its agreement with exact patching),
-`patching.path` (path patching, Wang et al. 2022), `patching.fast` (the fast engine
-`activation_patch` uses on native TransformerLens models), `patching.results` (PatchResult),
+`patching.path` (path patching, Wang et al. 2022), `patching.anatomy` (how each supported
+architecture computes, read from its own modules: the description every fast method drives),
+`patching.fast` (the fast activation-patching engine on it), `patching.sweep` (a sweep's plan and
+result, shared by the patching methods), `patching.results` (PatchResult),
 `patching.causal_tracing` (ROME causal tracing, Meng et al. 2022), `patching.interchange`
 (interchange interventions, optionally on a subspace) and `patching.das` (distributed alignment
 search, boundless DAS, CausalGym baselines) and `patching.discovery` (automatic circuit discovery:

@@ -28,8 +28,8 @@ from torch import Tensor
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import PromptSet
-from patching.activation import _as_z, _prepare, _result
-from patching.metrics import Metric, check_values
+from patching import anatomy, fast, sweep
+from patching.metrics import Metric, answer_only, check_values, expand_answer
 from patching.results import PatchResult
 
 
@@ -53,7 +53,7 @@ def attribution_patch(
     result = _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers)
     if result is not None:
         return result
-    plan, base, source_acts = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None)
+    plan, base, source_acts = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None)
     n = len(prompts)
     probes: dict[Site, Tensor] = {}
     acts: dict[Site, Tensor] = {}
@@ -79,26 +79,24 @@ def attribution_patch(
     baseline = float(values.detach().double().mean())
     out = torch.empty(len(plan.cells), dtype=torch.float64)
     for i, cell in enumerate(plan.cells):
-        out[i] = baseline + sum(float(_as_z(s).select(products[_as_z(s).full]).double().sum()) for s in cell)
-    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+        out[i] = baseline + sum(float(sweep.as_z(s).select(products[sweep.as_z(s).full]).double().sum()) for s in cell)
+    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(method="attribution_patch", baseline=baseline)
     return result
 
 
 def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers) -> PatchResult | None:
-    """`attribution_patch` on native TransformerLens models through `patching.fast`'s direct block
+    """`attribution_patch` on native TransformerLens models through the model anatomy's (`patching.anatomy`) block
     driving (no hooks): the source activations from one no-grad run stopped at the last layer read,
     one forward of the base prompts with a zero probe added at every site kind read (parameters
     temporarily ``requires_grad=False``, so the backward computes activation gradients only), one
     ``torch.autograd.grad`` for all probes, and the products reduced per layer (no per-site loop for
     sweeps). None where the fast engine does not apply (the hook path below runs instead)."""
-    from patching import fast as _fast
-
-    plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
-    keys = sorted({_as_z(s).full for cell in plan.cells for s in cell})
-    if _fast.unsupported_reason(model, keys, prompts.seq_len) is not None:
+    plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
+    keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
+    if fast.unsupported_reason(model, keys, prompts.seq_len) is not None:
         return None
-    net = _fast.driver(model)
+    net = anatomy.of(model)
     n, S = len(prompts), prompts.seq_len
     wanted = {(k.kind, k.layer) for k in keys}
     top = max(k.layer for k in keys)
@@ -137,8 +135,8 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
             resid = net.embed(base)
             for lay in range(net.n_layers):
                 resid = net.block(lay, resid, 0, None, tap)
-            ans = prompts.answer_pos % S if _fast.answer_only(metric) else None  # unembed the answer position only
-            logits = _fast._expand(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
+            ans = prompts.answer_pos % S if answer_only(metric) else None  # unembed the answer position only
+            logits = expand_answer(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
             values = check_values(metric(logits, prompts), n, metric)
             order = list(probes)
             grads = torch.autograd.grad(values.mean(), [probes[k] for k in order], allow_unused=True)
@@ -159,9 +157,9 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
             reduced[key] = prod.sum((0, 3))
         else:  # [batch pos d]
             reduced[key] = prod.sum((0, 2))
-    sweep = isinstance(sites, str) and plan.axes[0] == "layer"
-    if sweep:
-        rows = [reduced[(_as_z(Site(plan.kind, 0)).kind, int(lab))] for lab in plan.labels["layer"]]
+    is_sweep = isinstance(sites, str) and plan.axes[0] == "layer"
+    if is_sweep:
+        rows = [reduced[(sweep.as_z(Site(plan.kind, 0)).kind, int(lab))] for lab in plan.labels["layer"]]
         if plan.axes == ("layer", "head"):
             rows = [r.sum(0) for r in rows]
         elif plan.axes == ("layer",):
@@ -172,14 +170,14 @@ def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, 
         for cell in plan.cells:
             total = torch.zeros((), dtype=torch.float64)
             for site in cell:
-                site = _as_z(site)
+                site = sweep.as_z(site)
                 index = site.index()[1:]
                 if site.kind == "pattern":
                     index = index[::-1]
                 total = total + reduced[(site.kind, site.layer)][index].sum()
             parts.append(total)
         out = baseline + torch.stack(parts)
-    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(method="attribution_patch", baseline=baseline)
     return result
 

@@ -27,18 +27,23 @@ Hanna, Pezzelle & Belinkov 2024, "Have faith in faithfulness"; Conmy et al. 2023
     circuit = scores.circuit(k=20)                                  # or threshold=..., or acdc(model, ..., tau=0.01)
     circuit.faithfulness(model, prompts, logit_diff); circuit.draw()
 
-Two engines run the graph. On native TransformerLens models (those `patching.fast` covers) the
-forward is driven directly and does only the work that changes: positions before the first token
-where clean and corrupted prompts differ are computed once (no edge changes them), and the last
-layer computes the answer query alone when the metric reads only the answer. EAP / EAP-IG take one
-backward to the heads' q, k and v projections (no parameter gradients) and contract it with the
-senders' differences through the layer norm's Jacobian in closed form (`_NormDot`); exact scores
-recompute only the receiver at its layer (one head, one MLP or the final norm) and the layers after
-it, many edges per pass; circuits (faithfulness, ACDC) run the whole graph with each head's inputs
-of its own. On any other `HookedModel` (any backend with the sites resid_pre, q, k, v, z and
-resid_post, and resid_mid / mlp_out for MLPs) hooks run every layer's attention on 1 + (heads x 3)
-copies of the batch, one per receiver. ``engine="hooks"`` forces the second; both give the same
-numbers.
+Two engines run the graph. On every model with an anatomy (`patching.anatomy`: native
+TransformerLens models, Hugging Face GPT-2, GPT-NeoX / Pythia and Llama / Mistral / Qwen2 with
+grouped-query attention, on either backend) the forward is driven directly and does only the work
+that changes: positions before the first token where clean and corrupted prompts differ are
+computed once (no edge changes them), and the last layer computes the answer query alone when the
+metric reads only the answer. EAP / EAP-IG take one backward to the heads' q, k and v projections
+(no parameter gradients) and contract it with the senders' differences through the norm's Jacobian
+in closed form (`_NormDot`, from `patching.anatomy.norm_spec`); exact scores recompute only the
+receiver at its layer (one head, or under grouped-query attention the query heads reading one
+key/value head; one MLP; or the final norm) and the layers after it, many edges per pass; circuits
+(faithfulness, ACDC) run the whole graph with each head's inputs of its own. On any other
+`HookedModel` (any backend with the sites resid_pre, q, k, v, z and resid_post, and resid_mid /
+mlp_out for MLPs) hooks run every layer's attention on 1 + (heads + 2 kv_heads) copies of the
+batch, one per receiver. ``engine="hooks"`` forces the second; both give the same numbers.
+In a parallel-residual block (GPT-NeoX's ``use_parallel_residual``) the MLP reads the layer's input,
+so it receives no edge from that layer's heads; the hook engine, having no site at that input,
+does not run such models.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ from tqdm.auto import tqdm
 from interp.errors import InputError, InterpError
 from interp.sites import Site
 from interp.tasks import PromptSet
-from patching.metrics import Metric, check_values, metric_name
+from patching import anatomy
+from patching.metrics import Metric, answer_only, block_means, metric_name
 
 METHODS = ("eap", "eap_ig", "exact")
 ENGINES = ("auto", "fast", "hooks")
@@ -154,10 +160,12 @@ class Graph:
 def build_graph(model) -> Graph:
     """The graph of ``model``: senders ``input``, every head ``a{l}.h{h}``, every MLP ``m{l}``;
     receivers every head's ``q``, ``k`` and ``v`` (one per key/value head under grouped-query
-    attention), every MLP and ``logits``. Times: input -1, heads of layer l 2l, its MLP 2l + 1, logits 2L."""
+    attention), every MLP and ``logits``. Times: input -1, heads of layer l 2l, its MLP 2l + 1 (2l in a
+    parallel-residual block, whose MLP reads the layer's input, not its heads' writes), logits 2L."""
     L, H = model.n_layers, model.n_heads
     kv = getattr(model, "n_kv_heads", H)
     mlp = bool(model.has_mlp)
+    late = 0 if anatomy.parallel_residual(model) else 1  # a parallel block's MLP reads resid_pre, not its heads
     senders = [Node("input", "input", None, None, -1)]
     receivers = []
     for layer in range(L):
@@ -165,8 +173,8 @@ def build_graph(model) -> Graph:
         for kind, n in (("q", H), ("k", kv), ("v", kv)):
             receivers += [Node(f"a{layer}.h{h}.{kind}", kind, layer, h, 2 * layer) for h in range(n)]
         if mlp:
-            senders.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + 1))
-            receivers.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + 1))
+            senders.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + late))
+            receivers.append(Node(f"m{layer}", "mlp", layer, None, 2 * layer + late))
     receivers.append(Node("logits", "logits", None, None, 2 * L))
     edges = tuple((u, v) for v, r in enumerate(receivers) for u, s in enumerate(senders) if s.time < r.time)
     return Graph(L, H, kv, mlp, tuple(senders), tuple(receivers), edges)
@@ -319,88 +327,60 @@ class _Run:
     probes: dict[int, Tensor]
 
 
-class _NativeEngine:
-    """A native TransformerLens model's forward, driven directly, with per-receiver inputs."""
+class _GraphEngine:
+    """The whole graph on the model's anatomy, driven directly, each attention receiver (every head's
+    q, k and v) and each MLP and the logits with an input of its own (circuits, faithfulness, ACDC)."""
 
     def __init__(self, model, graph: Graph):
-        from patching.fast import _Native, _part, _tensor
+        d = _Direct(model, graph)  # the same weights, read once
+        self.net, self.graph, self.layers = d.net, graph, d.layers
+        self.H, self.KV, self.dh = d.H, d.KV, d.dh
 
-        om = model.module.original_model
-        self.net = net = _Native(om)
-        self.graph = graph
-        self.H, self.dh = net.n_heads, net.d_head
-        self.layers = []
-        for blk, parts in zip(_part(om, "layers"), net.layers, strict=True):
-            attn = _part(blk, "attn")
-            w = {}
-            for name in ("q", "k", "v"):
-                lin = _part(attn, name)
-                w[name] = (_tensor(lin, "weight").view(self.H, self.dh, -1), _tensor(lin, "bias"))
-            o = _part(attn, "o")
-            w["o"] = (_tensor(o, "weight").view(-1, self.H, self.dh), _tensor(o, "bias"))
-            ln1 = parts["ln1"] if parts["ln1"] is not None else (lambda x: x)
-            ln2 = parts["ln2"] if (parts["ln2"] is not None or net.attn_only) else (lambda x: x)
-            self.layers.append(dict(w=w, ln1=ln1, ln2=ln2, parts=parts))
-        self.ln_out = net.ln_out if net.ln_out is not None else (lambda x: x)
+    def _project(self, layer: int, h: Tensor, rows: list[int] | None = None) -> Tensor:
+        """Receiver inputs ``h [B S R d]`` through their own projections (rows ``rows`` of the layer's
+        ``[H + 2 KV]``, default all) -> ``[B S R dh]``."""
+        lay = self.layers[layer]
+        W, b = (lay["Wqkv"], lay["bqkv"]) if rows is None else (lay["Wqkv"][rows], None if lay["bqkv"] is None else lay["bqkv"][rows])
+        out = einops.einsum(h, W, "b s r m, r e m -> b s r e")
+        return out if b is None else out + b
 
-    def _project(self, name: str, h: Tensor, layer: int, heads: Tensor | None = None) -> Tensor:
-        """Per-head projection of per-head inputs ``h [rows S head d_model]`` -> ``[rows head S d_head]``
-        (of the heads ``heads``, default all)."""
-        W, b = self.layers[layer]["w"][name]
-        if heads is not None:
-            W = W[heads]
-        out = einops.einsum(h, W, "b s h m, h e m -> b h s e")
-        if b is None:
-            return out
-        b = b.view(self.H, 1, self.dh)
-        return out + (b if heads is None else b[heads])
-
-    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None) -> _Run:
-        net, g, H = self.net, self.graph, self.H
-        x = self.net.embed(tokens)
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None) -> _Run:
+        net, g, H, KV = self.net, self.graph, self.H, self.KV
+        x = net.embed(tokens) if embed is None else embed.to(net.W_U.dtype)
         outs = [x]
+        B, S, _ = x.shape
         for layer in range(g.n_layers):
             lay = self.layers[layer]
-            parts = lay["parts"]
-            B, S, _ = x.shape
-            receivers = g.attn_receivers(layer)
+            receivers = g.attn_receivers(layer)  # q heads, k heads, v heads: the rows of lay["Wqkv"]
             delta, changed = mixer.delta(receivers, outs, active=True)
             if len(changed) == len(receivers):  # every head's input changes (most circuits)
-                h = lay["ln1"](x[:, :, None] + delta)  # [B S 3H d]: each receiver's own input
-                q, k, v = (self._project(n, h[:, :, i * H : (i + 1) * H], layer) for i, n in enumerate(("q", "k", "v")))
+                qkv = self._project(layer, lay["ln1"](x[:, :, None] + delta))
             else:
-                h = lay["ln1"](x)
-                q, k, v = (parts[n](h).view(B, S, H, self.dh).transpose(1, 2) for n in ("q", "k", "v"))
+                qkv = F.linear(lay["ln1"](x), lay["Wflat"], lay["bflat"]).view(B, S, H + 2 * KV, self.dh)
                 if changed:  # recompute only the receivers whose input changes
-                    h = lay["ln1"](x[:, :, None] + delta)
-                    qkv = {"q": q, "k": k, "v": v}
-                    for name in ("q", "k", "v"):
-                        pick = [(j, g.receivers[receivers[c]].head) for j, c in enumerate(changed) if g.receivers[receivers[c]].kind == name]
-                        if pick:
-                            heads = torch.tensor([hd for _, hd in pick], device=x.device)
-                            new = self._project(name, h[:, :, [j for j, _ in pick]], layer, heads)
-                            qkv[name] = qkv[name].index_copy(1, heads, new)
-                    q, k, v = qkv["q"], qkv["k"], qkv["v"]
-            if parts["attn"].rotary is not None:
-                position_ids = torch.arange(S, device=x.device).unsqueeze(0).expand(B, -1)
-                q, k = parts["attn"].rotary.apply_rope(q, k, position_ids=position_ids)
-            z = net._attend(layer, q, k, v, 0).transpose(1, 2)  # [B S H dh]
-            W_O, b_O = lay["w"]["o"]
-            heads = einops.einsum(z, W_O, "b s h e, m h e -> b s h m")
+                    qkv = qkv.index_copy(2, torch.tensor(changed, device=x.device),
+                                         self._project(layer, lay["ln1"](x[:, :, None] + delta), changed))
+            q, k, v = (t.transpose(1, 2) for t in qkv.split([H, KV, KV], dim=2))  # [B heads S dh]
+            z = net.attend(layer, net.rope(layer, q, 0), net.rope(layer, k, 0), v, 0).transpose(1, 2)  # [B S H dh]
+            heads = einops.einsum(z, lay["WO"], "b s h e, h e m -> b s h m")
             outs.extend(heads.unbind(2))
-            x = x + heads.sum(2)
-            if b_O is not None:
-                x = x + b_O
+            pre, x = x, x + heads.sum(2)
+            if lay["bO"] is not None:
+                x = x + lay["bO"]
             if not net.attn_only:
                 d_m = mixer.delta([g.mlp_receiver(layer)], outs)
-                mlp_in = x if d_m is None else x + d_m[:, :, 0]
-                out = parts["mlp"](lay["ln2"](mlp_in))
+                mlp_in = pre if net.parallel else x
+                out = lay["mlp"](lay["ln2"](mlp_in if d_m is None else mlp_in + d_m[:, :, 0]))
                 outs.append(out)
                 x = x + out
         d_f = mixer.delta([g.logits_receiver], outs)
         final = x if d_f is None else x + d_f[:, :, 0]
         logits = net.unembed(final[:, at] if at is not None else final)
         return _Run(logits, outs, mixer.probes)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 class _HookEngine:
@@ -508,22 +488,23 @@ class _Trace:
     """One run of `_Direct.run`: per layer (lists), at the positions each was computed for."""
 
     x: list[Tensor]  # resid_pre [B s d] (positions p0..)
-    qkv: list[Tensor]  # every head's q, k and v projections (before rotary) [B s 3H dh] (the last layer: k, v)
-    keys: list[Tensor]  # the keys / values the queries read, prefix included: [B H S dh] (rotated)
+    qkv: list[Tensor]  # every head's q, k and v projections (before rotary) [B s H+2KV dh] (the last layer: k, v)
+    keys: list[Tensor]  # the keys / values the queries read, prefix included: [B KV S dh] (rotated)
     values: list[Tensor]
     qs: list[Tensor]  # the queries as attention read them (rotated) [B H sq dh] (the last layer: the answer's)
     outs: list[Tensor]  # each head's write [B sq H d]
-    mid: list[Tensor]  # resid_mid [B sq d] (the MLP's input before its layer norm)
-    h2: list[Tensor]  # ln2(resid_mid) [B sq d]
+    mid: list[Tensor]  # resid_pre plus the attention's write [B sq d]
+    mlp_in: list[Tensor]  # the MLP's input before its norm [B sq d]: mid, or resid_pre (parallel residual)
+    h2: list[Tensor]  # ln2(mlp_in) [B sq d]
     mlp: list[Tensor]  # mlp_out [B sq d]
     post: list[Tensor]  # resid_post [B sq d]
-    final: Tensor  # the logits' input [B sq d]
-    logits: Tensor  # [B vocab] (answer only) or [B s vocab]
+    final: Tensor | None = None  # the logits' input [B sq d]
+    logits: Tensor | None = None  # [B vocab] (answer only) or [B s vocab]
     q_last: Tensor | None = None  # the last layer's answer query projections [B 1 H dh] (answer only)
 
 
 class _Direct:
-    """A native TransformerLens model's forward, driven directly on the positions that can change.
+    """The model's forward on its anatomy (`patching.anatomy`), driven directly on the positions that can change.
 
     Every prompt pair agrees before its first differing token ``p0``, so edges (whose corrupted and
     clean writes differ only from p0 on) change nothing there: the engine runs the shared prefix once
@@ -533,70 +514,40 @@ class _Direct:
     edge scores (each edge recomputed from its receiver's layer)."""
 
     def __init__(self, model, graph: Graph):
-        from patching.fast import _Native, _part, _tensor
-
-        om = model.module.original_model
-        self.net = net = _Native(om)
+        self.net = net = anatomy.of(model)
         self.graph = graph
-        self.L, self.H, self.dh = net.n_layers, net.n_heads, net.d_head
+        self.L, self.H, self.KV, self.dh = net.n_layers, net.n_heads, net.n_kv_heads, net.d_head
         self.has_mlp = not net.attn_only
         self.layers = []
-        for blk, parts in zip(_part(om, "layers"), net.layers, strict=True):
-            attn = _part(blk, "attn")
-            lay = dict(ln1=parts["ln1"] or (lambda x: x), ln2=(parts["ln2"] or (lambda x: x)) if self.has_mlp else None,
-                       mlp=parts["mlp"], rotary=parts["attn"].rotary)
-            lay["dot1"] = _NormDot(_part(blk, "ln1"), lay["ln1"])
-            lay["dot2"] = _NormDot(_part(blk, "ln2"), lay["ln2"]) if self.has_mlp else None
-            for name in ("q", "k", "v"):
-                lin = _part(attn, name)
-                bias = _tensor(lin, "bias")
-                lay["W" + name] = _tensor(lin, "weight").detach().view(self.H, self.dh, -1)  # [H dh d]
-                lay["b" + name] = None if bias is None else bias.detach().view(self.H, self.dh)
-            o = _part(attn, "o")
-            lay["Wqkv"] = torch.cat([lay["Wq"], lay["Wk"], lay["Wv"]])  # [3H dh d]
-            lay["Wflat"] = lay["Wqkv"].flatten(0, 1)  # [3H*dh d]: one linear map for every head's q, k, v
-            biases = [lay["b" + name] for name in "qkv"]
-            lay["bflat"] = None if any(b is None for b in biases) else torch.cat(biases).flatten()
-            lay["WOflat"] = _tensor(o, "weight").detach()  # [d (H dh)]
+        for layer, parts in enumerate(net.layers):
+            lay = dict(ln1=parts["ln1"] or _identity, ln2=(parts["ln2"] or _identity) if self.has_mlp else None, mlp=parts["mlp"])
+            lay["dot1"] = _NormDot(anatomy.norm_spec(parts["norm1"]), lay["ln1"])
+            lay["dot2"] = _NormDot(anatomy.norm_spec(parts["norm2"]), lay["ln2"]) if self.has_mlp else None
+            W, b = net.qkv_weights(layer)
+            lay["Wqkv"] = W = W.detach()  # [H+2KV dh d]: queries, keys, values
+            lay["Wq"], lay["Wk"], lay["Wv"] = W.split([self.H, self.KV, self.KV])
+            lay["bq"], lay["bk"], lay["bv"] = (None, None, None) if b is None else b.detach().split([self.H, self.KV, self.KV])
+            lay["Wflat"] = W.flatten(0, 1)  # [(H+2KV)*dh d]: one linear map for every head's q, k, v
+            lay["bqkv"] = None if b is None else b.detach()
+            lay["bflat"] = None if b is None else b.detach().flatten()
+            W_O, b_O = net.o_weights(layer)
+            lay["WOflat"] = W_O.detach()  # [d (H dh)]
             lay["WO"] = einops.rearrange(lay["WOflat"], "d (h e) -> h e d", h=self.H)
-            bias = _tensor(o, "bias")
-            lay["bO"] = None if bias is None else bias.detach()
+            lay["bO"] = None if b_O is None else b_O.detach()
             self.layers.append(lay)
 
     # --------------------------------------------------------------------------- pieces
-    def project(self, layer: int, kind: str, h: Tensor, heads: Tensor | None = None) -> Tensor:
-        """``h [B s d]`` -> every head's ``[B H s dh]``; with ``heads [E]``: ``h [E n s d]`` -> ``[E n s dh]``
-        (edge e through head ``heads[e]``)."""
+    def project(self, layer: int, kind: str, h: Tensor, heads: Tensor) -> Tensor:
+        """``h [E n s d]`` -> ``[E n s dh]``: edge e's input through the ``kind`` projection of head
+        ``heads[e]`` (a query head for q, a key/value head for k and v)."""
         lay = self.layers[layer]
         W, b = lay["W" + kind], lay["b" + kind]
-        if heads is None:
-            out = einops.einsum(h, W, "b s m, h e m -> b h s e")
-            return out if b is None else out + b[:, None]
         out = einops.einsum(h, W[heads], "E n s m, E e m -> E n s e")
         return out if b is None else out + b[heads][:, None, None]
 
-    def rope(self, layer: int, t: Tensor, first: int) -> Tensor:
-        """Rotary embedding of queries or keys ``[... s dh]`` at positions first.. (identity without rotary)."""
-        rot = self.layers[layer]["rotary"]
-        if rot is None:
-            return t
-        lead = t.shape[:-2]
-        flat = t.reshape(-1, 1, *t.shape[-2:])
-        pos = torch.arange(first, first + t.shape[-2], device=t.device).unsqueeze(0).expand(flat.shape[0], -1)
-        return rot.apply_rope(flat, flat, position_ids=pos)[0].reshape(*lead, *t.shape[-2:])
-
-    @staticmethod
-    def join(prefix: Tensor, t: Tensor) -> Tensor:
-        """The prefix's keys or values ``[n H p0 dh]`` before ``t [B H s dh]`` (B = copies of n rows)."""
-        n, B = prefix.shape[0], t.shape[0]
-        if B == n:
-            return torch.cat([prefix, t], dim=2)
-        both = torch.cat([prefix.expand(B // n, *prefix.shape), t.view(B // n, n, *t.shape[1:])], dim=3)
-        return both.view(B, *both.shape[2:])
-
-    def mlp(self, layer: int, mid: Tensor) -> tuple[Tensor, Tensor]:
+    def mlp(self, layer: int, mlp_in: Tensor) -> tuple[Tensor, Tensor]:
         lay = self.layers[layer]
-        h2 = lay["ln2"](mid)
+        h2 = lay["ln2"](mlp_in)
         return h2, lay["mlp"](h2)
 
     # --------------------------------------------------------------------------- runs
@@ -604,9 +555,9 @@ class _Direct:
         """Layers ``first_layer..`` on the residual stream ``x [B s d]`` of positions p0.. (rows: copies
         of the n prompts, each reading the prefix's keys and values); ``at``: the answer position, whose
         query alone the last layer computes."""
-        t = _Trace([], [], [], [], [], [], [], [], [], [], None, None)
+        t = _Trace([], [], [], [], [], [], [], [], [], [], [])
         B, s, _ = x.shape
-        H = self.H
+        H, KV, dh, net = self.H, self.KV, self.dh, self.net
         for layer in range(first_layer, self.L):
             lay = self.layers[layer]
             last = at is not None and layer == self.L - 1
@@ -614,19 +565,20 @@ class _Direct:
             h = lay["ln1"](x)
             if last:  # keys and values at every position, the query at the answer alone
                 x = x[:, at - p0 : at - p0 + 1]
-                t.q_last = F.linear(h[:, at - p0 : at - p0 + 1], lay["Wflat"][: H * self.dh],
-                                    None if lay["bflat"] is None else lay["bflat"][: H * self.dh]).view(B, 1, H, self.dh)
-                qkv = F.linear(h, lay["Wflat"][H * self.dh :], None if lay["bflat"] is None else lay["bflat"][H * self.dh :])
-                qkv = qkv.view(B, s, 2 * H, self.dh)
-                q, k, v = t.q_last.transpose(1, 2), qkv[:, :, :H].transpose(1, 2), qkv[:, :, H:].transpose(1, 2)
+                t.q_last = F.linear(h[:, at - p0 : at - p0 + 1], lay["Wflat"][: H * dh],
+                                    None if lay["bflat"] is None else lay["bflat"][: H * dh]).view(B, 1, H, dh)
+                qkv = F.linear(h, lay["Wflat"][H * dh :], None if lay["bflat"] is None else lay["bflat"][H * dh :])
+                qkv = qkv.view(B, s, 2 * KV, dh)
+                q, (k, v) = t.q_last.transpose(1, 2), (part.transpose(1, 2) for part in qkv.split(KV, dim=2))
             else:
-                qkv = F.linear(h, lay["Wflat"], lay["bflat"]).view(B, s, 3 * H, self.dh)
-                q, k, v = (qkv[:, :, i * H : (i + 1) * H].transpose(1, 2) for i in range(3))  # [B H s dh]
+                qkv = F.linear(h, lay["Wflat"], lay["bflat"]).view(B, s, H + 2 * KV, dh)
+                q, k, v = (part.transpose(1, 2) for part in qkv.split([H, KV, KV], dim=2))  # [B heads s dh]
             qf = at if last else p0
-            q, keys, values = self.rope(layer, q, qf), self.rope(layer, k, p0), v
+            q, keys, values = net.rope(layer, q, qf), net.rope(layer, k, p0), v
             if prefix is not None:
-                keys, values = (self.join(pre, t) for pre, t in zip(prefix[layer], (keys, values), strict=True))
-            z = self.net._attend(layer, q, keys, values, qf)  # [B H sq dh]
+                keys, values = (anatomy.with_prefix(pre, t) for pre, t in zip(prefix[layer], (keys, values), strict=True))
+            z = net.attend(layer, q, keys, values, qf)  # [B H sq dh]
+            pre = x
             if torch.is_grad_enabled() and z.requires_grad:  # the gradient flows through one linear map,
                 x = x + F.linear(z.transpose(1, 2).reshape(B, z.shape[2], -1), lay["WOflat"], lay["bO"])
                 with torch.no_grad():  # ... each head's write is read, not differentiated
@@ -639,12 +591,13 @@ class _Direct:
             t.qkv.append(qkv), t.keys.append(keys), t.values.append(values), t.qs.append(q)
             t.outs.append(outs), t.mid.append(x)
             if self.has_mlp:
-                h2, out = self.mlp(layer, x)
-                t.h2.append(h2), t.mlp.append(out)
+                mlp_in = pre if net.parallel else x
+                h2, out = self.mlp(layer, mlp_in)
+                t.mlp_in.append(mlp_in), t.h2.append(h2), t.mlp.append(out)
                 x = x + out
             t.post.append(x)
         t.final = x
-        t.logits = self.net.unembed(x[:, 0] if at is not None else x)
+        t.logits = net.unembed(x[:, 0] if at is not None else x)
         return t
 
 
@@ -677,7 +630,7 @@ class _DirectSetup:
         """The mean metric of each of ``copies`` blocks of n rows: ``[copies]`` (float64; differentiable)."""
         if self.prefix_logits is not None:  # full logits: the prefix's (unchanged) logits first
             logits = torch.cat([self.prefix_logits.repeat(copies, 1, 1).to(logits.dtype), logits], dim=1)
-        return _block_values(self.metric, self.prompts, logits, copies, self.at)
+        return block_means(self.metric, logits, self.prompts, copies, self.at)
 
     def sender_outs(self, t: _Trace, start: int = 0) -> list[Tensor]:
         """Each sender's write ``[n sq d]`` (input, then per layer its heads and MLP) from position
@@ -691,32 +644,6 @@ class _DirectSetup:
         return outs
 
 
-def _block_values(metric: Metric, prompts: PromptSet, logits: Tensor, copies: int, at: int | None) -> Tensor:
-    """The mean metric of each of ``copies`` blocks of n rows of ``logits`` (answer logits with ``at``):
-    ``[copies]`` float64. The built-in logit_diff, log_prob and prob take every block in one call
-    (the same operations as `patching.metrics`), any other metric one call per block."""
-    from patching import metrics
-    from patching.fast import _expand
-
-    n = len(prompts)
-    if at is not None and metric in (metrics.logit_diff, metrics.log_prob, metrics.prob) and (
-            metric is not metrics.logit_diff or prompts.wrong is not None):
-        lg = logits.view(copies, n, logits.shape[-1]).float()
-
-        def pick(x: Tensor, ids: Tensor) -> Tensor:
-            return x.gather(-1, ids.to(x.device).view(1, n, 1).expand(copies, n, 1))[..., 0]
-
-        if metric is metrics.logit_diff:
-            values = pick(lg, prompts.answers) - pick(lg, prompts.wrong)
-        else:
-            values = pick(lg.log_softmax(-1), prompts.answers)
-            values = values.exp() if metric is metrics.prob else values
-        return check_values(values.reshape(-1), copies * n, metric).double().view(copies, n).mean(1)
-    full = _expand(logits, prompts.seq_len, at)
-    return torch.stack([check_values(metric(full[j * n : (j + 1) * n], prompts), n, metric).double().mean()
-                        for j in range(copies)])
-
-
 def _direct_setup(model, graph: Graph, prompts: PromptSet, metric: Metric, clean: Tensor, corrupted: Tensor,
                   at: int | None) -> _DirectSetup:
     """The corrupted run, at every position: its writes from p0 on, and the keys and values of the
@@ -726,7 +653,7 @@ def _direct_setup(model, graph: Graph, prompts: PromptSet, metric: Metric, clean
     with torch.no_grad():
         emb_clean, emb_corr = d.net.embed(clean), d.net.embed(corrupted)
         corr = d.run(emb_corr, 0, None, at)
-        corrupted_value = float(_block_values(metric, prompts, corr.logits, 1, at)[0])
+        corrupted_value = float(block_means(metric, corr.logits, prompts, 1, at)[0])
         prefix = [(k[:, :, :p0], v[:, :, :p0]) for k, v in zip(corr.keys, corr.values, strict=True)] if p0 > 0 else None
         prefix_logits = corr.logits[:, :p0] if p0 > 0 and at is None else None
         ds = _DirectSetup(d, prompts, metric, at, p0, emb_clean[:, p0:], emb_corr[:, p0:], prefix, prefix_logits, [],
@@ -742,17 +669,12 @@ class _NormDot:
     stream: closed forms for LayerNorm and RMSNorm (with or without a scale) and for no norm; any other
     norm module takes its autograd backward on R copies of x."""
 
-    def __init__(self, module, fn):
-        from transformer_lens.model_bridge.sources.native import model as native
-
-        self.fn, self.kind = fn, "generic"
-        if module is None or isinstance(module, torch.nn.Identity):
-            self.kind = "none"
-        elif type(module) in (torch.nn.LayerNorm, native.NativeLayerNormPre, native.NativeRMSNorm, native.NativeRMSNormPre):
-            self.kind = "closed"
-            self.centre = type(module) in (torch.nn.LayerNorm, native.NativeLayerNormPre)
-            weight = getattr(module, "weight", None)
-            self.weight, self.eps = None if weight is None else weight.detach().float(), module.eps
+    def __init__(self, spec: anatomy.NormSpec | None, fn):
+        """``spec``: the norm as `patching.anatomy.norm_spec` reads it (None: any other norm, by
+        autograd); ``fn``: the norm as a function."""
+        self.fn, self.kind = fn, "generic" if spec is None else ("none" if spec.kind == "none" else "closed")
+        if spec is not None:
+            self.centre, self.weight, self.eps = spec.centre, spec.weight, spec.eps
 
     def __call__(self, x: Tensor, diffs: Tensor, copies: int, grads: Tensor, W: Tensor | None = None,
                  centred: Tensor | None = None) -> Tensor:
@@ -892,9 +814,9 @@ def _gradient_direct(ds: _DirectSetup, g: Graph, steps: int | None, batch_size: 
                                                              centred[:k, :, a : a + 1])
                     scores[eid[:k, recv[H:]]] += lay["dot1"](t.x[layer], full[:k], C, grads, W[H:], centred[:k])
                 if d.has_mlp:
-                    k = g.n_senders_before(2 * layer + 1)
+                    k = g.n_senders_before(g.receivers[g.mlp_receiver(layer)].time)
                     gr = got[L + layer]
-                    scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mid[layer], stacked(k, gr.shape[1]), C, gr)[:, 0]
+                    scores[eid[:k, g.mlp_receiver(layer)]] += lay["dot2"](t.mlp_in[layer], stacked(k, gr.shape[1]), C, gr)[:, 0]
             gr = got[2 * L if d.has_mlp else L]
             diffs = stacked(len(g.senders), gr.shape[1])
             scores[eid[:, g.logits_receiver]] += einops.einsum(diffs, gr.view(C, *diffs.shape[1:]).sum(0), "u n s m, n s m -> u").double()
@@ -952,27 +874,16 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
                     logits = net.unembed(final[:, :, 0] if at is not None else final).flatten(0, 1)
                 else:
                     if kind == "mlp":
-                        post = c.mid[layer][None] + d.mlp(layer, c.mid[layer][None] + D)[1]
+                        post = c.mid[layer][None] + d.mlp(layer, c.mlp_in[layer][None] + D)[1]
                     else:
-                        hs = torch.tensor([g.receivers[g.edges[e][1]].head for e in part], device=D.device)
-                        lay = d.layers[layer]
-                        keys = c.keys[layer][:, hs].transpose(0, 1)  # [E n S dh]
-                        values = c.values[layer][:, hs].transpose(0, 1)
-                        queries = c.qs[layer][:, hs].transpose(0, 1)  # [E n sq dh]
-                        if kind == "q":
-                            h = lay["ln1"](c.x[layer][:, qs][None] + D)
-                            queries = d.rope(layer, d.project(layer, "q", h, hs), first)
-                        else:
-                            new = d.project(layer, kind, lay["ln1"](c.x[layer][None] + D), hs)
-                            if kind == "k":
-                                keys = torch.cat([keys[:, :, :p0], d.rope(layer, new, p0)], dim=2)
-                            else:
-                                values = torch.cat([values[:, :, :p0], new], dim=2)
-                        z = net._attend(layer, queries, keys, values, first)  # [E n sq dh]
-                        delta = einops.einsum(z, lay["WO"][hs], "E n s e, E e d -> E n s d")
-                        delta = delta - c.outs[layer][:, :, hs].permute(2, 0, 1, 3)
+                        delta = _head_receiver_change(d, c, layer, kind, part, D, qs, first, p0)
                         mid = c.mid[layer][None] + delta
-                        post = mid + d.mlp(layer, mid)[1] if d.has_mlp else mid
+                        if not d.has_mlp:
+                            post = mid
+                        elif net.parallel:  # the MLP reads resid_pre: unchanged
+                            post = c.post[layer][None] + delta
+                        else:
+                            post = mid + d.mlp(layer, mid)[1]
                     if layer < L - 1:
                         logits = d.run(post.flatten(0, 1), p0, ds.prefix, at, first_layer=layer + 1).logits
                     else:
@@ -982,31 +893,45 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
     return out, clean_value
 
 
-def _direct_reason(model) -> str | None:
-    """Why the direct engines cannot drive ``model`` although `patching.fast` covers it (None when they
-    can): they read a native TransformerLens model's modules, one key and value per query head."""
-    from transformer_lens.model_bridge.sources.native.model import NativeModel
+def _head_receiver_change(d: _Direct, c: _Trace, layer: int, kind: str, part: list[int], D: Tensor, qs: slice,
+                          first: int, p0: int) -> Tensor:
+    """The change of the attention's write ``[E n sq d]`` when edge e of ``part`` (receivers of one
+    kind at ``layer``) adds its sender's difference ``D[e]`` to its receiver's input: the receiver's
+    head recomputed against the clean run's other inputs. A query receiver changes its head; a key or
+    value receiver (grouped-query: one per key/value head) changes every query head that reads it."""
+    g, lay, net = d.graph, d.layers[layer], d.net
+    hs = torch.tensor([g.receivers[g.edges[e][1]].head for e in part], device=D.device)
+    reps = d.H // d.KV
+    if kind == "q":
+        qh, kvh = hs[:, None], hs // reps  # [E 1] query heads, [E] their key/value heads
+    else:
+        qh, kvh = hs[:, None] * reps + torch.arange(reps, device=D.device), hs  # [E reps]
+    keys = c.keys[layer][:, kvh].transpose(0, 1)[:, :, None]  # [E n 1 S dh]
+    values = c.values[layer][:, kvh].transpose(0, 1)[:, :, None]
+    queries = c.qs[layer][:, qh].transpose(0, 1)  # [E n r sq dh]
+    if kind == "q":
+        h = lay["ln1"](c.x[layer][:, qs][None] + D)
+        queries = net.rope(layer, d.project(layer, "q", h, hs), first)[:, :, None]
+    else:
+        new = d.project(layer, kind, lay["ln1"](c.x[layer][None] + D), hs)[:, :, None]  # [E n 1 s dh]
+        if kind == "k":
+            keys = torch.cat([keys[..., :p0, :], net.rope(layer, new, p0)], dim=-2)
+        else:
+            values = torch.cat([values[..., :p0, :], new], dim=-2)
+    z = net.attend(layer, queries, keys, values, first)  # [E n r sq dh]
+    delta = einops.einsum(z, lay["WO"][qh], "E n r s e, E r e d -> E n s d")
+    return delta - c.outs[layer][:, :, qh].sum(3).permute(2, 0, 1, 3)
 
-    from patching.fast import _part
 
-    om = getattr(getattr(model, "module", None), "original_model", None)
-    if not isinstance(om, NativeModel):
-        return "circuit discovery's fast engine drives native TransformerLens models only (Hugging Face models run on hooks)"
-    if _part(_part(om, "layers")[0], "attn").kv_repeats != 1:
-        return "circuit discovery's fast engine does not cover grouped-query attention (it runs on hooks)"
-    return None
-
-
-def _engine(model, graph: Graph, engine: str):
-    from patching import fast as _fast
-
+def _engine(model, graph: Graph, engine: str, seq_len: int):
+    """The engine of ``engine``: "auto" takes the model's anatomy where it has one, else hooks."""
     if engine not in ENGINES:
         raise DiscoveryError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    reason = _fast.unsupported_reason(model) or _direct_reason(model)
+    reason = anatomy.unsupported(model, seq_len)
     if engine == "fast" and reason is not None:
         raise DiscoveryError(f"engine='fast' cannot run this model: {reason}. Use engine='auto' or engine='hooks'.")
     if engine != "hooks" and reason is None:
-        return _NativeEngine(model, graph)
+        return _GraphEngine(model, graph)
     return _HookEngine(model, graph)
 
 
@@ -1028,12 +953,7 @@ class _Setup:
 
     def values(self, logits: Tensor, copies: int) -> Tensor:
         """The mean metric of each copy: ``[copies]`` float64."""
-        from patching.fast import _expand
-
-        n = len(self.prompts)
-        full = _expand(logits, self.prompts.seq_len, self.at)
-        return torch.stack([check_values(self.metric(full[j * n : (j + 1) * n], self.prompts), n, self.metric).double().mean()
-                            for j in range(copies)])
+        return block_means(self.metric, logits, self.prompts, copies, self.at)
 
     def W(self, patched: Tensor) -> Tensor:
         """Dense ``[copies sender receiver]`` weights from per-edge patch amounts ``[copies edge]``."""
@@ -1057,8 +977,6 @@ class _Setup:
 def _inputs(model, prompts: PromptSet, metric: Metric, engine: str):
     """Checked inputs: clean and corrupted tokens, the graph, the engine, the answer position (None
     when the metric reads more than the answer position's logits)."""
-    from patching.fast import answer_only
-
     if not isinstance(prompts, PromptSet):
         raise InputError(f"prompts must be an interp.tasks.PromptSet, got {type(prompts).__name__}.")
     if not callable(metric):
@@ -1067,7 +985,7 @@ def _inputs(model, prompts: PromptSet, metric: Metric, engine: str):
         raise InputError(f"Clean tokens {tuple(prompts.clean.shape)} and corrupted tokens {tuple(prompts.corrupted.shape)} differ in shape.")
     clean, corrupted = model.check_tokens(prompts.clean), model.check_tokens(prompts.corrupted)
     graph = build_graph(model)
-    eng = _engine(model, graph, engine)
+    eng = _engine(model, graph, engine, prompts.seq_len)
     at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
     return clean, corrupted, graph, eng, at
 
@@ -1122,7 +1040,7 @@ def edge_scores(
     _check_batch(batch_size)
     clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
     chosen = _chosen_edges(edges, graph)
-    if isinstance(eng, _NativeEngine):  # the direct engine
+    if isinstance(eng, _GraphEngine):  # the direct engine
         ds = _direct_setup(model, graph, prompts, metric, clean, corrupted, at)
         corrupted_value = ds.corrupted_value
         if method == "exact":
@@ -1137,7 +1055,7 @@ def edge_scores(
             scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
         clean_value, corrupted_value = s.clean_value, s.corrupted_value
     settings = dict(metric=metric_name(metric), clean_value=clean_value, corrupted_value=corrupted_value,
-                    n_prompts=len(prompts), engine="fast" if isinstance(eng, _NativeEngine) else "hooks")
+                    n_prompts=len(prompts), engine="fast" if isinstance(eng, _GraphEngine) else "hooks")
     if method == "eap_ig":
         settings["steps"] = steps
     return EdgeScores(graph, scores, method, settings)
@@ -1187,7 +1105,7 @@ def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
         mixer = _Mixer(g, None, None, C, n, probe=True)
         with torch.enable_grad():
             out = s.eng.run(tokens, mixer, s.at, embed=embed)
-            total = _values_grad(s, out.logits, C)
+            total = s.values(out.logits, C).sum()
             keys = list(out.probes)
             got = torch.autograd.grad(total, [out.probes[k] for k in keys], allow_unused=True)
         if s.clean_outs is None:  # EAP: this pass is the clean run
@@ -1208,20 +1126,6 @@ def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
             for u in range(k):
                 scores[index[(u, first + r)]] = prod[u, r]
     return scores
-
-
-def _values_grad(s: _Setup, logits: Tensor, copies: int) -> Tensor:
-    """The sum over copies of each copy's mean metric, differentiable."""
-    from patching.fast import _expand
-
-    n = len(s.prompts)
-    full = _expand(logits, s.prompts.seq_len, s.at)
-    total = 0.0
-    for j in range(copies):
-        values = s.metric(full[j * n : (j + 1) * n], s.prompts)
-        check_values(values.detach(), n, s.metric)
-        total = total + values.float().mean()
-    return total
 
 
 def _exact(s: _Setup, batch_size: int, progress: bool, chosen: list[int]) -> Tensor:

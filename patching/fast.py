@@ -4,8 +4,8 @@ Patching one activation at layer l and position p leaves everything before it un
 0..l-1 of every position, and (attention being causal) every layer at positions before p. The
 generic engine (`patching.activation`, forward hooks on the whole model) recomputes all of it, and
 TransformerLens' `get_act_patch_*` do so once per intervention, with autograd on. This engine, for
-models built by ``TransformerBridge.boot_native`` (`_Native`) and Hugging Face GPT-2, GPT-NeoX and
-Llama-family models on either backend (the adapters of `patching.architectures`), instead:
+every model with an anatomy (`patching.anatomy`: native TransformerLens models, Hugging Face GPT-2,
+GPT-NeoX and Llama-family models, on either backend), instead:
 
 1. **reuses the prefix**: the source and base prompts run once, and every intervention starts from
    that run's state where it first differs: at layer l's residual stream (resid_pre), or, when it
@@ -30,24 +30,21 @@ Llama-family models on either backend (the adapters of `patching.architectures`)
    (see `answer_only`): the metric receives ``[batch pos vocab]`` logits whose every position is
    a broadcast view of the answer position's logits. Other metrics get full logits (and no
    position skipping). For `logit_diff` (and `normalized` of it) only the answer's and the wrong
-   answer's columns of the unembedding are computed (`_Net.unembed_at`): two dot products per row
+   answer's columns of the unembedding are computed (`patching.anatomy.Anatomy.unembed_at`): two dot products per row
    instead of the whole vocabulary, which on a 50k-token vocabulary is much of a sweep's arithmetic.
 
-How a sweep runs (its segments, passes and writes) depends only on its sites and sizes, so it is
-planned once per shape (`_schedule`, cached); the weights are read at every call.
-
-The planning (segments, passes, writes) and the engine (`_Net`: `_Net.run_flat` for sweeps,
-`_Net.block` for attribution patching) are shared; an architecture adapter says how its family
-embeds, normalises, projects queries / keys / values (fused or separate, grouped-query), applies
-rotary embeddings, mixes (sequential or parallel residual) and unembeds, reading the weights of
-the model's own modules at every call. It mirrors the models' own forwards, so its numbers equal
-the hook engine's to float rounding (``tests/test_patching_fast.py``,
-``tests/test_patching_fast_hf.py``). The sites follow the bridge's hook semantics exactly,
-including ``resid_mid``, which the bridge places on the MLP's input (``ln2.hook_in``), so patching
-it changes the MLP's input and not the residual stream (parallel-residual models have none).
+The planner (segments, passes, writes: `_schedule`, cached per shape: it depends on the sites and
+sizes only) is this module's; how a family computes
+(embedding, norms, projections, rotary, attention, MLP, residual, read-out) is the model's
+`patching.anatomy.Anatomy`, read at every call, which `_run_flat` drives. It mirrors the models'
+own forwards, so its numbers equal the hook engine's to float rounding
+(``tests/test_patching_fast.py``, ``tests/test_patching_fast_hf.py``). The sites follow the bridge's
+hook semantics exactly, including ``resid_mid``, which the bridge places on the MLP's input
+(``ln2.hook_in``), so patching it changes the MLP's input and not the residual stream
+(parallel-residual models have none).
 
 Supported kinds: resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, head_out, pattern. Other
-kinds (q, k, v, mlp_post, embed), other architectures (`patching.architectures.unsupported` says
+kinds (q, k, v, mlp_post, embed), other architectures (`patching.anatomy.unsupported` says
 why: GPT-J, Gemma, a sliding window shorter than the prompts, ...), models split across devices and models inside an active ``model.edit`` block fall back to the hook
 engine (``engine="auto"``) or raise (``engine="fast"``), naming the reason. Hooks added by hand
 (outside ``model.edit``) are not run by this engine: pass ``engine="hooks"`` to keep them.
@@ -65,20 +62,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
 from interp.sites import Site
 from interp.tasks import PromptSet
-from patching import metrics as _metrics
-from patching.activation import _as_z, _prepare, _result
-from patching.metrics import Metric, check_values
+from patching import anatomy, sweep
+from patching.metrics import Metric, answer_only, block_means, blockwise, expand_answer  # noqa: F401  (answer_only: public here too)
 from patching.results import PatchResult
-
-_sdpa = torch.nn.functional.scaled_dot_product_attention
 
 FAST_KINDS = frozenset({"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "head_out", "pattern"})
 #: kinds computed after a layer's queries, keys and values (patching them leaves that layer's attention inputs alone).
@@ -86,112 +79,19 @@ AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp
 #: kinds computed from a layer's z on (an intervention patching only these at its first layer joins there).
 LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 
-Edit = Callable[[str, int, Tensor], Tensor]
-
 
 class FastEngineError(InputError):
     """``engine="fast"`` was asked for a model or sweep it does not cover."""
 
 
 # =============================================================================== public
-def answer_only(metric: Metric) -> bool:
-    """Whether ``metric`` reads nothing but ``logits[:, prompts.answer_pos]``.
-
-    True for `logit_diff`, `log_prob`, `prob`, `kl_to(...)`, `normalized(m, ...)` of such an m,
-    and any function with an attribute ``answer_only = True`` (mark your own metrics that way).
-    """
-    if getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE:
-        return True
-    if getattr(metric, "__module__", None) == "patching.metrics" and getattr(metric, "__qualname__", "") == "kl_to.<locals>.kl_to_clean":
-        return True
-    free = _normalized_parts(metric)
-    return free is not None and "metric" in free and answer_only(free["metric"])
-
-
-def _normalized_parts(metric: Metric) -> dict | None:
-    """The closure of a `patching.metrics.normalized` metric (``metric``, ``corrupted``, ``span``, ...),
-    or None for any other function."""
-    if getattr(metric, "__module__", None) != "patching.metrics" or getattr(metric, "__qualname__", "") != "normalized.<locals>.normalized_metric":
-        return None
-    return dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
-
-
-#: The built-in answer metrics on answer logits ``[k n vocab]`` of k blocks of the prompt set at once
-#: (the same operations as `patching.metrics`, so the same numbers).
-_BLOCKWISE = {
-    _metrics.logit_diff: lambda lg, p: _metrics._gather(lg, p.answers) - _metrics._gather(lg, p.wrong),
-    _metrics.log_prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers),
-    _metrics.prob: lambda lg, p: _metrics._gather(lg.log_softmax(-1), p.answers).exp(),
-}
-
-
-def _blockwise(metric: Metric, prompts: PromptSet, columns: bool = False) -> Callable[[Tensor, PromptSet], Tensor] | None:
-    """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
-    logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
-    (None for any other metric, and for logit_diff without wrong answers: the metric raises). With
-    ``columns`` (logit_diff only, else None), of the answer and wrong answer's logits ``[k n 2]``
-    (`_logit_columns`)."""
-    inner, norm, free = metric, None, _normalized_parts(metric)
-    if free is not None:
-        inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
-        if not all(isinstance(t, Tensor) and t.ndim == 0 for t in norm):
-            return None
-    if inner not in _BLOCKWISE or (inner is _metrics.logit_diff and prompts.wrong is None):
-        return None
-    if columns and inner is not _metrics.logit_diff:
-        return None
-    fn = (lambda lg, p: lg[..., 0] - lg[..., 1]) if columns else _BLOCKWISE[inner]
-    if norm is None:
-        return fn
-    corrupted, span = norm
-
-    def normalized(lg: Tensor, p: PromptSet) -> Tensor:
-        value = fn(lg, p)
-        return ((value.double() - corrupted.to(value.device)) / span.to(value.device)).to(value.dtype)
-
-    return normalized
-
-
 def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = None) -> str | None:
-    """Why the fast engine cannot run ``sites`` on ``model`` (None when it can): native TransformerLens
-    models, and Hugging Face GPT-2, GPT-NeoX and Llama-family models (`patching.architectures`) on
-    either backend."""
-    if getattr(model, "_edits", None):
-        return "an enclosing model.edit block is active (the fast engine runs no hooks)"
+    """Why the fast engine cannot run ``sites`` on ``model`` (None when it can): a kind it does not
+    cover, or no anatomy for the model (`patching.anatomy.unsupported`)."""
     bad = sorted({s.kind for s in sites if s.kind not in FAST_KINDS})
-    if bad:
+    if bad and not getattr(model, "_edits", None):
         return f"kinds {bad} are not covered (covered: {', '.join(sorted(FAST_KINDS))})"
-    if getattr(model, "is_split", False):
-        return "the model is split across devices (device_map)"
-    from patching import architectures
-
-    hf = architectures.hf_model(model) if hasattr(model, "backend_name") else None
-    if hf is not None:
-        bridge = model.module if model.backend_name == "transformer_lens" else None
-        if bridge is not None and (getattr(bridge, "_weights_processed", False) or getattr(bridge, "compatibility_mode", False)):
-            return ("the bridge runs in compatibility mode or with processed weights (folded norms, centred writes), "
-                    "which the fast engine, reading the Hugging Face modules' own weights, does not mirror")
-        return architectures.unsupported(hf, seq_len)
-    if getattr(model, "backend_name", None) != "transformer_lens":
-        return (f"the model is neither a native TransformerLens model nor a Hugging Face model (backend "
-                f"{getattr(model, 'backend_name', type(model).__name__)!r} over {type(getattr(model, 'module', model)).__name__})")
-    from transformer_lens.model_bridge.sources.native.model import NativeModel
-
-    om = getattr(model.module, "original_model", None)
-    if not isinstance(om, NativeModel):
-        return "the bridge wraps neither a native TransformerLens model nor a Hugging Face model"
-    attn = _part(_part(om, "layers")[0], "attn")
-    if not attn.causal:
-        return "the model's attention is not causal"
-    return None
-
-
-def driver(model) -> _Net:
-    """The fast engine for ``model`` (checked by `unsupported_reason` first): reads its weights now."""
-    from patching import architectures
-
-    hf = architectures.hf_model(model)
-    return _Native(model.module.original_model) if hf is None else architectures.adapter(hf)
+    return anatomy.unsupported(model, seq_len)
 
 
 def try_fast_patch(
@@ -202,7 +102,7 @@ def try_fast_patch(
     run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, required)
     if run is None:
         return None
-    result = _result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
+    result = sweep.result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
     result.settings["engine"] = "fast"
     return result
 
@@ -219,7 +119,7 @@ class FastRun:
         """Plan a sweep (`activation_patch`'s arguments); None where the engine does not apply (an error
         if ``required``). ``base_noise`` is added to the base run's embedding (causal tracing: the base
         run is the noised one); positions where it is zero and the tokens agree count as shared."""
-        plan, base, _ = _prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
+        plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
         reason = unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
         if reason is not None:
             if required:
@@ -251,7 +151,7 @@ class FastRun:
     def _init(self, direction: str, batch_size: int | None) -> None:
         model, prompts, plan, metric, source = self.model, self.prompts, self.plan, self.metric, self.source
         other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
-        net = driver(model)
+        net = anatomy.of(model)
         n, S = len(prompts), prompts.seq_len
         ans = prompts.answer_pos % S
         only_answer = answer_only(metric)
@@ -275,12 +175,12 @@ class FastRun:
         )
         self.net, self.other, self.n, self.nb = net, other, n, nb
         self.at = ans if only_answer else None
-        self.blockwise = _blockwise(metric, prompts) if only_answer else None
+        self.blockwise = blockwise(metric, prompts) if only_answer else None
         # logit_diff reads two logits per prompt: unembed only those columns (not the whole vocabulary,
         # where it is large enough for that to pay: on a small one the full product is a single cheap call)
         self.columns = None
-        if only_answer and net.W_U.shape[0] >= COLUMNS_MIN_VOCAB and _blockwise(metric, prompts, columns=True) is not None:
-            self.blockwise = _blockwise(metric, prompts, columns=True)
+        if only_answer and net.W_U.shape[0] >= COLUMNS_MIN_VOCAB and blockwise(metric, prompts, columns=True) is not None:
+            self.blockwise = blockwise(metric, prompts, columns=True)
             self.columns = torch.stack([prompts.answers, prompts.wrong], 1).to(self.base.device)  # [n 2]
         self.ran = -1  # the last pass run (pass 0 first: it fills the store)
 
@@ -301,15 +201,15 @@ class FastRun:
         with torch.inference_mode():
             tokens = (self.base if nb == 0 else torch.cat([self.base, self.other])) if first else None
             unembed = None if self.columns is None else self._logit_columns
-            logits = self.net.run_flat(segs, tokens, self.store, edits, at, self.noise if first else None, unembed)
+            logits = _run_flat(self.net, segs, tokens, self.store, edits, at, self.noise if first else None, unembed)
             if first and sched.noop:  # the unpatched base run's metric
-                value = _metric_values(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
+                value = block_means(metric, logits[:n], prompts, 1, at, self.blockwise)[0]
                 index.append(torch.tensor(sched.noop, dtype=torch.long))
                 values.append(value.double().expand(len(sched.noop)).clone())
             if len(done):
                 rows = logits[(n + nb if first else 0) :]
                 index.append(done)
-                values.append(_metric_values(metric, rows, prompts, len(done), at, self.blockwise).double().clone())
+                values.append(block_means(metric, rows, prompts, len(done), at, self.blockwise).double().clone())
         self.ran = number
         if not index:
             return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float64)
@@ -337,7 +237,7 @@ def _schedule(
 ) -> _Schedule:
     """The `_Schedule` of a sweep (cached: it depends on the sites and sizes only; every part is read,
     never written, by the runs that share it)."""
-    cells = tuple(tuple(map(_as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
+    cells = tuple(tuple(map(sweep.as_z, cell)) for cell in cells)  # head_out patched as z (same effect)
     # Sites before ``same`` patch a value with itself: dropped (a cell with nothing else is a no-op).
     live = [tuple(s for s in cell if s.pos is None or s.pos % S >= same) for cell in cells]
     order, noop = _order(live, S, ans, same, only_answer, L)
@@ -396,320 +296,114 @@ def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tup
     return order, noop
 
 
-def _expand(logits: Tensor, S: int, ans: int | None) -> Tensor:
-    """Answer-position logits ``[batch vocab]`` as the ``[batch pos vocab]`` a metric takes (a broadcast view)."""
-    return logits if ans is None else logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
+# =============================================================================== one pass through the anatomy
+def _run_flat(net: anatomy.Anatomy, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None,
+             noise: Tensor | None = None, unembed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
+    tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
 
-
-def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, ans: int | None, blockwise=None) -> Tensor:
-    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows of ``logits`` (answer logits
-    ``[k*n vocab]`` with ``ans``, else ``[k*n pos vocab]``): ``[k]`` (float64). ``blockwise`` (from
-    `_blockwise`, answer logits only) computes all blocks at once; else one metric call per block."""
-    n = len(prompts)
-    if blockwise is not None:
-        values = blockwise(logits.view(k, n, logits.shape[-1]), prompts).reshape(k * n)
-        return check_values(values, k * n, metric).double().view(k, n).mean(1)
-    logits = _expand(logits, prompts.seq_len, ans)
-    return torch.stack([
-        check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
-    ])
-
-
-# =============================================================================== the model, driven directly
-class _Net:
-    """The forward of a causal transformer driven directly, one architecture-independent engine:
-    `block` (one layer of ``[batch pos d_model]``, an edit callback at every site; attribution
-    patching uses it) and `run_flat` (many segments of different lengths through the layers at
-    once; the activation-patching passes).
-
-    An architecture (`_Native` here, the Hugging Face families in `patching.architectures`) sets
-    ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel`` and ``layers``: one dict
-    per layer of ``ln1, ln2, mlp, o`` (functions of ``[... d]``), ``qkv(h, index)`` (queries of
-    ``h[index]``, or of every token when index is None, and keys and values of every token, each
-    ``[tokens heads d_head]``), ``scale`` (the score multiplier), ``softcap`` (None or a float) and
-    ``rope`` (None, or ``(cos [positions rot], sin [positions rot], rotate_half)``, or anything else
-    true where `rope_table` builds the tables); and implements `embed`, `unembed` and `token_flops`."""
-
-    parallel = False  # attention and MLP both read resid_pre (GPT-NeoX's parallel residual)
-
-    def token_flops(self, S: int) -> float:
-        """Floating-point operations of one token through one layer (projections, attention, MLP)."""
-        raise NotImplementedError
-
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        raise NotImplementedError
-
-    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        raise NotImplementedError
-
-    def unembed_at(self, resid: Float[Tensor, "rows d_model"], ids: Int[Tensor, "rows m"]) -> Float[Tensor, "rows m"]:
-        """The logits of tokens ``ids`` only (per row): the final norm, then a dot product with those
-        columns of the unembedding (``W_U [vocab d_model]``, ``b_U``; ``logit_cap``), not the whole vocabulary."""
-        h = resid if self.ln_out is None else self.ln_out(resid)
-        logits = torch.einsum("rd,rmd->rm", h, self.W_U[ids].to(h.dtype))
-        if self.b_U is not None:
-            logits = logits + self.b_U[ids].to(h.dtype)
-        return _softcap(logits, self.logit_cap)
-
-    def _mask(self, rows: slice, cols: int, device: torch.device) -> Tensor:
-        """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
-        size = max(rows.stop, cols)
-        mask = getattr(self, "_causal", None)
-        if mask is None or mask.shape[0] < size or mask.device != device:
-            self._causal = mask = torch.ones(size, size, dtype=torch.bool, device=device).triu(1)
-        return mask[rows, :cols]
-
-    def rope(self, layer: int, x: Float[Tensor, "batch head pos d_head"], first: int) -> Tensor:
-        """Rotary position embedding of ``x`` at positions ``first..`` (``x`` itself without rotary)."""
-        if self.layers[layer]["rope"] is None:
-            return x
-        s = x.shape[2]
-        cos, sin, rotate_half = self.rope_table(layer, first + s)
-        rd = cos.shape[-1]
-        cos, sin = cos[first : first + s].to(x.dtype), sin[first : first + s].to(x.dtype)
-        if rd == x.shape[-1]:
-            return x * cos + rotate_half(x) * sin
-        part, rest = x[..., :rd], x[..., rd:]
-        return torch.cat([part * cos + rotate_half(part) * sin, rest], dim=-1)
-
-    def rope_table(self, layer: int, n_pos: int) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
-        """Layer ``layer``'s rotary tables for positions 0..n_pos-1 (at least): its ``rope`` entry."""
-        return self.layers[layer]["rope"]
-
-    def _attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, first: int, pattern_edit=None) -> Tensor:
-        """Causal attention of queries at positions ``first..`` (``[b head s d_head]``) over keys / values
-        ``[b kv_head S d_head]`` (grouped: query head h reads key/value head h // (heads / kv_heads));
-        ``pattern_edit(pattern)`` (``[b head s S]``) where the pattern is read or edited. Returns the
-        mixed values ``[b head s d_head]``."""
-        blk = self.layers[layer]
-        scale, grouped = blk["scale"], self.n_kv_heads != self.n_heads
-        if pattern_edit is None and blk["softcap"] is None:  # nothing reads or edits the pattern: one fused kernel
-            if first >= k.shape[2] - 1:  # a query at the last key position sees every key: no mask
-                return _sdpa(q, k, v, scale=scale, enable_gqa=grouped)
-            if first == 0 and q.shape[2] == k.shape[2]:
-                return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=grouped)
-            allowed = ~self._mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
-            return _sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=grouped)
-        if grouped:
-            reps = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(reps, dim=1), v.repeat_interleave(reps, dim=1)
-        mask = self._mask(slice(first, first + q.shape[2]), k.shape[2], q.device)
-        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-        scores = _softcap(scores, blk["softcap"])
-        scores = scores.masked_fill(mask, float("-inf"))
-        pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
-        if pattern_edit is not None:
-            pattern = pattern_edit(pattern)
-        return torch.matmul(pattern, v)
-
-    def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit) -> Tensor:
-        """One layer's forward for query positions p0.. of ``x: [batch s d_model]``, earlier keys / values
-        ``[batch kv_head p0 d_head]`` from ``prefix``; ``edit(kind, layer, act)`` sees (and may replace)
-        every site's activation (k and v before the rotary embedding, as TransformerLens's hooks)."""
-        blk = self.layers[layer]
-        B, s, _ = x.shape
-        H, dh = self.n_heads, self.d_head
-        x = edit("resid_pre", layer, x)
-        h = blk["ln1"](x)
-        q, k, v = (t.reshape(B, s, -1, dh).transpose(1, 2) for t in blk["qkv"](h.reshape(B * s, -1), None))
-        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch kv_head pos d]
-        q, k = self.rope(layer, q, p0), self.rope(layer, k, p0)
-        if prefix is not None:
-            k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
-        wants_pattern = "pattern" in getattr(edit, "kinds", ("pattern",))
-        mixed = self._attend(layer, q, k, v, p0, (lambda p: edit("pattern", layer, p)) if wants_pattern else None)
-        z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
-        attn_out = edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
-        if self.attn_only:
-            x = x + attn_out
-        elif self.parallel:  # attention and MLP both read resid_pre
-            x = x + attn_out + edit("mlp_out", layer, blk["mlp"](blk["ln2"](x)))
+    A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major).
+    It joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
+    and reads the keys / values of positions < p0 from the base run; a *late* segment (nothing
+    patched before that layer's z) joins after the attention instead, with the base run's z. With
+    ``tokens`` (the first pass: the base prompts, then the source prompts), segment 0 holds both
+    (all positions from layer 0), or the base prompts alone with segment 1 the source prompts from
+    their p0 (``store.src_seg``); they fill ``store`` as they go, and later passes read it. With ``ans``, the
+    last layer computes keys / values for every position but everything after them for the answer
+    query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
+    Rows come in segment order. ``noise`` (``[n S d_model]``, first pass) is added to the base
+    prompts' embedding; ``unembed`` (with ``ans``) replaces the unembedding of the answer rows."""
+    S, L, d = store.S, net.n_layers, net.d_model
+    x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
+    if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
+        x = net.embed(tokens)
+        if noise is not None:
+            x = torch.cat([x[: store.n] + noise, x[store.n :]])
+        layout.append([segs[0], 0, S, 0])
+        if store.src_seg:
+            src = segs[1]
+            layout.append([src, store.n * S, S - src.p0, src.p0])
+            x = torch.cat([x[: store.n].reshape(-1, d), x[store.n :, src.p0 :].reshape(-1, d)])
         else:
-            x = x + attn_out
-            mlp_in = edit("resid_mid", layer, x)  # the bridge's hook_resid_mid is ln2's input
-            x = x + edit("mlp_out", layer, blk["mlp"](blk["ln2"](mlp_in)))
-        return edit("resid_post", layer, x)
+            x = x.reshape(-1, d)
+    for lay in range(min(seg.start for seg in segs), L):
+        last = ans is not None and lay == L - 1
+        if tokens is not None:
+            store.record_base("resid_pre", lay, x[: store.n * S].view(store.n, S, d))
+        if any(entry[0].p1 is not None and entry[0].start == lay - 1 for entry in layout):
+            x = _widen(x, layout, store, lay)
+        early = [seg for seg in segs if seg.cells and seg.start == lay and not seg.late]
+        if early:  # each intervention's copy of the base run from p0 on
+            x = _join(x, layout, early, [(store.resid_pre[lay][:, seg.p0 :], seg.p0) for seg in early], store.n)
+        zs = []
+        if layout:
+            x = edits.point("resid_pre", lay, x, layout, store)
+            index = _answer_index(layout, ans, x.device) if last else None
+            zs = _attention(net, lay, x, layout, store, edits, ans if last else None, index)
+        if last and layout:  # from here on each row holds its answer position alone
+            x = _to_answers(x, layout, ans, index)
+        late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
+        if late:
+            x = _join_late(net, x, zs, layout, late, store, lay, ans if last else None)
+        blk = net.layers[lay]
+        z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
+        pre = x
+        x = x + edits.point("attn_out", lay, blk["o"](z.view(z.shape[0], -1)), layout, store)
+        if not net.attn_only:  # the MLP reads resid_pre (parallel) or resid_mid, where ln2's input is patched only
+            mlp_in = pre if net.parallel else edits.point("resid_mid", lay, x, layout, store, copy=True)
+            x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
+        x = edits.point("resid_post", lay, x, layout, store)
+    rows = sum(entry[0].rows for entry in layout)
+    if ans is not None and unembed is not None:
+        return unembed(x)
+    return net.unembed(x if ans is not None else x.view(rows, S, d))
 
-    def run_flat(self, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None,
-                 noise: Tensor | None = None, unembed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
-        tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
+def _join_late(net: anatomy.Anatomy, x: Tensor | None, zs: list[Tensor], layout: list, late: list[_Seg], store: _Store, lay: int,
+               ans: int | None) -> Tensor:
+    """Late segments join after layer ``lay``'s attention: each intervention's rows start as the base
+    run's residual stream (``x``) and z (appended to ``zs``) from p0 on, or at the answer position
+    alone on the last layer (``ans``)."""
+    S, n = store.S, store.n
+    windows = [(ans, 1) if ans is not None else (seg.p0, (S if seg.p1 is None else seg.p1 + 1) - seg.p0) for seg in late]
+    x = _join(x, layout, late, [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows], n)
+    for seg, w in zip(late, windows, strict=True):
+        zs += [_narrow(*store.z[lay], *w).reshape(-1, net.n_heads, net.d_head)] * (seg.rows // n)
+    return x
 
-        A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major).
-        It joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
-        and reads the keys / values of positions < p0 from the base run; a *late* segment (nothing
-        patched before that layer's z) joins after the attention instead, with the base run's z. With
-        ``tokens`` (the first pass: the base prompts, then the source prompts), segment 0 holds both
-        (all positions from layer 0), or the base prompts alone with segment 1 the source prompts from
-        their p0 (``store.src_seg``); they fill ``store`` as they go, and later passes read it. With ``ans``, the
-        last layer computes keys / values for every position but everything after them for the answer
-        query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
-        Rows come in segment order. ``noise`` (``[n S d_model]``, first pass) is added to the base
-        prompts' embedding; ``unembed`` (with ``ans``) replaces the unembedding of the answer rows."""
-        S, L, d = store.S, self.n_layers, self.d_model
-        x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
-        if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)
-            x = self.embed(tokens)
-            if noise is not None:
-                x = torch.cat([x[: store.n] + noise, x[store.n :]])
-            layout.append([segs[0], 0, S, 0])
-            if store.src_seg:
-                src = segs[1]
-                layout.append([src, store.n * S, S - src.p0, src.p0])
-                x = torch.cat([x[: store.n].reshape(-1, d), x[store.n :, src.p0 :].reshape(-1, d)])
-            else:
-                x = x.reshape(-1, d)
-        for lay in range(min(seg.start for seg in segs), L):
-            last = ans is not None and lay == L - 1
-            if tokens is not None:
-                store.record_base("resid_pre", lay, x[: store.n * S].view(store.n, S, d))
-            if any(entry[0].p1 is not None and entry[0].start == lay - 1 for entry in layout):
-                x = _widen(x, layout, store, lay)
-            early = [seg for seg in segs if seg.cells and seg.start == lay and not seg.late]
-            if early:  # each intervention's copy of the base run from p0 on
-                x = _join(x, layout, early, [(store.resid_pre[lay][:, seg.p0 :], seg.p0) for seg in early], store.n)
-            zs = []
-            if layout:
-                x = edits.point("resid_pre", lay, x, layout, store)
-                index = _answer_index(layout, ans, x.device) if last else None
-                zs = self._attention(lay, x, layout, store, edits, ans if last else None, index)
-            if last and layout:  # from here on each row holds its answer position alone
-                x = _to_answers(x, layout, ans, index)
-            late = [seg for seg in segs if seg.cells and seg.start == lay and seg.late]
-            if late:
-                x = self._join_late(x, zs, layout, late, store, lay, ans if last else None)
-            blk = self.layers[lay]
-            z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
-            pre = x
-            x = x + edits.point("attn_out", lay, blk["o"](z.view(z.shape[0], -1)), layout, store)
-            if not self.attn_only:  # the MLP reads resid_pre (parallel) or resid_mid, where ln2's input is patched only
-                mlp_in = pre if self.parallel else edits.point("resid_mid", lay, x, layout, store, copy=True)
-                x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
-            x = edits.point("resid_post", lay, x, layout, store)
-        rows = sum(entry[0].rows for entry in layout)
-        if ans is not None and unembed is not None:
-            return unembed(x)
-        return self.unembed(x if ans is not None else x.view(rows, S, d))
+def _attention(net: anatomy.Anatomy, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None,
+               index: Tensor | None = None) -> list[Tensor]:
+    """The z of all tokens at layer ``lay``, as a list of ``[rows * queries, head, d_head]`` parts in
+    layout order: queries, keys and values of all segments' tokens at once, attention per group of
+    consecutive intervention segments computing the same positions (the base segment records the
+    base run's keys, values and z). With ``ans`` (the last layer), the answer query alone; ``index``
+    (each row's answer token, `_answer_index`) computes queries for those tokens only."""
+    S, H, dh = store.S, net.n_heads, net.d_head
+    blk = net.layers[lay]
+    h = blk["ln1"](x)
+    q, k, v = blk["qkv"](h, index)  # [tokens heads d_head]; q of the answer tokens only with index
+    zs, row0 = [], 0
+    for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
+        kg, vg = (t[off : off + rows * tok].reshape(rows, tok, -1, dh).transpose(1, 2) for t in (k, v))
+        first = S - tok
+        if index is not None:  # [rows head 1 d_head]: the answer query of each row
+            qg = q[row0 : row0 + rows].reshape(rows, 1, H, dh).transpose(1, 2)
+            row0 += rows
+        else:
+            qg = q[off : off + rows * tok].reshape(rows, tok, H, dh).transpose(1, 2)
+        qg, kg = net.rope(lay, qg, first if index is None else ans), net.rope(lay, kg, first)
+        if base:  # the base segment: record the base run's keys and values (its first n rows)
+            store.record_base("k", lay, kg[: store.n])
+            store.record_base("v", lay, vg[: store.n])
+        elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
+            kg, vg = (anatomy.with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
+        if index is not None:
+            first = ans
+        mixed = net.attend(lay, qg, kg, vg, first, pattern_edit)
+        zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
+        if base and store.late:
+            store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[: store.n], first)
+    return zs
 
-    def _join_late(self, x: Tensor | None, zs: list[Tensor], layout: list, late: list[_Seg], store: _Store, lay: int,
-                   ans: int | None) -> Tensor:
-        """Late segments join after layer ``lay``'s attention: each intervention's rows start as the base
-        run's residual stream (``x``) and z (appended to ``zs``) from p0 on, or at the answer position
-        alone on the last layer (``ans``)."""
-        S, n = store.S, store.n
-        windows = [(ans, 1) if ans is not None else (seg.p0, (S if seg.p1 is None else seg.p1 + 1) - seg.p0) for seg in late]
-        x = _join(x, layout, late, [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows], n)
-        for seg, w in zip(late, windows, strict=True):
-            zs += [_narrow(*store.z[lay], *w).reshape(-1, self.n_heads, self.d_head)] * (seg.rows // n)
-        return x
-
-    def _attention(self, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None,
-                   index: Tensor | None = None) -> list[Tensor]:
-        """The z of all tokens at layer ``lay``, as a list of ``[rows * queries, head, d_head]`` parts in
-        layout order: queries, keys and values of all segments' tokens at once, attention per group of
-        consecutive intervention segments computing the same positions (the base segment records the
-        base run's keys, values and z). With ``ans`` (the last layer), the answer query alone; ``index``
-        (each row's answer token, `_answer_index`) computes queries for those tokens only."""
-        S, H, dh = store.S, self.n_heads, self.d_head
-        blk = self.layers[lay]
-        h = blk["ln1"](x)
-        q, k, v = blk["qkv"](h, index)  # [tokens heads d_head]; q of the answer tokens only with index
-        zs, row0 = [], 0
-        for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
-            kg, vg = (t[off : off + rows * tok].reshape(rows, tok, -1, dh).transpose(1, 2) for t in (k, v))
-            first = S - tok
-            if index is not None:  # [rows head 1 d_head]: the answer query of each row
-                qg = q[row0 : row0 + rows].reshape(rows, 1, H, dh).transpose(1, 2)
-                row0 += rows
-            else:
-                qg = q[off : off + rows * tok].reshape(rows, tok, H, dh).transpose(1, 2)
-            qg, kg = self.rope(lay, qg, first if index is None else ans), self.rope(lay, kg, first)
-            if base:  # the base segment: record the base run's keys and values (its first n rows)
-                store.record_base("k", lay, kg[: store.n])
-                store.record_base("v", lay, vg[: store.n])
-            elif tok < S:  # earlier positions' keys / values: the base run's, shared by every copy
-                kg, vg = (_with_prefix(store.kv[lay][j][:, :, : S - tok], t) for j, t in ((0, kg), (1, vg)))
-            if index is not None:
-                first = ans
-            mixed = self._attend(lay, qg, kg, vg, first, pattern_edit)
-            zs.append(mixed.transpose(1, 2).reshape(-1, H, dh))
-            if base and store.late:
-                store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[: store.n], first)
-        return zs
-
-
-class _Native(_Net):
-    """A ``NativeModel`` (``TransformerBridge.boot_native``): ``NativeBlock`` / ``NativeAttention`` on
-    the unwrapped modules. Each layer's dict also holds ``q, k, v`` (functions of ``[... d_model]``)
-    and ``attn`` (the ``NativeAttention``)."""
-
-    def __init__(self, om):
-        from transformer_lens.model_bridge.sources.native.model import NativeRotary
-
-        self.om = om
-        self.cfg = cfg = om.cfg
-        self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
-        self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
-        # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
-        # plain Linear / LayerNorm as functions (no Module.__call__ per use).
-        self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
-        head = _part(om, "head")
-        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(head)
-        self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
-        self.layers = []
-        for blk in _part(om, "layers"):
-            attn = _part(blk, "attn")
-            q, k, v = _fn(_part(attn, "q")), _fn(_part(attn, "k")), _fn(_part(attn, "v"))
-            rotary = attn.rotary
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln1")), attn=attn, q=q, k=k, v=v, o=_fn(_part(attn, "o")),
-                qkv=_separate_qkv(q, k, v, cfg.n_heads, attn.n_kv_heads, cfg.d_head),
-                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
-                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
-                scale=1.0 / attn.scale, softcap=_cap(attn.attn_scores_soft_cap),
-                rope=None if rotary is None else (
-                    rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
-            ))
-        self.n_kv_heads = self.layers[0]["attn"].n_kv_heads
-
-    def token_flops(self, S: int) -> float:
-        cfg = self.cfg
-        d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
-        mlp = 0 if self.attn_only else (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
-        return 2.0 * (4 * d * hd + 2 * S * hd + mlp)
-
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        resid = self.tok_embed(tokens)
-        if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
-            return resid + self.pos.weight[: tokens.shape[1]]
-        if self.pos is not None:
-            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
-            resid = resid + self.pos(position_ids)
-        return resid
-
-    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        return _softcap(self.head(self.ln_out(resid)), self.logit_cap)
-
-
-def _cap(value: float | None) -> float | None:
-    """A soft-cap setting as `_softcap` takes it: None where it is off (None, 0 or negative)."""
-    return value if value is not None and value > 0 else None
-
-
-def _softcap(x: Tensor, cap: float | None) -> Tensor:
-    """``cap * tanh(x / cap)`` (Gemma-style soft-capping, as TransformerLens's ``apply_softcap``); ``x`` when off."""
-    return x if cap is None else cap * torch.tanh(x / cap)
-
-
-def _separate_qkv(q, k, v, H: int, KV: int, dh: int):
-    """``qkv(h, index)`` of separate query, key and value maps: ``[tokens heads d_head]`` each."""
-
-    def qkv(h: Tensor, index: Tensor | None):
-        T = h.shape[0]
-        query = q(h if index is None else h[index])
-        return query.view(query.shape[0], H, dh), k(h).view(T, KV, dh), v(h).view(T, KV, dh)
-
-    return qkv
 
 
 def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans: int | None) -> list[list]:
@@ -726,17 +420,6 @@ def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans:
         else:
             groups.append([base, off, tok, seg.rows, pattern_edit])
     return groups
-
-
-def _with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
-    """Keys or values ``[B head s d]`` of a segment preceded by the base run's ``prefix [n head p0 d]``
-    (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
-    n, H, p0, dh = prefix.shape
-    B, _, s, _ = new.shape
-    if B == n:
-        return torch.cat([prefix, new], dim=2)
-    r = B // n
-    return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
 
 
 def _join(x: Tensor | None, layout: list, segs: list[_Seg], starts: list[tuple[Tensor, int]], n: int) -> Tensor:
@@ -1038,59 +721,3 @@ class _Writes:
             for axis, values, other in (("pos", pos, heads), ("head", heads, pos)):
                 if values[0] is not None and other[0] is None and values == list(range(values[0], values[0] + len(js))):
                     self.diagonal = (axis, values[0])
-
-
-def _part(module, name: str):
-    """The submodule ``name`` of ``module``, unwrapped (`_raw`); None if it is None. Read from
-    ``_modules`` first: the bridge's components answer attribute lookups in Python, slowly."""
-    sub = module.__dict__["_modules"].get(name)
-    if sub is None:
-        sub = getattr(module, name, None)
-    return None if sub is None else _raw(sub)
-
-
-def _raw(module):
-    """The module a bridge component wraps (itself if it wraps nothing)."""
-    inner = module.__dict__.get("_modules", {}).get("_original_component")  # the bridge's original_component
-    return module if inner is None else inner
-
-
-def _fn(module) -> Callable[[Tensor], Tensor]:
-    """A plain ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` as a function of its input (any other
-    module as itself)."""
-    kind = type(module)
-    if kind is torch.nn.Embedding and module.max_norm is None:
-        table = _tensor(module, "weight")
-        return lambda ids: F.embedding(ids, table)
-    if kind is torch.nn.Linear:
-        weight, bias = _tensor(module, "weight"), _tensor(module, "bias")
-        return lambda x: F.linear(x, weight, bias)
-    if kind is torch.nn.LayerNorm:
-        shape, weight, bias, eps = module.normalized_shape, _tensor(module, "weight"), _tensor(module, "bias"), module.eps
-        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
-    return module
-
-
-def _tensor(module, name: str) -> Tensor | None:
-    """``module.<name>``, a parameter, a buffer (the unembedding's bias is one) or a plain attribute,
-    looked up without ``Module.__getattr__``."""
-    state = module.__dict__
-    for store in ("_parameters", "_buffers"):
-        if name in state[store]:
-            return state[store][name]
-    return state.get(name)
-
-
-def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
-    """``NativeMLP`` / ``NativeGatedMLP.forward`` on the unwrapped linear layers."""
-    act = mlp.act
-    if _part(mlp, "fc_in") is not None:
-        fc_in, fc_out, ln = _fn(_part(mlp, "fc_in")), _fn(_part(mlp, "fc_out")), _part(mlp, "ln")
-
-        def forward(x: Tensor) -> Tensor:
-            mid = act(fc_in(x))
-            return fc_out(mid if ln is None else ln(mid))
-
-        return forward
-    gate, up, out = _fn(_part(mlp, "gate")), _fn(_part(mlp, "in")), _fn(_part(mlp, "out"))
-    return lambda x: out(act(gate(x)) * up(x))

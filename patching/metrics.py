@@ -162,3 +162,86 @@ def check_values(values, n: int, metric: Callable) -> Tensor:
             f"division by zero in the metric."
         )
     return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
+
+
+# =============================================================================== answer-position metrics
+def answer_only(metric: Metric) -> bool:
+    """Whether ``metric`` reads nothing but ``logits[:, prompts.answer_pos]``.
+
+    True for `logit_diff`, `log_prob`, `prob`, `kl_to(...)`, `normalized(m, ...)` of such an m,
+    and any function with an attribute ``answer_only = True`` (mark your own metrics that way).
+    """
+    if getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE:
+        return True
+    if getattr(metric, "__module__", None) == __name__ and getattr(metric, "__qualname__", "") == "kl_to.<locals>.kl_to_clean":
+        return True
+    free = _normalized_parts(metric)
+    return free is not None and "metric" in free and answer_only(free["metric"])
+
+
+def _normalized_parts(metric: Metric) -> dict | None:
+    """The closure of a `patching.metrics.normalized` metric (``metric``, ``corrupted``, ``span``, ...),
+    or None for any other function."""
+    if getattr(metric, "__module__", None) != __name__ or getattr(metric, "__qualname__", "") != "normalized.<locals>.normalized_metric":
+        return None
+    return dict(zip(metric.__code__.co_freevars, (c.cell_contents for c in metric.__closure__ or ()), strict=False))
+
+
+#: The built-in answer metrics on answer logits ``[k n vocab]`` of k blocks of the prompt set at once
+#: (the same operations as `patching.metrics`, so the same numbers).
+_BLOCKWISE = {
+    logit_diff: lambda lg, p: _gather(lg, p.answers) - _gather(lg, p.wrong),
+    log_prob: lambda lg, p: _gather(lg.log_softmax(-1), p.answers),
+    prob: lambda lg, p: _gather(lg.log_softmax(-1), p.answers).exp(),
+}
+
+
+def blockwise(metric: Metric, prompts: PromptSet, columns: bool = False) -> Callable[[Tensor, PromptSet], Tensor] | None:
+    """``metric`` as a function of answer logits ``[k n vocab]`` -> ``[k n]``, for the built-in
+    logit_diff / log_prob / prob and `normalized` of one of them with scalar clean / corrupted values
+    (None for any other metric, and for logit_diff without wrong answers: the metric raises). With
+    ``columns`` (logit_diff only, else None), of the answer and wrong answer's logits ``[k n 2]``
+    (`_logit_columns`)."""
+    inner, norm, free = metric, None, _normalized_parts(metric)
+    if free is not None:
+        inner, norm = free.get("metric"), (free.get("corrupted"), free.get("span"))
+        if not all(isinstance(t, Tensor) and t.ndim == 0 for t in norm):
+            return None
+    if inner not in _BLOCKWISE or (inner is logit_diff and prompts.wrong is None):
+        return None
+    if columns and inner is not logit_diff:
+        return None
+    fn = (lambda lg, p: lg[..., 0] - lg[..., 1]) if columns else _BLOCKWISE[inner]
+    if norm is None:
+        return fn
+    corrupted, span = norm
+
+    def normalized(lg: Tensor, p: PromptSet) -> Tensor:
+        value = fn(lg, p)
+        return ((value.double() - corrupted.to(value.device)) / span.to(value.device)).to(value.dtype)
+
+    return normalized
+
+
+def expand_answer(logits: Tensor, S: int, ans: int | None) -> Tensor:
+    """Answer-position logits ``[batch vocab]`` as the ``[batch pos vocab]`` a metric takes (a broadcast view)."""
+    return logits if ans is None else logits[:, None, :].expand(logits.shape[0], S, logits.shape[-1])
+
+
+def block_means(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, ans: int | None,
+                fast: Callable[[Tensor, PromptSet], Tensor] | None = None) -> Float[Tensor, " k"]:
+    """The mean metric of each of ``k`` consecutive blocks of ``n`` rows of ``logits`` (answer logits
+    ``[k*n vocab]`` with ``ans``, else ``[k*n pos vocab]``): ``[k]`` float64, differentiable. ``fast``
+    (`blockwise`; by default the built-in metrics' own on answer logits) computes all blocks in one
+    call (float32, as the metrics read logits); any other metric takes one call per block."""
+    n = len(prompts)
+    if fast is None and ans is not None:
+        fast = blockwise(metric, prompts)
+    if fast is not None:
+        values = fast(logits.view(k, n, logits.shape[-1]).float(), prompts).reshape(k * n)
+        return check_values(values, k * n, metric).double().view(k, n).mean(1)
+    logits = expand_answer(logits, prompts.seq_len, ans)
+    return torch.stack([
+        check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric).double().mean() for j in range(k)
+    ])
+

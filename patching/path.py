@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from interp.errors import InputError
 from interp.sites import Site, as_site
 from interp.tasks import PromptSet
-from patching.activation import _as_z, _prepare, _result
+from patching import sweep
 from patching.metrics import Metric, check_values
 from patching.results import PatchResult
 
@@ -82,7 +82,7 @@ def path_patch(
     receivers = _receivers(model, receivers)
     if isinstance(senders, Site):
         senders = [senders]
-    plan, base, _ = _prepare(model, prompts, senders, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
+    plan, base, _ = sweep.prepare(model, prompts, senders, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
     for cell in plan.cells:
         for site in cell:
             if site.kind not in SENDER_KINDS or site.head is None:
@@ -98,7 +98,7 @@ def path_patch(
     other = prompts.clean if direction == "denoise" else prompts.corrupted
     z_keys = [Site("z", layer) for layer in range(L)]
     mlp_keys = [Site("mlp_out", layer) for layer in range(L)] if (freeze_mlps and model.has_mlp) else []
-    sender_keys = sorted({_as_z(s).full for cell in plan.cells for s in cell})
+    sender_keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
     with torch.no_grad():
         # (1) base and other runs: every head's output on base, the senders' on other.
         base_logits, base_cache = model.run_with_cache(base, z_keys + mlp_keys)
@@ -128,7 +128,7 @@ def path_patch(
             for j in range(k):
                 values = check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric)
                 out[start + j] = values.double().mean()
-    result = _result(model, prompts, plan, out, metric, direction, source, by_pos)
+    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(
         method="path_patch", receivers=[str(r) for r in receivers], freeze_mlps=freeze_mlps, baseline=baseline
     )
@@ -165,7 +165,7 @@ def _receivers(model, receivers) -> list[Site]:
 
 def _frozen(base_act: Tensor, layer: int, cells: list[tuple[Site, ...]], src: dict[Site, Tensor | None], n: int) -> Callable:
     """z of one layer: every head at its base value, except each cell's senders in this layer at their source value."""
-    senders = [(j, _as_z(s)) for j, cell in enumerate(cells) for s in cell if s.layer == layer]
+    senders = [(j, sweep.as_z(s)) for j, cell in enumerate(cells) for s in cell if s.layer == layer]
 
     def edit(act: Tensor) -> Tensor:
         new = einops.repeat(base_act, "b ... -> (k b) ...", k=len(cells)).to(act.dtype)

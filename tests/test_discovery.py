@@ -306,8 +306,9 @@ def _two_positions(logits, prompts):
 @pytest.mark.parametrize("metric", [logit_diff, _two_positions])
 def test_direct_engine_equals_the_hook_engine_with_rms_norm_rotary_and_any_metric(rms_rope_model, metric):
     # the direct engine (RMSNorm closed form, rotary queries and keys, full logits for a metric that
-    # reads two positions) against the hook engine; one prompt set differs from position 0 on, one from 2
-    for prompts in (_prompts(n=3, seq=7, seed=4), _first_token_corrupted()):
+    # reads two positions) against the hook engine, on prompts that differ from position 0 on (no shared
+    # prefix; prompts with one: tests/test_anatomy.py, on every architecture)
+    for prompts in (_first_token_corrupted(),):
         for method in ("eap", "eap_ig", "exact"):
             fast = edge_scores(rms_rope_model, prompts, metric, method, steps=3, progress=False)
             hooks = edge_scores(rms_rope_model, prompts, metric, method, steps=3, engine="hooks", progress=False)
@@ -316,21 +317,6 @@ def test_direct_engine_equals_the_hook_engine_with_rms_norm_rotary_and_any_metri
             assert fast.settings["clean_value"] == pytest.approx(hooks.settings["clean_value"], abs=1e-5)
             assert fast.settings["corrupted_value"] == pytest.approx(hooks.settings["corrupted_value"], abs=1e-5)
         assert fast.scores.abs().max() > 1e-3
-
-
-def test_models_the_fast_engine_covers_but_discovery_does_not_run_on_hooks(gpt2_dir, tokenizer, prompts):
-    # patching.fast covers Hugging Face models and grouped-query attention; circuit discovery's own
-    # engines drive native one-key-per-head models only, so these run on the hook engine
-    import interp
-
-    gqa = build_native({**TINY, "attn_only": False, "d_mlp": 48, "positional_embedding_type": "rotary",
-                        "n_key_value_heads": 2}, tokenizer, seed=4, name="disc-gqa")
-    for model, why in ((interp.load(gpt2_dir, backend="transformer_lens"), "native"), (gqa, "grouped-query")):
-        scores = edge_scores(model, prompts, logit_diff, "eap", progress=False)
-        assert scores.settings["engine"] == "hooks" and bool(torch.isfinite(scores.scores).all())
-        assert scores.scores.abs().max() > 1e-4
-        with pytest.raises(DiscoveryError, match=why):
-            edge_scores(model, prompts, logit_diff, "eap", engine="fast", progress=False)
 
 
 def _first_token_corrupted() -> PromptSet:
@@ -343,6 +329,7 @@ def _first_token_corrupted() -> PromptSet:
 def test_norm_contractions_equal_autograd_on_every_route():
     # _NormDot's routes (one difference through the projections, forward mode, backward mode, and the
     # autograd fallback for a norm module it does not know) against the Jacobian taken by autograd
+    from patching.anatomy import norm_spec
     from patching.discovery import _NormDot
 
     gen = torch.Generator().manual_seed(0)
@@ -374,9 +361,9 @@ def test_norm_contractions_equal_autograd_on_every_route():
                 expected[u] += torch.einsum("nsd,red,nsre->r", jd, W, grads[rows]).double()
                 expected_mlp[u] += float((jd * at_norm[rows]).sum())
         for module in (norm, Wrapped()):
-            got = _NormDot(module, norm)(x, diffs, C, grads, W)
+            got = _NormDot(norm_spec(module), norm)(x, diffs, C, grads, W)
             assert (got - expected).abs().max() < 1e-4 * expected.abs().max(), (U, C, type(module).__name__)
-            got = _NormDot(module, norm)(x, diffs, C, at_norm)[:, 0]
+            got = _NormDot(norm_spec(module), norm)(x, diffs, C, at_norm)[:, 0]
             assert (got - expected_mlp).abs().max() < 1e-4 * expected_mlp.abs().max(), (U, C, type(module).__name__)
 
 

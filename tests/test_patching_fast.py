@@ -15,7 +15,7 @@ from interp import Site
 from interp.interventions import Scale
 from interp.models import build_native
 from interp.tasks import PromptSet
-from patching import activation_patch, kl_to, logit_diff, normalized_for, prob
+from patching import activation_patch, anatomy, kl_to, logit_diff, normalized_for, prob
 from patching.fast import FastEngineError, answer_only, unsupported_reason
 
 V = 32
@@ -85,15 +85,15 @@ def test_fast_engine_equals_hook_engine_for_every_kind(models, model_name, direc
 def test_fast_engine_reads_every_weight_including_buffers(tok, monkeypatch, columns):
     """Biases that are buffers (the unembedding's) and LayerNorm scales start at 0 / 1 in a fresh model;
     with random values, a fast path that skipped any of them would differ from the hook engine. With
-    ``columns``, logit_diff unembeds two columns per row (`_Net.unembed_at`; on this 32-token vocabulary only
+    ``columns``, logit_diff unembeds two columns per row (`Anatomy.unembed_at`; on this 32-token vocabulary only
     when forced) and must read the same weights."""
     from patching import fast as fast_engine
 
     calls = []
     if columns:
         monkeypatch.setattr(fast_engine, "COLUMNS_MIN_VOCAB", 0)
-        original = fast_engine._Net.unembed_at
-        monkeypatch.setattr(fast_engine._Net, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
+        original = anatomy.Anatomy.unembed_at
+        monkeypatch.setattr(anatomy.Anatomy, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
     model = build_native({**CFG, "attn_only": False, "d_mlp": 64}, tok, seed=3, name="f-buffers")
     g = torch.Generator().manual_seed(0)
     touched = 0

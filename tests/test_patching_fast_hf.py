@@ -1,4 +1,4 @@
-"""The fast engine on Hugging Face models (`patching.architectures`): GPT-2, GPT-NeoX (sequential and
+"""The fast engine on Hugging Face models (`patching.anatomy`): GPT-2, GPT-NeoX (sequential and
 parallel residual, partial rotary) and the Llama family (RMSNorm, rotary, gated MLP, grouped-query
 attention), on both backends, against the hook engine and the one-site-at-a-time reference loop;
 attribution patching through it; and the cases it leaves to the hook engine, with the reason."""
@@ -14,7 +14,7 @@ import torch
 
 import interp
 from interp import Site
-from patching import activation_patch, attribution_patch, logit_diff, prob
+from patching import activation_patch, anatomy, attribution_patch, logit_diff, prob
 from patching import attribution as attr_mod
 from patching.fast import FAST_KINDS, FastEngineError, unsupported_reason
 from tests.conftest import D_VOCAB
@@ -191,9 +191,9 @@ def test_two_column_unembedding_equals_the_full_one(loaded, monkeypatch, backend
     from patching import normalized
 
     calls = []
-    original = fast_engine._Net.unembed_at
+    original = anatomy.Anatomy.unembed_at
     monkeypatch.setattr(fast_engine, "COLUMNS_MIN_VOCAB", 0)
-    monkeypatch.setattr(fast_engine._Net, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
+    monkeypatch.setattr(anatomy.Anatomy, "unembed_at", lambda self, *a: calls.append(1) or original(self, *a))
     prompts = make_prompts(same_until=3)
     for arch in ("gpt2", "llama-gqa"):
         model = loaded(arch, backend)

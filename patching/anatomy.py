@@ -1,0 +1,613 @@
+"""The model anatomy: how a causal transformer computes, one description every fast method reads.
+
+A fast method (the activation-patching engine of `patching.fast`, attribution patching, causal
+tracing's restorations, circuit discovery's edge scores and circuits) drives the forward pass itself,
+so that it can start late, skip positions, give every receiver its own input or take a gradient to
+one projection only. What it needs to know about the model is the same each time, and lives here:
+
+- **embedding and positions**: `Anatomy.embed` (token embedding, learned positions if any);
+- **the norms**: each layer's ``ln1`` / ``ln2`` as functions and as modules (``norm1`` / ``norm2``,
+  which `norm_spec` reads as LayerNorm, RMSNorm or none, for closed-form Jacobians);
+- **queries, keys and values**: ``qkv(h, index)`` per layer (fused or separate, grouped-query, biases)
+  and `Anatomy.qkv_weights` (every head's projection as one ``[heads + 2 kv_heads, d_head, d_model]``
+  tensor, queries first);
+- **rotary embedding**: `Anatomy.rope` (full or partial, from the model's own tables);
+- **attention**: `Anatomy.attend` (causal mask, grouped-query, score soft-capping, pattern edits);
+- **the output projection and the MLP**: ``o`` / `Anatomy.o_weights` and ``mlp`` per layer;
+- **the residual**: sequential, or parallel (``parallel``: attention and MLP both read resid_pre);
+- **the read-out**: the final norm ``ln_out`` and the unembedding (`Anatomy.unembed`,
+  `Anatomy.unembed_at` for chosen columns; ``W_U``, ``b_U``, ``logit_cap``).
+
+`Anatomy.block` is one layer of the plain forward with a callback at every site (attribution
+patching and the source runs use it). An adapter per family fills the description from the model's
+own modules, read at every call (`of` builds it anew, so edited weights are seen): `Native` (models
+built by ``TransformerBridge.boot_native``), `GPT2`, `NeoX` (GPT-NeoX / Pythia) and `Llama` (Llama,
+Mistral, Qwen2), on both backends (on ``transformer_lens`` the bridge wraps the Hugging Face modules
+in place and the adapter calls the wrapped originals, so no hook runs; on ``nnsight`` the model is
+the Hugging Face module itself). `unsupported` says why a model has no anatomy (another family,
+a sliding window shorter than the prompts, an active ``model.edit``, ...). Adding an architecture is
+one adapter here and its row in the shared tests (``tests/test_anatomy.py``); see docs/anatomy.md.
+
+    net = anatomy.of(model)                        # checked: anatomy.unsupported(model) is None
+    x = net.embed(tokens)                          # [batch pos d_model]
+    for layer in range(net.n_layers):
+        x = net.block(layer, x, 0, None, lambda kind, layer, act: act)
+    logits = net.unembed(x)                        # equals model(tokens) to float rounding
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+#: ``edit(kind, layer, act)``: sees, and may replace, the activation of one site (`Anatomy.block`).
+Edit = Callable[[str, int, Tensor], Tensor]
+
+class Anatomy:
+    """How one causal transformer computes, read from its own modules (`of` builds the right adapter).
+
+    An adapter sets ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel``, the
+    read-out (``ln_out``, ``W_U [vocab d_model]``, ``b_U``, ``logit_cap``) and ``layers``: one dict per
+    layer of ``ln1, ln2, mlp, o`` (functions of ``[... d]``), ``norm1, norm2`` (the norm modules, for
+    `norm_spec`), ``qkv(h, index)`` (queries of ``h[index]``, or of every token when index is None, and
+    keys and values of every token, each ``[tokens heads d_head]``), ``scale`` (the score multiplier),
+    ``softcap`` (None or a float) and ``rope`` (None, or ``(cos [positions rot], sin [positions rot],
+    rotate_half)``, or anything else true where `rope_table` builds the tables); and implements
+    `embed`, `unembed`, `token_flops`, `qkv_weights` and `o_weights`."""
+
+    parallel = False  # attention and MLP both read resid_pre (GPT-NeoX's parallel residual)
+
+    def token_flops(self, S: int) -> float:
+        """Floating-point operations of one token through one layer (projections, attention, MLP)."""
+        d, hd, kvd = self.d_model, self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        mlp = 0 if self.attn_only else (3 if self.gated else 2) * d * self.d_mlp
+        return 2.0 * (2 * d * hd + 2 * d * kvd + 2 * S * hd + mlp)
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream entering layer 0 (token embedding, plus learned positions if any)."""
+        raise NotImplementedError
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
+        """Logits of the final residual stream: the final norm, the unembedding, soft-capping if any."""
+        raise NotImplementedError
+
+    def qkv_weights(self, layer: int) -> tuple[Float[Tensor, "r d_head d_model"], Float[Tensor, "r d_head"] | None]:
+        """Every head's query, key and value projection of layer ``layer`` as one tensor, ``r = heads +
+        2 kv_heads`` rows (queries, then keys, then values; before rotary), and their biases (or None):
+        ``qkv(h)`` equals ``einsum(h, W, "t d, r e d -> t r e") + b`` split in that order. By default
+        from separate ``nn.Linear`` maps, the layer's ``linears`` ``[q, k, v, o]``."""
+        q, k, v, _ = self.layers[layer]["linears"]
+        return _stack_heads([(_tensor(m, "weight"), _tensor(m, "bias")) for m in (q, k, v)], self.d_head)
+
+    def o_weights(self, layer: int) -> tuple[Float[Tensor, "d_model hd"], Float[Tensor, " d_model"] | None]:
+        """Layer ``layer``'s output projection as ``F.linear`` takes it (``hd = heads * d_head``, the z
+        of head h in columns ``h*d_head ..``) and its bias (or None); by default the last of the layer's
+        ``linears``, an ``nn.Linear``."""
+        o = self.layers[layer]["linears"][-1]
+        return _tensor(o, "weight"), _tensor(o, "bias")
+
+    def unembed_at(self, resid: Float[Tensor, "rows d_model"], ids: Int[Tensor, "rows m"]) -> Float[Tensor, "rows m"]:
+        """The logits of tokens ``ids`` only (per row): the final norm, then a dot product with those
+        columns of the unembedding (``W_U [vocab d_model]``, ``b_U``; ``logit_cap``), not the whole vocabulary."""
+        h = resid if self.ln_out is None else self.ln_out(resid)
+        logits = torch.einsum("rd,rmd->rm", h, self.W_U[ids].to(h.dtype))
+        if self.b_U is not None:
+            logits = logits + self.b_U[ids].to(h.dtype)
+        return softcap(logits, self.logit_cap)
+
+    def mask(self, rows: slice, cols: int, device: torch.device) -> Tensor:
+        """The causal mask (True where a query may not look) of query positions ``rows`` over keys 0..cols-1."""
+        size = max(rows.stop, cols)
+        mask = getattr(self, "_causal", None)
+        if mask is None or mask.shape[0] < size or mask.device != device:
+            self._causal = mask = torch.ones(size, size, dtype=torch.bool, device=device).triu(1)
+        return mask[rows, :cols]
+
+    def rope(self, layer: int, x: Float[Tensor, "... pos d_head"], first: int) -> Float[Tensor, "... pos d_head"]:
+        """Rotary position embedding of queries or keys ``x`` at positions ``first..`` (the axis before
+        the last; full or partial rotary; ``x`` itself without rotary)."""
+        if self.layers[layer]["rope"] is None:
+            return x
+        s = x.shape[-2]
+        cos, sin, rotate_half = self.rope_table(layer, first + s)
+        rd = cos.shape[-1]
+        cos, sin = cos[first : first + s].to(x.dtype), sin[first : first + s].to(x.dtype)
+        if rd == x.shape[-1]:
+            return x * cos + rotate_half(x) * sin
+        part, rest = x[..., :rd], x[..., rd:]
+        return torch.cat([part * cos + rotate_half(part) * sin, rest], dim=-1)
+
+    def rope_table(self, layer: int, n_pos: int) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+        """Layer ``layer``'s rotary tables for positions 0..n_pos-1 (at least): its ``rope`` entry."""
+        return self.layers[layer]["rope"]
+
+    def attend(self, layer: int, q: Float[Tensor, "b head s d_head"], k: Float[Tensor, "b kv S d_head"],
+               v: Float[Tensor, "b kv S d_head"], first: int, pattern_edit=None) -> Float[Tensor, "b head s d_head"]:
+        """Causal attention of queries at positions ``first..`` over keys / values of positions 0..S-1
+        (grouped when ``kv`` < ``head``: query head h reads key/value head h // (head / kv));
+        ``pattern_edit(pattern)`` (``[b head s S]``) where the pattern is read or edited. Leading axes
+        may be any (the last three are head, position, d_head). Returns the mixed values."""
+        blk = self.layers[layer]
+        scale, grouped = blk["scale"], k.shape[-3] != q.shape[-3]
+        if pattern_edit is None and blk["softcap"] is None:  # nothing reads or edits the pattern: one fused kernel
+            if first >= k.shape[-2] - 1:  # a query at the last key position sees every key: no mask
+                return _sdpa(q, k, v, scale=scale, enable_gqa=grouped)
+            if first == 0 and q.shape[-2] == k.shape[-2]:
+                return _sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=grouped)
+            allowed = ~self.mask(slice(first, first + q.shape[-2]), k.shape[-2], q.device)
+            return _sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=grouped)
+        if grouped:
+            reps = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(reps, dim=-3), v.repeat_interleave(reps, dim=-3)
+        mask = self.mask(slice(first, first + q.shape[-2]), k.shape[-2], q.device)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+        scores = softcap(scores, blk["softcap"])
+        scores = scores.masked_fill(mask, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
+        if pattern_edit is not None:
+            pattern = pattern_edit(pattern)
+        return torch.matmul(pattern, v)
+
+    def block(self, layer: int, x: Tensor, p0: int, prefix: tuple[Tensor, Tensor] | None, edit: Edit) -> Tensor:
+        """One layer's forward for query positions p0.. of ``x: [batch s d_model]``, earlier keys / values
+        ``[batch kv_head p0 d_head]`` from ``prefix``; ``edit(kind, layer, act)`` sees (and may replace)
+        every site's activation (k and v before the rotary embedding, as TransformerLens's hooks)."""
+        blk = self.layers[layer]
+        B, s, _ = x.shape
+        H, dh = self.n_heads, self.d_head
+        x = edit("resid_pre", layer, x)
+        h = blk["ln1"](x)
+        q, k, v = (t.reshape(B, s, -1, dh).transpose(1, 2) for t in blk["qkv"](h.reshape(B * s, -1), None))
+        k, v = edit("k", layer, k), edit("v", layer, v)  # [batch kv_head pos d]
+        q, k = self.rope(layer, q, p0), self.rope(layer, k, p0)
+        if prefix is not None:
+            k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+        wants_pattern = "pattern" in getattr(edit, "kinds", ("pattern",))
+        mixed = self.attend(layer, q, k, v, p0, (lambda p: edit("pattern", layer, p)) if wants_pattern else None)
+        z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
+        attn_out = edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
+        if self.attn_only:
+            x = x + attn_out
+        elif self.parallel:  # attention and MLP both read resid_pre
+            x = x + attn_out + edit("mlp_out", layer, blk["mlp"](blk["ln2"](x)))
+        else:
+            x = x + attn_out
+            mlp_in = edit("resid_mid", layer, x)  # the bridge's hook_resid_mid is ln2's input
+            x = x + edit("mlp_out", layer, blk["mlp"](blk["ln2"](mlp_in)))
+        return edit("resid_post", layer, x)
+
+
+class Native(Anatomy):
+    """A ``NativeModel`` (``TransformerBridge.boot_native``): ``NativeBlock`` / ``NativeAttention`` on
+    the unwrapped modules. Each layer's dict also holds ``q, k, v`` (functions of ``[... d_model]``)
+    and ``attn`` (the ``NativeAttention``)."""
+
+    def __init__(self, om):
+        from transformer_lens.model_bridge.sources.native.model import NativeRotary
+
+        self.om = om
+        self.cfg = cfg = om.cfg
+        self.n_layers, self.attn_only = len(om.layers), bool(cfg.attn_only)
+        self.gated, self.d_mlp = bool(cfg.gated_mlp), cfg.d_mlp
+        self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
+        # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
+        # plain Linear / LayerNorm as functions (no Module.__call__ per use).
+        self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
+        head = _part(om, "head")
+        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(head)
+        self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
+        self.layers = []
+        for blk in _part(om, "layers"):
+            attn = _part(blk, "attn")
+            q, k, v = _fn(_part(attn, "q")), _fn(_part(attn, "k")), _fn(_part(attn, "v"))
+            rotary = attn.rotary
+            self.layers.append(dict(
+                ln1=_fn(_part(blk, "ln1")), attn=attn, q=q, k=k, v=v, o=_fn(_part(attn, "o")),
+                norm1=_part(blk, "ln1"), norm2=None if self.attn_only else _part(blk, "ln2"),
+                linears=[_part(attn, name) for name in "qkvo"],
+                qkv=_separate_qkv(q, k, v, cfg.n_heads, attn.n_kv_heads, cfg.d_head),
+                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
+                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
+                scale=1.0 / attn.scale, softcap=_cap(attn.attn_scores_soft_cap),
+                rope=None if rotary is None else (
+                    rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
+            ))
+        self.n_kv_heads = self.layers[0]["attn"].n_kv_heads
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.tok_embed(tokens)
+        if type(self.pos) is torch.nn.Embedding:  # positions 0..S-1 of every row: the first S rows of the table
+            return resid + self.pos.weight[: tokens.shape[1]]
+        if self.pos is not None:
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
+            resid = resid + self.pos(position_ids)
+        return resid
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
+        return softcap(self.head(self.ln_out(resid)), self.logit_cap)
+
+
+def _stack_heads(maps: list[tuple[Tensor, Tensor | None]], dh: int) -> tuple[Tensor, Tensor | None]:
+    """Linear maps ``(weight [heads*d_head d_model], bias)`` (queries, keys, values) as one
+    ``[rows d_head d_model]`` tensor and ``[rows d_head]`` biases (None unless every map has one)."""
+    W = torch.cat([w.reshape(-1, dh, w.shape[-1]) for w, _ in maps])
+    biases = [b for _, b in maps]
+    return W, None if any(b is None for b in biases) else torch.cat([b.reshape(-1, dh) for b in biases])
+
+
+def with_prefix(prefix: Tensor, new: Tensor) -> Tensor:
+    """Keys or values ``[B head s d]`` of queries' own positions preceded by cached keys / values ``prefix [n head p0 d]``
+    (the same for each of the B / n copies of the prompts): ``[B head p0+s d]``."""
+    n, H, p0, dh = prefix.shape
+    B, _, s, _ = new.shape
+    if B == n:
+        return torch.cat([prefix, new], dim=2)
+    r = B // n
+    return torch.cat([prefix.expand(r, n, H, p0, dh), new.view(r, n, H, s, dh)], dim=3).view(B, H, p0 + s, dh)
+
+
+def _cap(value: float | None) -> float | None:
+    """A soft-cap setting as `softcap` takes it: None where it is off (None, 0 or negative)."""
+    return value if value is not None and value > 0 else None
+
+
+def softcap(x: Tensor, cap: float | None) -> Tensor:
+    """``cap * tanh(x / cap)`` (Gemma-style soft-capping, as TransformerLens's ``apply_softcap``); ``x`` when off."""
+    return x if cap is None else cap * torch.tanh(x / cap)
+
+
+def _separate_qkv(q, k, v, H: int, KV: int, dh: int):
+    """``qkv(h, index)`` of separate query, key and value maps: ``[tokens heads d_head]`` each."""
+
+    def qkv(h: Tensor, index: Tensor | None):
+        T = h.shape[0]
+        query = q(h if index is None else h[index])
+        return query.view(query.shape[0], H, dh), k(h).view(T, KV, dh), v(h).view(T, KV, dh)
+
+    return qkv
+
+
+def _part(module, name: str):
+    """The submodule ``name`` of ``module``, unwrapped (`_raw`); None if it is None. Read from
+    ``_modules`` first: the bridge's components answer attribute lookups in Python, slowly."""
+    sub = module.__dict__["_modules"].get(name)
+    if sub is None:
+        sub = getattr(module, name, None)
+    return None if sub is None else _raw(sub)
+
+
+def _raw(module):
+    """The module a bridge component wraps (itself if it wraps nothing)."""
+    inner = module.__dict__.get("_modules", {}).get("_original_component")  # the bridge's original_component
+    return module if inner is None else inner
+
+
+def _fn(module) -> Callable[[Tensor], Tensor]:
+    """A plain ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` as a function of its input (any other
+    module as itself)."""
+    kind = type(module)
+    if kind is torch.nn.Embedding and module.max_norm is None:
+        table = _tensor(module, "weight")
+        return lambda ids: F.embedding(ids, table)
+    if kind is torch.nn.Linear:
+        weight, bias = _tensor(module, "weight"), _tensor(module, "bias")
+        return lambda x: F.linear(x, weight, bias)
+    if kind is torch.nn.LayerNorm:
+        shape, weight, bias, eps = module.normalized_shape, _tensor(module, "weight"), _tensor(module, "bias"), module.eps
+        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+    return module
+
+
+def _tensor(module, name: str) -> Tensor | None:
+    """``module.<name>``, a parameter, a buffer (the unembedding's bias is one) or a plain attribute,
+    looked up without ``Module.__getattr__``."""
+    state = module.__dict__
+    for store in ("_parameters", "_buffers"):
+        if name in state[store]:
+            return state[store][name]
+    return state.get(name)
+
+
+def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
+    """``NativeMLP`` / ``NativeGatedMLP.forward`` on the unwrapped linear layers."""
+    act = mlp.act
+    if _part(mlp, "fc_in") is not None:
+        fc_in, fc_out, ln = _fn(_part(mlp, "fc_in")), _fn(_part(mlp, "fc_out")), _part(mlp, "ln")
+
+        def forward(x: Tensor) -> Tensor:
+            mid = act(fc_in(x))
+            return fc_out(mid if ln is None else ln(mid))
+
+        return forward
+    gate, up, out = _fn(_part(mlp, "gate")), _fn(_part(mlp, "in")), _fn(_part(mlp, "out"))
+    return lambda x: out(act(gate(x)) * up(x))
+
+# =============================================================================== Hugging Face families
+#: model_type -> the adapter class name (the families with an anatomy).
+FAMILIES = {"gpt2": "GPT2", "gpt_neox": "NeoX", "llama": "Llama", "mistral": "Llama", "qwen2": "Llama"}
+
+
+def hf_model(model) -> torch.nn.Module | None:
+    """The Hugging Face ``PreTrainedModel`` under a `HookedModel` (either backend), or None."""
+    module = getattr(model, "module", None)
+    hf = getattr(module, "original_model", module) if model.backend_name == "transformer_lens" else module
+    return hf if hasattr(hf, "config") and hasattr(hf.config, "model_type") else None
+
+
+def _hf_unsupported(hf, seq_len: int | None = None) -> str | None:
+    """Why no adapter describes the Hugging Face model ``hf`` (None when one does)."""
+    kind = hf.config.model_type
+    if kind not in FAMILIES:
+        return f"model_type {kind!r} has no fast-engine adapter (covered: {', '.join(sorted(FAMILIES))})"
+    cfg = hf.config
+    if hf.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in hf.modules()):
+        return "the model is in training mode with dropout (call model.module.eval())"
+    if kind == "gpt2":
+        if getattr(cfg, "add_cross_attention", False):
+            return "GPT-2 with cross-attention is not mirrored"
+        if getattr(cfg, "reorder_and_upcast_attn", False):
+            return "GPT-2's reorder_and_upcast_attn attention is not mirrored"
+    rope_type = str((getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default"))
+    if "dynamic" in rope_type:  # its tables depend on the sequence length the model last saw
+        return f"a {rope_type!r} rotary embedding is not mirrored"
+    if kind in ("mistral", "qwen2", "llama"):  # Mistral's window is in its config, Qwen2's per layer
+        windows = {getattr(_part(layer, "self_attn"), "sliding_window", None) for layer in _layers(hf)}
+        windows.add(getattr(cfg, "sliding_window", None) if kind == "mistral" else None)
+        window = min((w for w in windows if w is not None), default=None)
+        if window is not None and (seq_len is None or seq_len > window):
+            return f"a sliding attention window of {window} tokens shorter than the prompts"
+    return None
+
+
+def unsupported(model, seq_len: int | None = None) -> str | None:
+    """Why ``model`` (a `HookedModel`) has no anatomy, so the fast methods cannot drive it (None when it
+    has one): native TransformerLens models and the Hugging Face families of `FAMILIES` on either
+    backend, not split across devices, outside any ``model.edit`` block; ``seq_len`` (the prompts'
+    length) is checked against a sliding attention window."""
+    if getattr(model, "_edits", None):
+        return "an enclosing model.edit block is active (the fast engine runs no hooks)"
+    if getattr(model, "is_split", False):
+        return "the model is split across devices (device_map)"
+    hf = hf_model(model) if hasattr(model, "backend_name") else None
+    if hf is not None:
+        bridge = model.module if model.backend_name == "transformer_lens" else None
+        if bridge is not None and (getattr(bridge, "_weights_processed", False) or getattr(bridge, "compatibility_mode", False)):
+            return ("the bridge runs in compatibility mode or with processed weights (folded norms, centred writes), "
+                    "which the fast engine, reading the Hugging Face modules' own weights, does not mirror")
+        return _hf_unsupported(hf, seq_len)
+    if getattr(model, "backend_name", None) != "transformer_lens":
+        return (f"the model is neither a native TransformerLens model nor a Hugging Face model (backend "
+                f"{getattr(model, 'backend_name', type(model).__name__)!r} over {type(getattr(model, 'module', model)).__name__})")
+    from transformer_lens.model_bridge.sources.native.model import NativeModel
+
+    om = getattr(model.module, "original_model", None)
+    if not isinstance(om, NativeModel):
+        return "the bridge wraps neither a native TransformerLens model nor a Hugging Face model"
+    if not _part(_part(om, "layers")[0], "attn").causal:
+        return "the model's attention is not causal"
+    return None
+
+
+def of(model) -> Anatomy:
+    """The anatomy of ``model`` (check `unsupported` first), its weights read now."""
+    hf = hf_model(model)
+    return Native(model.module.original_model) if hf is None else globals()[FAMILIES[hf.config.model_type]](hf)
+
+
+def parallel_residual(model) -> bool:
+    """Whether ``model``'s attention and MLP both read resid_pre (GPT-NeoX's ``use_parallel_residual``),
+    read from its config without building the anatomy."""
+    hf = hf_model(model) if hasattr(model, "backend_name") else None
+    return hf is not None and hf.config.model_type == "gpt_neox" and bool(hf.config.use_parallel_residual)
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A norm as a formula, for closed-form Jacobians: ``kind`` "layer" (centre, then scale), "rms"
+    (scale only) or "none" (identity); ``weight`` (None: no elementwise scale) and ``eps``. A norm of
+    any other form has no spec (`norm_spec` returns None) and is differentiated by autograd."""
+
+    kind: str
+    weight: Tensor | None = None
+    eps: float = 0.0
+
+    @property
+    def centre(self) -> bool:
+        return self.kind == "layer"
+
+
+#: Hugging Face RMSNorm classes computing ``weight * x / rms(x)`` (in float32, as their forward does).
+HF_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
+
+
+def norm_spec(module) -> NormSpec | None:
+    """The `NormSpec` of a norm module (None where it has no known closed form): ``nn.LayerNorm``,
+    TransformerLens's native LayerNormPre / RMSNorm / RMSNormPre, the RMSNorms of `HF_RMS_NORMS`, or
+    no module at all (identity)."""
+    from transformer_lens.model_bridge.sources.native import model as native
+
+    if module is None or isinstance(module, torch.nn.Identity):
+        return NormSpec("none")
+    kind = type(module)
+    weight = _tensor(module, "weight")
+    weight = None if weight is None else weight.detach().float()
+    if kind in (torch.nn.LayerNorm, native.NativeLayerNormPre):
+        return NormSpec("layer", weight, module.eps)
+    if kind in (native.NativeRMSNorm, native.NativeRMSNormPre):
+        return NormSpec("rms", weight, module.eps)
+    if kind.__name__ in HF_RMS_NORMS:
+        return NormSpec("rms", weight, module.variance_epsilon)
+    return None
+
+
+def _layers(hf) -> list:
+    """The model's blocks, unwrapped (the bridge wraps each in place)."""
+    base = _part(hf, hf.base_model_prefix)
+    return [_raw(block) for block in _part(base, {"gpt2": "h"}.get(hf.config.model_type, "layers"))]
+
+
+def _conv1d(module) -> Callable[[Tensor], Tensor]:
+    """A ``Conv1D`` (weight ``[in out]``) as a function of ``[... in]``."""
+    weight, bias = _tensor(module, "weight"), _tensor(module, "bias")
+    return lambda x: torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], weight.shape[1])
+
+
+def _mlp(up: Callable[[Tensor], Tensor], act: Callable[[Tensor], Tensor], down: Callable[[Tensor], Tensor]):
+    """``down(act(up(x)))``: the two-layer MLP of GPT-2 and GPT-NeoX."""
+    return lambda x: down(act(up(x)))
+
+
+class _HF(Anatomy):
+    """What the Hugging Face families share: dimensions, the final norm and the unembedding, the rotary tables."""
+
+    def __init__(self, hf, *, norm: str, d_mlp: int, gated: bool):
+        self.hf = hf
+        self.base = _part(hf, hf.base_model_prefix)
+        self.n_layers = len(_layers(hf))
+        self.attn_only, self.gated, self.d_mlp = False, gated, d_mlp
+        self.ln_out = _fn(_part(self.base, norm))
+        head = _raw(hf.get_output_embeddings())
+        self.head, self.W_U, self.b_U, self.logit_cap = _fn(head), _tensor(head, "weight"), _tensor(head, "bias"), None
+        self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
+        self._rope: tuple | None = None
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.tok_embed(tokens)
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
+        return self.head(self.ln_out(resid))
+
+    def rope_table(self, layer: int, n_pos: int):
+        """(cos, sin, rotate_half) for positions 0..n_pos-1 (at least), from the model's own rotary
+        embedding and the installed transformers' ``rotate_half``; built once per adapter and length."""
+        table = self._rope
+        if table is None or table[0].shape[0] < n_pos:
+            rotary = _part(self.base, "rotary_emb")
+            device = next(iter(rotary.buffers())).device
+            with torch.no_grad():  # in the model's dtype, as its own forward computes them
+                cos, sin = rotary(torch.zeros(1, n_pos, 1, dtype=self.W_U.dtype, device=device), torch.arange(n_pos, device=device)[None])
+            table = self._rope = (cos[0], sin[0], importlib.import_module(type(self.hf).__module__).rotate_half)
+        return table
+
+
+class GPT2(_HF):
+    """``GPT2LMHeadModel``: learned positions, LayerNorm, fused Conv1D q/k/v, GELU MLP."""
+
+    def __init__(self, hf):
+        cfg = hf.config
+        super().__init__(hf, norm="ln_f", d_mlp=cfg.n_inner or 4 * cfg.n_embd, gated=False)
+        self.n_heads = self.n_kv_heads = cfg.n_head
+        self.d_model = cfg.n_embd
+        self.d_head = cfg.n_embd // cfg.n_head
+        self.wpe = _tensor(_part(self.base, "wpe"), "weight")
+        self.layers = []
+        for blk in _layers(hf):
+            attn, mlp = _part(blk, "attn"), _part(blk, "mlp")
+            self.layers.append(dict(
+                ln1=_fn(_part(blk, "ln_1")), ln2=_fn(_part(blk, "ln_2")), o=_conv1d(_part(attn, "c_proj")),
+                norm1=_part(blk, "ln_1"), norm2=_part(blk, "ln_2"), linears=[_part(attn, "c_attn"), _part(attn, "c_proj")],
+                qkv=self._qkv(_part(attn, "c_attn")),
+                mlp=_mlp(_conv1d(_part(mlp, "c_fc")), _fn(_part(mlp, "act")), _conv1d(_part(mlp, "c_proj"))),
+                scale=attn.scaling, softcap=None, rope=None,
+            ))
+
+    def _qkv(self, c_attn):
+        weight, bias = _tensor(c_attn, "weight"), _tensor(c_attn, "bias")  # [d 3d]: q, k, v columns
+        d, H, dh = self.d_model, self.n_heads, self.d_head
+
+        def qkv(h: Tensor, index: Tensor | None):
+            T = h.shape[0]
+            if index is None:
+                q, k, v = torch.addmm(bias, h, weight).split(d, dim=1)
+                return q.view(T, H, dh), k.view(T, H, dh), v.view(T, H, dh)
+            q = torch.addmm(bias[:d], h[index], weight[:, :d])  # the answer tokens' queries only
+            k, v = torch.addmm(bias[d:], h, weight[:, d:]).split(d, dim=1)
+            return q.view(-1, H, dh), k.view(T, H, dh), v.view(T, H, dh)
+
+        return qkv
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.tok_embed(tokens) + self.wpe[: tokens.shape[1]]
+
+    def qkv_weights(self, layer: int):
+        c_attn = self.layers[layer]["linears"][0]  # Conv1D: weight [d 3d], columns q, k, v
+        weight, bias = _tensor(c_attn, "weight"), _tensor(c_attn, "bias")
+        return weight.T.reshape(3 * self.n_heads, self.d_head, -1), bias.view(3 * self.n_heads, self.d_head)
+
+    def o_weights(self, layer: int):
+        c_proj = self.layers[layer]["linears"][1]
+        return _tensor(c_proj, "weight").T, _tensor(c_proj, "bias")
+
+
+class NeoX(_HF):
+    """``GPTNeoXForCausalLM``: LayerNorm, fused per-head q/k/v, partial rotary, parallel or sequential residual."""
+
+    def __init__(self, hf):
+        cfg = hf.config
+        super().__init__(hf, norm="final_layer_norm", d_mlp=cfg.intermediate_size, gated=False)
+        self.n_heads = self.n_kv_heads = cfg.num_attention_heads
+        self.d_model = cfg.hidden_size
+        self.d_head = cfg.hidden_size // cfg.num_attention_heads
+        self.parallel = bool(cfg.use_parallel_residual)
+        self.layers = []
+        for blk in _layers(hf):
+            attn, mlp = _part(blk, "attention"), _part(blk, "mlp")
+            self.layers.append(dict(
+                ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
+                o=_fn(_part(attn, "dense")), qkv=self._qkv(_fn(_part(attn, "query_key_value"))),
+                norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
+                linears=[_part(attn, "query_key_value"), _part(attn, "dense")],
+                mlp=_mlp(_fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "act")), _fn(_part(mlp, "dense_4h_to_h"))),
+                scale=attn.scaling, softcap=None, rope=True,
+            ))
+
+    def _qkv(self, fused):
+        H, dh = self.n_heads, self.d_head
+
+        def qkv(h: Tensor, index: Tensor | None):  # rows of the fused weight: [head (q k v) d_head]
+            out = fused(h).view(h.shape[0], H, 3, dh)
+            q = out[:, :, 0] if index is None else out[index, :, 0]
+            return q, out[:, :, 1], out[:, :, 2]
+
+        return qkv
+
+    def qkv_weights(self, layer: int):
+        fused = self.layers[layer]["linears"][0]  # rows [head (q k v) d_head]
+        H, dh = self.n_heads, self.d_head
+        weight, bias = _tensor(fused, "weight"), _tensor(fused, "bias")
+        W = weight.view(H, 3, dh, -1).transpose(0, 1).reshape(3 * H, dh, -1)
+        return W, None if bias is None else bias.view(H, 3, dh).transpose(0, 1).reshape(3 * H, dh)
+
+
+
+class Llama(_HF):
+    """``LlamaForCausalLM`` (and Mistral, Qwen2): RMSNorm, rotary, gated MLP, grouped-query attention."""
+
+    def __init__(self, hf):
+        cfg = hf.config
+        super().__init__(hf, norm="norm", d_mlp=cfg.intermediate_size, gated=True)
+        self.n_heads, self.d_model = cfg.num_attention_heads, cfg.hidden_size
+        self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.layers = []
+        for blk in _layers(hf):
+            attn, mlp = _part(blk, "self_attn"), _part(blk, "mlp")
+            self.d_head = attn.head_dim
+            q, k, v = (_fn(_part(attn, f"{name}_proj")) for name in "qkv")
+            gate, up, down = (_fn(_part(mlp, f"{name}_proj")) for name in ("gate", "up", "down"))
+            act = _fn(_part(mlp, "act_fn"))
+            self.layers.append(dict(
+                ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
+                o=_fn(_part(attn, "o_proj")), qkv=_separate_qkv(q, k, v, self.n_heads, self.n_kv_heads, attn.head_dim),
+                norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
+                linears=[_part(attn, f"{name}_proj") for name in "qkvo"],
+                mlp=lambda x, gate=gate, up=up, down=down, act=act: down(act(gate(x)) * up(x)),
+                scale=attn.scaling, softcap=None, rope=True,
+            ))
