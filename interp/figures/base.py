@@ -11,7 +11,10 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+# Files only (no window) when run as a command; in Jupyter, keep the notebook's inline backend, or
+# importing the figures would silence every later plot of the notebook.
+if "inline" not in matplotlib.get_backend():
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp import zoo  # noqa: E402
