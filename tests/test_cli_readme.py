@@ -54,3 +54,26 @@ def test_figure_numbers_change_with_the_model(tmp_path):
     blank = induction_attention(out_dir=tmp_path, model=zoo.load_model("induction-2l").blank_copy(seed=3))
     diffs = [abs(shipped.numbers[k] - blank.numbers[k]) for k in shipped.numbers]
     assert max(diffs) > 0.3 and torch.tensor(diffs).mean() > 0.05
+
+
+def test_interp_circuits_holds_a_card_whose_committed_fail_rows_fail_again(monkeypatch, capsys):
+    """`interp circuits` exits 0 when the measurement agrees with the card, FAIL rows committed as
+    findings included, and 1 when a claim the card commits as PASS fails (no model is measured here:
+    the committed numbers stand in for the measurement)."""
+    import dataclasses
+
+    from interp import circuits, cli
+
+    card = circuits.get("smollm2-agreement")
+    committed = circuits.committed_result(card)
+    assert any(not r.passed for r in committed.results), "the agreement card commits a FAIL row (das_site)"
+    monkeypatch.setattr(circuits, "evaluate", lambda card, model=None: committed)
+    same_threads = ["--threads", str(torch.get_num_threads())]  # leave this worker's torch as it was
+    assert cli.main(["circuits", "smollm2-agreement", *same_threads]) == 0
+    out = capsys.readouterr().out
+    assert "committed as FAIL" in out and "all claims hold (1 FAIL as committed: smollm2-agreement/das_site)" in out
+
+    broken = circuits.CardResult(card, [dataclasses.replace(r, passed=False) for r in committed.results])
+    monkeypatch.setattr(circuits, "evaluate", lambda card, model=None: broken)
+    assert cli.main(["circuits", "smollm2-agreement", *same_threads]) == 1
+    assert "1 claim(s) FAIL" in capsys.readouterr().out
