@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InputError
@@ -54,7 +55,29 @@ def attribution_patch(
     if result is not None:
         return result
     plan, base, source_acts = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None)
-    n = len(prompts)
+    acts, grads, values = activation_gradients(model, base, list(source_acts), metric, prompts)
+    products = {}
+    for key, grad in grads.items():
+        src = source_acts[key]
+        diff = -acts[key] if src is None else src.to(acts[key].dtype) - acts[key]
+        products[key] = diff * grad
+    baseline = float(values.double().mean())
+    out = torch.empty(len(plan.cells), dtype=torch.float64)
+    for i, cell in enumerate(plan.cells):
+        out[i] = baseline + sum(float(sweep.as_z(s).select(products[sweep.as_z(s).full]).double().sum()) for s in cell)
+    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
+    result.settings.update(method="attribution_patch", baseline=baseline)
+    return result
+
+
+def activation_gradients(
+    model, tokens: Int[Tensor, "batch pos"], sites: Sequence[Site], metric: Metric, prompts: PromptSet,
+) -> tuple[dict[Site, Tensor], dict[Site, Tensor], Float[Tensor, " batch"]]:
+    """One forward and one backward through hooks: each site's activation on ``tokens`` and the
+    gradient of ``mean(metric(logits, prompts))`` with respect to it (zeros where the metric does not depend on
+    it), both shaped like the site's activation, and the metric's values ``[batch]`` (checked: finite,
+    one per sequence). A zero probe is added at every site, so the gradient is the activation's, not a
+    parameter's. Shared by `attribution_patch` and `probes.sae`'s feature attribution."""
     probes: dict[Site, Tensor] = {}
     acts: dict[Site, Tensor] = {}
 
@@ -67,22 +90,11 @@ def attribution_patch(
         return tap
 
     with torch.enable_grad():
-        logits, _ = model.run(base, edits={key: make(key) for key in source_acts})
-        values = check_values(metric(logits, prompts), n, metric)
-        keys = list(source_acts)
-        grads = torch.autograd.grad(values.mean(), [probes[k] for k in keys], allow_unused=True)
-    products = {}
-    for key, grad in zip(keys, grads, strict=True):
-        src = source_acts[key]
-        diff = -acts[key] if src is None else src.to(acts[key].dtype) - acts[key]
-        products[key] = diff * (torch.zeros_like(diff) if grad is None else grad)
-    baseline = float(values.detach().double().mean())
-    out = torch.empty(len(plan.cells), dtype=torch.float64)
-    for i, cell in enumerate(plan.cells):
-        out[i] = baseline + sum(float(sweep.as_z(s).select(products[sweep.as_z(s).full]).double().sum()) for s in cell)
-    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
-    result.settings.update(method="attribution_patch", baseline=baseline)
-    return result
+        logits, _ = model.run(tokens, edits={key: make(key) for key in sites})
+        values = check_values(metric(logits, prompts), len(prompts), metric)
+        grads = torch.autograd.grad(values.mean(), [probes[k] for k in sites], allow_unused=True)
+    grads = {k: torch.zeros_like(acts[k]) if g is None else g for k, g in zip(sites, grads, strict=True)}
+    return acts, grads, values.detach()
 
 
 def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers) -> PatchResult | None:

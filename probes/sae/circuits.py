@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from interp.errors import InputError
 from interp.sites import Site, SiteLike, as_site
 from interp.tasks import PromptSet
+from patching.attribution import activation_gradients, agreement
 from patching.metrics import Metric, MetricError, check_values, metric_name
 from probes.sae.intervene import clamp_features, to_feature_axis
 from probes.sae.model import SAE
@@ -468,27 +469,10 @@ def feature_attribution(
 
 def _gradients_at_base(model, prompts, base_tokens, saes, metric):
     """Base activations and ``d mean(metric) / d x`` at every site, from one forward and one backward."""
-    acts: dict[Site, Tensor] = {}
-    probes: dict[Site, Tensor] = {}
-
-    def tap(site: Site):
-        def add_probe(act: Tensor) -> Tensor:
-            acts[site] = act.detach()
-            probes[site] = torch.zeros_like(act, requires_grad=True)
-            return act + probes[site]
-
-        return add_probe
-
-    with torch.enable_grad():
-        logits, _ = model.run(base_tokens, edits={site: tap(site) for site in saes})
-        values = check_values(metric(logits, prompts), len(prompts), metric)
-        grads = torch.autograd.grad(values.mean(), [probes[s] for s in saes], allow_unused=True)
+    acts, grads, values = activation_gradients(model, base_tokens, list(saes), metric, prompts)
     base = {s: _flat(s, acts[s], saes[s]) for s in saes}
-    out = {}
-    for s, g in zip(saes, grads, strict=True):
-        g = torch.zeros_like(acts[s]) if g is None else g
-        out[s] = to_feature_axis(g, saes[s].d_in)[0]
-    return float(values.detach().double().mean()), base, out
+    out = {s: to_feature_axis(grads[s], saes[s].d_in)[0] for s in saes}
+    return float(values.double().mean()), base, out
 
 
 @dataclass(frozen=True, eq=False)
@@ -617,8 +601,6 @@ def check_top_nodes(
 ) -> NodeCheck:
     """Patch each of ``attribution``'s top ``n`` nodes alone (`node_patch_effects`, same direction)
     and compare with the estimates: Pearson / Spearman correlation, sign agreement, relative error."""
-    from patching.attribution import agreement
-
     n = check_count(n, "n")
     if not isinstance(attribution, FeatureAttribution):
         raise InputError(f"attribution must be a FeatureAttribution (from feature_attribution), got {type(attribution).__name__}.")
