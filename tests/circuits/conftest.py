@@ -16,6 +16,13 @@ def _card_result(name: str) -> circuits.CardResult:
 
 
 @pytest.fixture
+def card_result():
+    """``card_result(card)``: the card's claims measured once per worker (the same memo as `check_claim`;
+    importing this conftest by module path would make a second memo and measure the card again)."""
+    return _card_result
+
+
+@pytest.fixture
 def check_claim():
     """``check_claim(card, key)`` fails with the claim and the measured numbers unless the claim holds."""
 
