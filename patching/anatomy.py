@@ -201,8 +201,9 @@ class Native(Anatomy):
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
         self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
-        head = _part(om, "head")
-        self.ln_out, self.head = _fn(_part(om, "ln_out")), _fn(head)
+        self.head_module = head = _part(om, "head")
+        self.norm_out = _part(om, "ln_out")
+        self.ln_out, self.head = _fn(self.norm_out), _fn(head)
         self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
         self.layers = []
         for blk in _part(om, "layers"):
@@ -411,41 +412,126 @@ def parallel_residual(model) -> bool:
 
 @dataclass(frozen=True)
 class NormSpec:
-    """A norm as a formula, for closed-form Jacobians: ``kind`` "layer" (centre, then scale), "rms"
-    (scale only) or "none" (identity); ``weight`` (None: no elementwise scale) and ``eps``. A norm of
-    any other form has no spec (`norm_spec` returns None) and is differentiated by autograd."""
+    """A norm as a formula: ``kind`` "layer" (centre, then divide by the RMS), "rms" (divide by the RMS)
+    or "none" (identity), then ``* weight + bias`` (None: none; Gemma's ``1 + w`` already added), with
+    ``eps``. Discovery differentiates it in closed form; the logit lens applies it with a frozen scale."""
 
     kind: str
     weight: Tensor | None = None
     eps: float = 0.0
+    bias: Tensor | None = None
 
     @property
     def centre(self) -> bool:
         return self.kind == "layer"
 
+    def scale(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... 1"]:
+        """The divisor of ``x``: its (centred) RMS, 1 for no norm."""
+        if self.kind == "none":
+            return torch.ones_like(x[..., :1])
+        x = x - x.mean(-1, keepdim=True) if self.centre else x
+        return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
 
-#: Hugging Face RMSNorm classes computing ``weight * x / rms(x)`` (in float32, as their forward does).
-HF_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
+    def __call__(self, x: Float[Tensor, "... d"], scale: Tensor | None = None, with_bias: bool = True) -> Float[Tensor, "... d"]:
+        """The norm of ``x`` in float32, with its own scale or with ``scale [... 1]`` frozen from another input."""
+        x = x.float()
+        y = (x - x.mean(-1, keepdim=True) if self.centre else x) / (self.scale(x) if scale is None else scale)
+        y = y if self.weight is None else y * self.weight
+        return y + self.bias if with_bias and self.bias is not None else y
+
+    def to(self, device) -> NormSpec:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return NormSpec(self.kind, move(self.weight), self.eps, move(self.bias))
+
+
+#: Hugging Face RMSNorm classes computing ``weight * x / rms(x)`` (in float32, as their forward does), and
+#: Gemma's, computing ``(1 + weight) * x / rms(x)``.
+HF_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Phi3RMSNorm", "Olmo2RMSNorm")
+GEMMA_RMS_NORMS = ("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm")
 
 
 def norm_spec(module) -> NormSpec | None:
-    """The `NormSpec` of a norm module (None where it has no known closed form): ``nn.LayerNorm``,
-    TransformerLens's native LayerNormPre / RMSNorm / RMSNormPre, the RMSNorms of `HF_RMS_NORMS`, or
-    no module at all (identity)."""
+    """The `NormSpec` of a norm module (float32 tensors): ``nn.LayerNorm``, TransformerLens's native
+    norms, the RMSNorms of `HF_RMS_NORMS` and `GEMMA_RMS_NORMS`, no module at all (identity); any other
+    module by its outputs on random inputs (a LayerNorm or RMSNorm, with ``w`` or ``1 + w``). None
+    where no formula reproduces it (discovery then differentiates it by autograd)."""
     from transformer_lens.model_bridge.sources.native import model as native
 
     if module is None or isinstance(module, torch.nn.Identity):
         return NormSpec("none")
-    kind = type(module)
-    weight = _tensor(module, "weight")
-    weight = None if weight is None else weight.detach().float()
+    kind, name = type(module), type(module).__name__
+    weight, bias = (_float(_tensor(module, key)) for key in ("weight", "bias"))
+    eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None) or 1e-5
+    eps = float(eps[0] if isinstance(eps, tuple | list) else eps)
     if kind in (torch.nn.LayerNorm, native.NativeLayerNormPre):
-        return NormSpec("layer", weight, module.eps)
-    if kind in (native.NativeRMSNorm, native.NativeRMSNormPre):
-        return NormSpec("rms", weight, module.eps)
-    if kind.__name__ in HF_RMS_NORMS:
-        return NormSpec("rms", weight, module.variance_epsilon)
-    return None
+        return NormSpec("layer", weight, eps, bias)
+    if kind in (native.NativeRMSNorm, native.NativeRMSNormPre) or name in HF_RMS_NORMS:
+        return NormSpec("rms", weight, eps)
+    if name in GEMMA_RMS_NORMS:
+        return NormSpec("rms", 1.0 + weight, eps)
+    kinds = ["rms", "layer"] if "rms" in name.lower() else ["layer", "rms"]
+    weights = [weight] if weight is None else [weight, 1.0 + weight]
+    candidates = [NormSpec(k, w, eps, bias) for w in weights for k in kinds] + [NormSpec("none")]
+    return next((spec for spec in candidates if _reproduces(spec, module)), None)
+
+
+def _float(t: Tensor | None) -> Tensor | None:
+    return None if not isinstance(t, Tensor) else t.detach().float()
+
+
+@torch.no_grad()
+def _reproduces(spec: NormSpec, module) -> bool:
+    """Whether ``spec`` gives ``module``'s outputs on three random vectors."""
+    param = next(iter(module.parameters()), None)
+    size = param.shape[-1] if param is not None else getattr(module, "normalized_shape", (None,))[-1]
+    if size is None:
+        return False
+    x = torch.randn(3, size, generator=torch.Generator().manual_seed(0)) * 2.0 + 0.5
+    like = dict(device=param.device, dtype=param.dtype) if param is not None else {}
+    theirs = module(x.to(**like)).float().cpu()
+    tol = 1e-4 if theirs.dtype == x.dtype and like.get("dtype", torch.float32) == torch.float32 else 5e-2
+    return bool(torch.allclose(spec.to(x.device)(x), theirs, rtol=tol, atol=tol))
+
+
+def read_out(model) -> tuple[NormSpec, Float[Tensor, "vocab d_model"], Float[Tensor, " vocab"] | None, float | None]:
+    """``model``'s read-out (either backend): the final norm as a `NormSpec`, the unembedding
+    ``W_U [vocab d_model]``, its bias (or None) and the logits' soft-cap (or None). From the family's
+    adapter where it has one; for any other Hugging Face causal LM from its output embedding and the
+    final norm found at one of `FINAL_NORMS`. Raises ``ValueError`` naming what it could not read."""
+    from transformer_lens.model_bridge.sources.native.model import NativeModel
+
+    hf = hf_model(model) if hasattr(model, "backend_name") else None
+    native = isinstance(getattr(getattr(model, "module", None), "original_model", None), NativeModel)
+    if native or hf is not None and hf.config.model_type in FAMILIES:
+        net = of(model)
+        norm, head, cap = net.norm_out, net.head_module, net.logit_cap
+    elif hf is not None:
+        norm, head = _final_norm(hf), _raw(hf.get_output_embeddings())
+        cap = _cap(getattr(hf.config, "final_logit_softcapping", None))
+    else:
+        raise ValueError(f"{type(getattr(model, 'module', model)).__name__} is neither a native TransformerLens model nor a "
+                         f"Hugging Face causal LM, so its final norm and unembedding are unknown")
+    W_U = _tensor(head, "weight")
+    if not isinstance(W_U, Tensor) or W_U.ndim != 2:
+        raise ValueError(f"the unembedding {type(head).__name__} has no [vocab d_model] weight")
+    spec = norm_spec(norm)
+    if spec is None:
+        raise ValueError(f"the final norm {type(norm).__name__} is neither a LayerNorm nor an RMSNorm as far as its outputs show")
+    return spec, W_U, _tensor(head, "bias"), cap
+
+
+#: Where Hugging Face causal LMs keep their final norm.
+FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm", "model.ln_f")
+
+
+def _final_norm(hf) -> torch.nn.Module:
+    for path in FINAL_NORMS:
+        part = hf
+        for name in path.split("."):
+            part = None if part is None else _part(part, name)
+        if isinstance(part, torch.nn.Module):
+            return part
+    raise ValueError(f"no final norm found in {type(hf).__name__} (looked for {', '.join(FINAL_NORMS)})")
 
 
 def _layers(hf) -> list:
@@ -473,8 +559,9 @@ class _HF(Anatomy):
         self.base = _part(hf, hf.base_model_prefix)
         self.n_layers = len(_layers(hf))
         self.attn_only, self.gated, self.d_mlp = False, gated, d_mlp
-        self.ln_out = _fn(_part(self.base, norm))
-        head = _raw(hf.get_output_embeddings())
+        self.norm_out = _part(self.base, norm)
+        self.ln_out = _fn(self.norm_out)
+        self.head_module = head = _raw(hf.get_output_embeddings())
         self.head, self.W_U, self.b_U, self.logit_cap = _fn(head), _tensor(head, "weight"), _tensor(head, "bias"), None
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
         self._rope: tuple | None = None

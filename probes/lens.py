@@ -22,9 +22,9 @@ plus one term for the biases (the final norm's bias and the unembedding's). The 
 up to the actual logit difference. Direct effects ignore what later layers do with a component's
 write; patching (`patching.activation_patch`) measures total effects.
 
-Both read the model's own final norm and unembedding (LayerNorm, RMSNorm and Gemma's ``1 + w``
-RMSNorm) and check that together they reproduce the model's logits; a model whose read-out they
-cannot reproduce gets an error rather than wrong numbers.
+Both read the final norm and unembedding from the model's anatomy (`patching.anatomy.read_out`:
+LayerNorm, RMSNorm and Gemma's ``1 + w`` RMSNorm) and check that together they reproduce the
+model's logits; a model whose read-out they cannot reproduce gets an error rather than wrong numbers.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 
 from interp.errors import InputError, InterpError
 from interp.models import token_texts
 from interp.sites import Site
 from interp.tokenizers import plot_label
+from patching.anatomy import NormSpec, read_out, softcap
 from probes.collect import _as_tokens as _tokens_and_lengths
 
-FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm", "model.ln_f")
 NORM_MODES = ("recomputed", "frozen")
 
 
@@ -54,137 +54,60 @@ class ReadoutError(InterpError):
 # =============================================================================== the read-out
 @dataclass
 class Readout:
-    """A model's final norm and unembedding as plain float32 tensors.
+    """A model's final norm and unembedding as float32 tensors, read from its anatomy
+    (`patching.anatomy.read_out`).
 
         r = Readout.of(model)
         r.logits(resid)                  # [... vocab] = unembed(norm(resid)), soft-capped if the model does
         r.normalize(resid, scale=None)   # recomputed norm; pass ``scale`` [... 1] to freeze it
         r.scale(resid)                   # [... 1] the norm's divisor for ``resid``
 
-    ``kind`` is ``"layernorm"`` (centre, divide by the RMS), ``"rms"`` (divide by the RMS) or
-    ``"none"``; ``weight`` already includes Gemma's ``+1``; ``W_U`` is ``[d_model vocab]``.
+    ``norm`` is the final norm (`patching.anatomy.NormSpec`: ``kind`` "layer", "rms" or "none";
+    its ``weight`` includes Gemma's ``+1``); ``W_U`` is ``[d_model vocab]``.
     """
 
-    kind: str
-    weight: Float[Tensor, " d_model"] | None
-    bias: Float[Tensor, " d_model"] | None
-    eps: float
+    norm: NormSpec
     W_U: Float[Tensor, "d_model vocab"]
     b_U: Float[Tensor, " vocab"] | None
     softcap: float | None = None
 
-    def center(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return x - x.mean(-1, keepdim=True) if self.kind == "layernorm" else x
+    @property
+    def kind(self) -> str:
+        return self.norm.kind
+
+    @property
+    def bias(self) -> Float[Tensor, " d_model"] | None:
+        return self.norm.bias
 
     def scale(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
-        if self.kind == "none":
-            return torch.ones_like(x[..., :1])
-        return (self.center(x).pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        return self.norm.scale(x.float())
 
     def normalize(self, x: Float[Tensor, "... d_model"], scale: Tensor | None = None, with_bias: bool = True) -> Float[Tensor, "... d_model"]:
         """The final norm of ``x`` (its own scale, or ``scale`` frozen from another residual)."""
-        x = x.float()
-        y = self.center(x) / (self.scale(x) if scale is None else scale)
-        if self.weight is not None:
-            y = y * self.weight
-        if with_bias and self.bias is not None:
-            y = y + self.bias
-        return y
+        return self.norm(x, scale, with_bias)
 
     def unembed(self, y: Float[Tensor, "... d_model"], cap: bool = True) -> Float[Tensor, "... vocab"]:
         logits = y.float() @ self.W_U
         if self.b_U is not None:
             logits = logits + self.b_U
-        if cap and self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return softcap(logits, self.softcap if cap else None)
 
     def logits(self, x: Float[Tensor, "... d_model"], scale: Tensor | None = None) -> Float[Tensor, "... vocab"]:
         return self.unembed(self.normalize(x, scale))
 
     def cpu(self) -> Readout:
         """The same read-out with its tensors on the CPU."""
-        move = lambda t: None if t is None else t.cpu()  # noqa: E731
-        return dataclasses.replace(self, weight=move(self.weight), bias=move(self.bias), W_U=self.W_U.cpu(), b_U=move(self.b_U))
+        return dataclasses.replace(self, norm=self.norm.to("cpu"), W_U=self.W_U.cpu(), b_U=None if self.b_U is None else self.b_U.cpu())
 
     @classmethod
     def of(cls, model) -> Readout:
-        """Read ``model``'s final norm and unembedding (either backend), checked on random inputs."""
-        norm, unembed, config = _final_modules(model)
-        weight = getattr(unembed, "weight", None)
-        if not isinstance(weight, Tensor) or weight.ndim != 2:
-            raise ReadoutError(f"The unembedding {type(unembed).__name__} has no [vocab d_model] weight; the logit lens "
-                               f"and direct logit attribution need a linear unembedding.")
-        bias = getattr(unembed, "bias", None)
-        W_U = weight.detach().float().T.contiguous()
-        b_U = bias.detach().float() if isinstance(bias, Tensor) else None
-        softcap = _softcap(config)
-        for candidate in _norm_candidates(norm):
-            readout = cls(W_U=W_U, b_U=b_U, softcap=softcap, **candidate)
-            if _reproduces(readout, norm, unembed, W_U.shape[0]):
-                return readout
-        raise ReadoutError(f"The final norm {type(norm).__name__} is neither a LayerNorm nor an RMSNorm as far as its "
-                           f"outputs show, so the logit lens cannot be computed for this model. Decode residuals with "
-                           f"the model's own modules instead.")
-
-
-def _final_modules(model) -> tuple[nn.Module | None, nn.Module, Any]:
-    """The final norm (None if the model has none), the unembedding and the config of ``model``."""
-    backend = model.backend
-    bridge = getattr(backend, "bridge", None)
-    if bridge is not None:  # TransformerLens: the bridge wraps the original modules
-        norm = getattr(bridge, "ln_final", None)
-        unembed = bridge.unembed
-        return (getattr(norm, "_original_component", norm), getattr(unembed, "_original_component", unembed), bridge.cfg)
-    module = backend.module
-    unembed = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
-    if unembed is None:
-        raise ReadoutError(f"{type(module).__name__} has no output embedding (get_output_embeddings() is None); the logit "
-                           f"lens needs the unembedding.")
-    for path in FINAL_NORM_PATHS:
-        part = module
-        for name in path.split("."):
-            part = getattr(part, name, None)
-        if isinstance(part, nn.Module):
-            return part, unembed, getattr(module, "config", None)
-    raise ReadoutError(f"No final norm found in {type(module).__name__} (looked for {', '.join(FINAL_NORM_PATHS)}).")
-
-
-def _softcap(config) -> float | None:
-    for name in ("final_logit_softcapping", "output_logits_soft_cap"):
-        value = getattr(config, name, None)
-        if isinstance(value, int | float) and value > 0:
-            return float(value)
-    return None
-
-
-def _norm_candidates(norm: nn.Module | None) -> list[dict]:
-    """Readings of ``norm`` to try, most likely first (the check on random inputs picks one)."""
-    if norm is None or isinstance(norm, nn.Identity):
-        return [dict(kind="none", weight=None, bias=None, eps=0.0)]
-    w, b = getattr(norm, "weight", None), getattr(norm, "bias", None)
-    w = w.detach().float() if isinstance(w, Tensor) else None
-    b = b.detach().float() if isinstance(b, Tensor) else None
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", None) or 1e-5
-    eps = float(eps[0] if isinstance(eps, tuple | list) else eps)
-    kinds = ["layernorm", "rms"] if "rms" not in type(norm).__name__.lower() else ["rms", "layernorm"]
-    out = [dict(kind=k, weight=w, bias=b, eps=eps) for k in kinds]
-    if w is not None:  # Gemma's RMSNorm multiplies by (1 + weight)
-        out += [dict(kind=k, weight=1.0 + w, bias=b, eps=eps) for k in kinds]
-    return out + [dict(kind="none", weight=None, bias=None, eps=0.0)]
-
-
-@torch.no_grad()
-def _reproduces(readout: Readout, norm: nn.Module | None, unembed: nn.Module, d_model: int) -> bool:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, d_model, generator=gen) * 2.0 + 0.5
-    param = next(iter(unembed.parameters()), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-    xd = x.to(device=device, dtype=dtype)
-    ours = readout.unembed(readout.normalize(xd.float()), cap=False).cpu()
-    theirs = unembed(norm(xd) if norm is not None else xd).float().cpu()
-    tol = 1e-4 if dtype == torch.float32 else 5e-2
-    return bool(torch.allclose(ours, theirs, rtol=tol, atol=tol * float(theirs.abs().max().clamp(min=1.0))))
+        """Read ``model``'s final norm and unembedding (either backend) from its anatomy."""
+        try:
+            norm, W_U, b_U, cap = read_out(model)
+        except ValueError as error:
+            raise ReadoutError(f"The logit lens and direct logit attribution cannot read this model: {error}. Decode "
+                               f"residuals with the model's own modules instead.") from None
+        return cls(norm, W_U.detach().float().T.contiguous(), None if b_U is None else b_U.detach().float(), cap)
 
 
 def _check_final(readout: Readout, resid_final: Tensor, logits: Tensor) -> None:

@@ -195,6 +195,33 @@ def test_patching_sweeps_equal_transformer_lens(arch, loaded):
         assert k.values.shape == (2, KV_HEADS[arch]) and k.values.std() > 1e-4
 
 
+#: the final norm as `patching.anatomy.read_out` should read it
+FINAL_NORM = {"gemma": "rms 1+w", "gemma2": "rms 1+w", "neox-sequential": "layer", "neox-parallel": "layer", "gptj": "layer",
+              "olmo": "layer"}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_read_out_of_every_architecture_reproduces_its_logits(arch, loaded, tokens):
+    """The logit lens's read-out comes from the model anatomy on every architecture (an adapter's
+    modules, or the final norm found by name): its final norm (Gemma's 1 + w, OLMo's parameter-free
+    LayerNorm), unembedding and Gemma 2's logit soft-cap give the model's logits on both backends."""
+    from patching.anatomy import hf_model, read_out
+    from probes.lens import Readout
+
+    for model in loaded(arch):
+        norm, W_U, _, cap = read_out(model)
+        expected = FINAL_NORM.get(arch, "rms")
+        assert norm.kind == expected.split()[0]
+        if expected.endswith("1+w"):  # Gemma's weight is stored as w; the read-out applies 1 + w
+            stored = hf_model(model).model.norm.weight
+            assert torch.equal(norm.weight, 1.0 + stored.detach().float())
+        assert (cap is not None) == (arch == "gemma2") and W_U.shape == (V, 32)
+        logits, cache = model.run_with_cache(tokens, [Site("resid_post", model.n_layers - 1)])
+        ours = Readout.of(model).logits(cache[Site("resid_post", model.n_layers - 1)]).detach()
+        logits = logits.detach()
+        assert (ours - logits).abs().max() <= 1e-4 * max(1.0, float(logits.abs().max())), model.backend_name
+
+
 @pytest.mark.parametrize("arch", sorted(PARALLEL))
 def test_parallel_blocks_say_why_there_is_no_resid_mid(arch, loaded, tokens):
     for model in loaded(arch):

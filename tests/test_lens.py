@@ -37,7 +37,7 @@ def test_readout_reproduces_the_models_logits(request, name, lens_tokens):
     readout = Readout.of(model)
     _, cache = model.run_with_cache(lens_tokens, [Site("resid_post", model.n_layers - 1)])
     torch.testing.assert_close(readout.logits(cache[Site("resid_post", model.n_layers - 1)]), model(lens_tokens), atol=1e-5, rtol=1e-5)
-    assert readout.kind == ("rms" if name == "rms_model" else "layernorm")
+    assert readout.kind == ("rms" if name == "rms_model" else "layer")
 
 
 @pytest.mark.parametrize("norm", ["recomputed", "frozen"])
