@@ -45,7 +45,7 @@ from patching.metrics import Metric, check_values
 from patching.results import PatchResult
 from patching.sweep import DIRECTIONS, POS_KINDS, SOURCES, SWEEP_KINDS, Plan  # noqa: F401  (the public names stay here too)
 
-ENGINES = ("auto", "fast", "hooks")
+ENGINES = fast.ENGINES
 
 
 

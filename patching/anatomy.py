@@ -333,7 +333,8 @@ def _mlp_fn(mlp) -> Callable[[Tensor], Tensor]:
 
 # =============================================================================== Hugging Face families
 #: model_type -> the adapter class name (the families with an anatomy).
-FAMILIES = {"gpt2": "GPT2", "gpt_neox": "NeoX", "llama": "Llama", "mistral": "Llama", "qwen2": "Llama"}
+FAMILIES = {"gpt2": "GPT2", "gpt_neox": "NeoX", "llama": "Llama", "mistral": "Llama", "qwen2": "Llama", "gemma": "Llama",
+            "phi3": "Phi3"}
 
 
 def hf_model(model) -> torch.nn.Module | None:
@@ -357,11 +358,11 @@ def _hf_unsupported(hf, seq_len: int | None = None) -> str | None:
         if getattr(cfg, "reorder_and_upcast_attn", False):
             return "GPT-2's reorder_and_upcast_attn attention is not mirrored"
     rope_type = str((getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default"))
-    if "dynamic" in rope_type:  # its tables depend on the sequence length the model last saw
+    if "dynamic" in rope_type or rope_type == "longrope":  # its tables depend on the sequence length
         return f"a {rope_type!r} rotary embedding is not mirrored"
-    if kind in ("mistral", "qwen2", "llama"):  # Mistral's window is in its config, Qwen2's per layer
+    if FAMILIES[kind] in ("Llama", "Phi3"):  # Mistral's and Phi-3's window is in the config, Qwen2's per layer
         windows = {getattr(_part(layer, "self_attn"), "sliding_window", None) for layer in _layers(hf)}
-        windows.add(getattr(cfg, "sliding_window", None) if kind == "mistral" else None)
+        windows.add(getattr(cfg, "sliding_window", None) if kind in ("mistral", "phi3") else None)
         window = min((w for w in windows if w is not None), default=None)
         if window is not None and (seq_len is None or seq_len > window):
             return f"a sliding attention window of {window} tokens shorter than the prompts"
@@ -676,7 +677,8 @@ class NeoX(_HF):
 
 
 class Llama(_HF):
-    """``LlamaForCausalLM`` (and Mistral, Qwen2): RMSNorm, rotary, gated MLP, grouped-query attention."""
+    """``LlamaForCausalLM`` (and Mistral, Qwen2, Gemma): RMSNorm (Gemma's ``1 + w``), rotary, gated MLP,
+    grouped-query attention; Gemma's embedding scale is its embedding module's own."""
 
     def __init__(self, hf):
         cfg = hf.config
@@ -685,16 +687,55 @@ class Llama(_HF):
         self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.layers = []
         for blk in _layers(hf):
-            attn, mlp = _part(blk, "self_attn"), _part(blk, "mlp")
+            attn = _part(blk, "self_attn")
             self.d_head = attn.head_dim
-            q, k, v = (_fn(_part(attn, f"{name}_proj")) for name in "qkv")
-            gate, up, down = (_fn(_part(mlp, f"{name}_proj")) for name in ("gate", "up", "down"))
-            act = _fn(_part(mlp, "act_fn"))
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
-                o=_fn(_part(attn, "o_proj")), qkv=_separate_qkv(q, k, v, self.n_heads, self.n_kv_heads, attn.head_dim),
+                o=_fn(_part(attn, "o_proj")), qkv=self._qkv(attn), linears=self._linears(attn), mlp=self._mlp(_part(blk, "mlp")),
                 norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
-                linears=[_part(attn, f"{name}_proj") for name in "qkvo"],
-                mlp=lambda x, gate=gate, up=up, down=down, act=act: down(act(gate(x)) * up(x)),
                 scale=attn.scaling, softcap=None, rope=True,
             ))
+
+    def _linears(self, attn) -> list:
+        return [_part(attn, f"{name}_proj") for name in "qkvo"]
+
+    def _qkv(self, attn):
+        q, k, v = (_fn(_part(attn, f"{name}_proj")) for name in "qkv")
+        return _separate_qkv(q, k, v, self.n_heads, self.n_kv_heads, self.d_head)
+
+    def _mlp(self, mlp):
+        gate, up, down, act = (_fn(_part(mlp, name)) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
+        return lambda x: down(act(gate(x)) * up(x))
+
+
+class Phi3(Llama):
+    """``Phi3ForCausalLM``: Llama's computation with a fused ``qkv_proj`` (rows: queries, keys, values)
+    and a fused ``gate_up_proj`` (rows: gate, up)."""
+
+    def _linears(self, attn) -> list:
+        return [_part(attn, "qkv_proj"), _part(attn, "o_proj")]
+
+    def _qkv(self, attn):
+        fused, H, KV, dh = _fn(_part(attn, "qkv_proj")), self.n_heads, self.n_kv_heads, self.d_head
+
+        def qkv(h: Tensor, index: Tensor | None):
+            q, k, v = fused(h).split([H * dh, KV * dh, KV * dh], dim=-1)
+            q = q if index is None else q[index]
+            return q.reshape(-1, H, dh), k.reshape(-1, KV, dh), v.reshape(-1, KV, dh)
+
+        return qkv
+
+    def _mlp(self, mlp):
+        gate_up, down, act = (_fn(_part(mlp, name)) for name in ("gate_up_proj", "down_proj", "activation_fn"))
+
+        def forward(x: Tensor) -> Tensor:
+            gate, up = gate_up(x).chunk(2, dim=-1)
+            return down(up * act(gate))
+
+        return forward
+
+    def qkv_weights(self, layer: int):
+        fused = self.layers[layer]["linears"][0]
+        weight, bias = _tensor(fused, "weight"), _tensor(fused, "bias")
+        rows = self.n_heads + 2 * self.n_kv_heads
+        return weight.view(rows, self.d_head, -1), None if bias is None else bias.view(rows, self.d_head)

@@ -20,7 +20,7 @@ comes to exact patching.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -43,155 +43,117 @@ def attribution_patch(
     source: str = "other",
     by_pos: bool | None = None,
     layers: Sequence[int] | None = None,
+    engine: str = "auto",
 ) -> PatchResult:
     """Estimated metric value (mean over prompts) of patching each site, laid out as in
     `activation_patch`: base value + (source activation - base activation) · gradient.
 
     Arguments mean what they mean in `activation_patch`. ``settings["baseline"]`` holds the metric
     on the unpatched base run. Works on both backends (the gradient flows through the model's
-    forward; parameters get no ``.grad``).
+    forward; parameters get no ``.grad``). ``engine``: "auto" (the model's anatomy, `patching.anatomy`,
+    where it has one, else hooks), "fast" or "hooks"; both give the same numbers. The products are
+    reduced per site kind and layer, so a sweep costs no per-cell loop.
     """
-    result = _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers)
-    if result is not None:
-        return result
-    plan, base, source_acts = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None)
-    acts, grads, values = activation_gradients(model, base, list(source_acts), metric, prompts)
-    products = {}
-    for key, grad in grads.items():
-        src = source_acts[key]
-        diff = -acts[key] if src is None else src.to(acts[key].dtype) - acts[key]
-        products[key] = diff * grad
+    plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
+    keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
+    on_anatomy = fast.runs_fast(model, keys, prompts.seq_len, engine)
+    other = model.check_tokens(prompts.clean if direction == "denoise" else prompts.corrupted)
+    src = {key: None for key in keys} if source == "zero" else _activations(model, other, keys, on_anatomy)
+    if source == "mean":
+        src = {key: act.mean(0, keepdim=True) for key, act in src.items()}
+    acts, grads, values = activation_gradients(model, base, keys, metric, prompts, "fast" if on_anatomy else "hooks")
     baseline = float(values.double().mean())
-    out = torch.empty(len(plan.cells), dtype=torch.float64)
-    for i, cell in enumerate(plan.cells):
-        out[i] = baseline + sum(float(sweep.as_z(s).select(products[sweep.as_z(s).full]).double().sum()) for s in cell)
+    reduced = {key: _reduce(key, -acts[key] if src[key] is None else src[key].to(acts[key].dtype) - acts[key], grads[key])
+               for key in keys}
+    if isinstance(sites, str) and plan.axes[0] == "layer":  # a sweep: whole rows of the reduced products
+        rows = [reduced[sweep.as_z(Site(plan.kind, int(label))).full] for label in plan.labels["layer"]]
+        sums = {("layer", "head"): lambda r: r.sum(0), ("layer",): lambda r: r.sum()}.get(plan.axes, lambda r: r)
+        out = baseline + torch.stack([sums(r) for r in rows]).reshape(-1)
+    else:
+        out = baseline + torch.stack([sum((_cell_part(reduced, site) for site in cell), torch.zeros((), dtype=torch.float64))
+                                      for cell in plan.cells])
     result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(method="attribution_patch", baseline=baseline)
     return result
 
 
+def _reduce(key: Site, diff: Tensor, grad: Tensor) -> Tensor:
+    """``diff * grad`` summed over prompts (and d_head / d_model / key positions), float64, laid out
+    ``[pos head]`` for head kinds (pattern: ``[query head]``), ``[pos]`` otherwise."""
+    prod = (diff * grad).double()
+    if key.kind == "pattern":  # [batch head q k]
+        return prod.sum((0, 3)).T
+    return prod.sum((0, 3)) if prod.ndim == 4 else prod.sum((0, 2))
+
+
+def _cell_part(reduced: dict, site: Site) -> Tensor:
+    site = sweep.as_z(site)
+    index = site.index()[1:]
+    return reduced[site.full][index[::-1] if site.kind == "pattern" else index].sum()
+
+
+def _activations(model, tokens: Int[Tensor, "batch pos"], keys: list[Site], on_anatomy: bool) -> dict[Site, Tensor]:
+    """The activations at ``keys`` on ``tokens`` (no grad): on the anatomy, stopped after the last layer read, or hooks."""
+    with torch.no_grad():
+        if not on_anatomy:
+            return model.run_with_cache(tokens, keys)[1]
+        net, out = anatomy.of(model), {}
+        record = _tap({(k.kind, k.layer) for k in keys}, lambda key, act: out.setdefault(key, act))
+        resid = net.embed(tokens)
+        for layer in range(max(k.layer for k in keys) + 1):
+            resid = net.block(layer, resid, 0, None, record)
+        return out
+
+
+def _tap(wanted: set[tuple[str, int]], fn: Callable[[Site, Tensor], Tensor]) -> anatomy.Edit:
+    """An anatomy edit that hands the activation of each wanted (kind, layer) to ``fn(site, act)``."""
+
+    def edit(kind: str, layer: int, act: Tensor) -> Tensor:
+        return fn(Site(kind, layer), act) if (kind, layer) in wanted else act
+
+    edit.kinds = {kind for kind, _ in wanted}
+    return edit
+
+
 def activation_gradients(
-    model, tokens: Int[Tensor, "batch pos"], sites: Sequence[Site], metric: Metric, prompts: PromptSet,
+    model, tokens: Int[Tensor, "batch pos"], sites: Sequence[Site], metric: Metric, prompts: PromptSet, engine: str = "auto",
 ) -> tuple[dict[Site, Tensor], dict[Site, Tensor], Float[Tensor, " batch"]]:
-    """One forward and one backward through hooks: each site's activation on ``tokens`` and the
-    gradient of ``mean(metric(logits, prompts))`` with respect to it (zeros where the metric does not depend on
+    """One forward and one backward: each site's activation on ``tokens`` and the gradient of
+    ``mean(metric(logits, prompts))`` with respect to it (zeros where the metric does not depend on
     it), both shaped like the site's activation, and the metric's values ``[batch]`` (checked: finite,
     one per sequence). A zero probe is added at every site, so the gradient is the activation's, not a
-    parameter's. Shared by `attribution_patch` and `probes.sae`'s feature attribution."""
+    parameter's (parameters are frozen meanwhile). ``engine`` as in `attribution_patch` (on the
+    anatomy the answer position alone is unembedded when the metric reads only it). Shared by `attribution_patch` and `probes.sae`'s feature attribution."""
     probes: dict[Site, Tensor] = {}
     acts: dict[Site, Tensor] = {}
 
-    def make(key: Site):
-        def tap(act: Tensor) -> Tensor:
-            acts[key] = act.detach()
-            probes[key] = torch.zeros_like(act, requires_grad=True)
-            return act + probes[key]
+    def tap(key: Site, act: Tensor) -> Tensor:
+        acts[key] = act.detach()
+        probes[key] = torch.zeros_like(act, requires_grad=True)
+        return act + probes[key]
 
-        return tap
-
-    with torch.enable_grad():
-        logits, _ = model.run(tokens, edits={key: make(key) for key in sites})
-        values = check_values(metric(logits, prompts), len(prompts), metric)
-        grads = torch.autograd.grad(values.mean(), [probes[k] for k in sites], allow_unused=True)
-    grads = {k: torch.zeros_like(acts[k]) if g is None else g for k, g in zip(sites, grads, strict=True)}
-    return acts, grads, values.detach()
-
-
-def _attribution_fast(model, prompts, sites, metric, direction, source, by_pos, layers) -> PatchResult | None:
-    """`attribution_patch` on native TransformerLens models through the model anatomy's (`patching.anatomy`) block
-    driving (no hooks): the source activations from one no-grad run stopped at the last layer read,
-    one forward of the base prompts with a zero probe added at every site kind read (parameters
-    temporarily ``requires_grad=False``, so the backward computes activation gradients only), one
-    ``torch.autograd.grad`` for all probes, and the products reduced per layer (no per-site loop for
-    sweeps). None where the fast engine does not apply (the hook path below runs instead)."""
-    plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
-    keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
-    if fast.unsupported_reason(model, keys, prompts.seq_len) is not None:
-        return None
-    net = anatomy.of(model)
-    n, S = len(prompts), prompts.seq_len
-    wanted = {(k.kind, k.layer) for k in keys}
-    top = max(k.layer for k in keys)
     frozen = [p for p in model.module.parameters() if p.requires_grad]
     try:
         for p in frozen:
             p.requires_grad_(False)
-        with torch.no_grad():
-            if source == "zero":
-                src: dict = {key: None for key in wanted}
-            else:
-                other = model.check_tokens(prompts.clean if direction == "denoise" else prompts.corrupted)
-                src = {}
-
-                def record(kind: str, layer: int, act: Tensor) -> Tensor:
-                    if (kind, layer) in wanted:
-                        src[(kind, layer)] = act.mean(0, keepdim=True) if source == "mean" else act
-                    return act
-
-                record.kinds = {kind for kind, _ in wanted}
-                resid = net.embed(other)
-                for lay in range(top + 1):
-                    resid = net.block(lay, resid, 0, None, record)
-        acts: dict = {}
-        probes: dict = {}
-
-        def tap(kind: str, layer: int, act: Tensor) -> Tensor:
-            if (kind, layer) in wanted:
-                acts[(kind, layer)] = act
-                probes[(kind, layer)] = probe = torch.zeros_like(act, requires_grad=True)
-                return act + probe
-            return act
-
-        tap.kinds = {kind for kind, _ in wanted}
         with torch.enable_grad():
-            resid = net.embed(base)
-            for lay in range(net.n_layers):
-                resid = net.block(lay, resid, 0, None, tap)
-            ans = prompts.answer_pos % S if answer_only(metric) else None  # unembed the answer position only
-            logits = expand_answer(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
-            values = check_values(metric(logits, prompts), n, metric)
-            order = list(probes)
-            grads = torch.autograd.grad(values.mean(), [probes[k] for k in order], allow_unused=True)
+            if fast.runs_fast(model, sites, tokens.shape[1], engine):
+                net, S = anatomy.of(model), tokens.shape[1]
+                edit = _tap({(k.kind, k.layer) for k in sites}, tap)
+                resid = net.embed(tokens)
+                for layer in range(net.n_layers):
+                    resid = net.block(layer, resid, 0, None, edit)
+                ans = prompts.answer_pos % S if answer_only(metric) else None  # unembed the answer position only
+                logits = expand_answer(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
+            else:
+                logits, _ = model.run(tokens, edits={key: (lambda act, key=key: tap(key, act)) for key in sites})
+            values = check_values(metric(logits, prompts), len(prompts), metric)
+            grads = torch.autograd.grad(values.mean(), [probes[k] for k in sites], allow_unused=True)
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    baseline = float(values.detach().double().mean())
-    # per (kind, layer): sum over prompts (and d_head / d_model / key positions) of (src - base) * grad,
-    # laid out [pos head] for head kinds (pattern: [query head]), [pos] otherwise
-    reduced: dict = {}
-    for key, grad in zip(order, grads, strict=True):
-        act = acts[key].detach()
-        diff = -act if src[key] is None else src[key].to(act.dtype) - act
-        prod = (diff * grad).double() if grad is not None else torch.zeros_like(act, dtype=torch.float64)
-        if key[0] == "pattern":  # [batch head q k]
-            reduced[key] = prod.sum((0, 3)).T
-        elif prod.ndim == 4:  # [batch pos head d]
-            reduced[key] = prod.sum((0, 3))
-        else:  # [batch pos d]
-            reduced[key] = prod.sum((0, 2))
-    is_sweep = isinstance(sites, str) and plan.axes[0] == "layer"
-    if is_sweep:
-        rows = [reduced[(sweep.as_z(Site(plan.kind, 0)).kind, int(lab))] for lab in plan.labels["layer"]]
-        if plan.axes == ("layer", "head"):
-            rows = [r.sum(0) for r in rows]
-        elif plan.axes == ("layer",):
-            rows = [r.sum() for r in rows]
-        out = baseline + torch.stack(rows).reshape(-1)
-    else:
-        parts = []
-        for cell in plan.cells:
-            total = torch.zeros((), dtype=torch.float64)
-            for site in cell:
-                site = sweep.as_z(site)
-                index = site.index()[1:]
-                if site.kind == "pattern":
-                    index = index[::-1]
-                total = total + reduced[(site.kind, site.layer)][index].sum()
-            parts.append(total)
-        out = baseline + torch.stack(parts)
-    result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
-    result.settings.update(method="attribution_patch", baseline=baseline)
-    return result
+    grads = {k: torch.zeros_like(acts[k]) if g is None else g for k, g in zip(sites, grads, strict=True)}
+    return acts, grads, values.detach()
 
 
 def agreement(estimate: PatchResult | Tensor, exact: PatchResult | Tensor, k: int = 10, baseline: float | None = None) -> dict[str, float]:

@@ -80,6 +80,9 @@ AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp
 LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 
 
+ENGINES = ("auto", "fast", "hooks")
+
+
 class FastEngineError(InputError):
     """``engine="fast"`` was asked for a model or sweep it does not cover."""
 
@@ -92,6 +95,17 @@ def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = 
     if bad and not getattr(model, "_edits", None):
         return f"kinds {bad} are not covered (covered: {', '.join(sorted(FAST_KINDS))})"
     return anatomy.unsupported(model, seq_len)
+
+
+def runs_fast(model, sites: Sequence[Site], seq_len: int, engine: str) -> bool:
+    """Whether ``engine`` ("auto": fast where it applies; "fast"; "hooks") runs ``sites`` on the model's
+    anatomy; an error for an unknown engine, or for "fast" where it cannot run."""
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    reason = unsupported_reason(model, sites, seq_len) if engine != "hooks" else "hooks asked for"
+    if engine == "fast" and reason is not None:
+        raise FastEngineError(f"engine='fast' cannot run this: {reason}. Use engine='auto' or engine='hooks'.")
+    return reason is None
 
 
 def try_fast_patch(

@@ -44,6 +44,8 @@ FAMILIES = {
     "neox-parallel": ("transformer_lens",),
     "llama-gqa": ("transformer_lens", "nnsight"),
     "qwen2": ("transformer_lens",),
+    "gemma": ("transformer_lens", "nnsight"),
+    "phi3": ("nnsight",),
 }
 CASES = [(family, backend) for family, backends in FAMILIES.items() for backend in backends]
 

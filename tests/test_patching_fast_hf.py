@@ -15,7 +15,6 @@ import torch
 import interp
 from interp import Site
 from patching import activation_patch, anatomy, attribution_patch, logit_diff, prob
-from patching import attribution as attr_mod
 from patching.fast import FAST_KINDS, FastEngineError, unsupported_reason
 from tests.conftest import D_VOCAB
 from tests.test_patching_speed_paths import check_random_site_sets, every_position
@@ -23,7 +22,7 @@ from tests.test_patching_speed_paths import make_prompts as _make_prompts
 
 V = D_VOCAB
 BACKENDS = ("transformer_lens", "nnsight")
-FAMILIES = ("gpt2", "neox-sequential", "neox-parallel", "llama-gqa", "qwen2")
+FAMILIES = ("gpt2", "neox-sequential", "neox-parallel", "llama-gqa", "qwen2", "gemma", "phi3")
 PARALLEL = {"neox-parallel"}
 
 
@@ -44,6 +43,10 @@ def _build(arch: str):
         return T.LlamaForCausalLM(T.LlamaConfig(**llama))
     if arch == "qwen2":
         return T.Qwen2ForCausalLM(T.Qwen2Config(**llama))
+    if arch == "gemma":  # 1 + w RMSNorm, a scaled embedding, GeGLU
+        return T.GemmaForCausalLM(T.GemmaConfig(**llama, head_dim=8))
+    if arch == "phi3":  # fused qkv_proj and gate_up_proj
+        return T.Phi3ForCausalLM(T.Phi3Config(**llama))
     if arch == "mistral-window":  # a sliding window shorter than the prompts: not mirrored
         return T.MistralForCausalLM(T.MistralConfig(**llama, sliding_window=4))
     if arch == "gptj":  # no adapter
@@ -105,14 +108,12 @@ def test_fast_engine_equals_the_reference_loop_on_random_site_sets(loaded, arch,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("arch", ["gpt2", "neox-parallel", "llama-gqa"])
-def test_fast_attribution_equals_hook_attribution(loaded, monkeypatch, arch, backend):
+def test_fast_attribution_equals_hook_attribution(loaded, arch, backend):
     model = loaded(arch, backend)
     prompts = make_prompts(same_until=2)
     for kind, by_pos, metric in (("resid_pre", True, logit_diff), ("z", False, prob), ("attn_out", True, every_position)):
-        fast = attribution_patch(model, prompts, kind, metric, by_pos=by_pos)
-        with monkeypatch.context() as m:
-            m.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
-            hooks = attribution_patch(model, prompts, kind, metric, by_pos=by_pos)
+        fast = attribution_patch(model, prompts, kind, metric, by_pos=by_pos, engine="fast")
+        hooks = attribution_patch(model, prompts, kind, metric, by_pos=by_pos, engine="hooks")
         torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
     assert all(p.requires_grad and p.grad is None for p in model.module.parameters())
 

@@ -13,11 +13,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interp import Site
+from interp import InputError, Site
 from interp.models import build_native
 from interp.tasks import PromptSet
 from patching import activation_patch, attribution_patch, logit_diff, prob, reference_patch
-from patching import attribution as attr_mod
 from patching import fast as fast_engine
 from patching.fast import FAST_KINDS
 
@@ -73,26 +72,28 @@ MODEL_KINDS = [("attn", k) for k in ("resid_pre", "attn_out", "z", "head_out", "
 @pytest.mark.parametrize(("direction", "source", "metric"), [
     ("denoise", "other", logit_diff), ("noise", "mean", prob), ("denoise", "zero", every_position),
 ])
-def test_fast_attribution_equals_hook_attribution(models, monkeypatch, model_name, kind, by_pos, direction, source, metric):
+def test_fast_attribution_equals_hook_attribution(models, model_name, kind, by_pos, direction, source, metric):
     model = models[model_name]
     prompts = make_prompts()
-    fast = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos)
-    monkeypatch.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
-    hooks = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos)
+    fast = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos, engine="fast")
+    hooks = attribution_patch(model, prompts, kind, metric, direction=direction, source=source, by_pos=by_pos, engine="hooks")
     assert fast.axes == hooks.axes and fast.values.shape == hooks.values.shape
     torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
     assert fast.settings["baseline"] == pytest.approx(hooks.settings["baseline"], abs=1e-5)
     assert all(p.requires_grad and p.grad is None for p in model.module.original_model.parameters())
 
 
-def test_fast_attribution_site_lists(models, monkeypatch):
+def test_fast_attribution_site_lists(models):
     model = models["mlp"]
     prompts = make_prompts()
     sites = [[Site("z", 1, head=2), Site("resid_pre", 2, pos=3)], [Site("pattern", 0, head=1, pos=5)], [Site("head_out", 2)]]
-    fast = attribution_patch(model, prompts, sites, logit_diff)
-    monkeypatch.setattr(attr_mod, "_attribution_fast", lambda *a, **k: None)
-    hooks = attribution_patch(model, prompts, sites, logit_diff)
+    fast = attribution_patch(model, prompts, sites, logit_diff, engine="fast")
+    hooks = attribution_patch(model, prompts, sites, logit_diff, engine="hooks")
     torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
+    with pytest.raises(fast_engine.FastEngineError, match="engine='fast' cannot run this.*not covered"):
+        attribution_patch(model, prompts, [Site("q", 0)], logit_diff, engine="fast")
+    with pytest.raises(InputError, match="engine must be one of"):
+        attribution_patch(model, prompts, sites, logit_diff, engine="turbo")
 
 
 @pytest.mark.parametrize("model_name", ["attn", "mlp"])

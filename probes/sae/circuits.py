@@ -468,8 +468,9 @@ def feature_attribution(
 
 
 def _gradients_at_base(model, prompts, base_tokens, saes, metric):
-    """Base activations and ``d mean(metric) / d x`` at every site, from one forward and one backward."""
-    acts, grads, values = activation_gradients(model, base_tokens, list(saes), metric, prompts)
+    """Base activations and ``d mean(metric) / d x`` at every site, from one forward and one backward
+    (on hooks, as the source run and the exact checks, so that their values agree to the bit)."""
+    acts, grads, values = activation_gradients(model, base_tokens, list(saes), metric, prompts, engine="hooks")
     base = {s: _flat(s, acts[s], saes[s]) for s in saes}
     out = {s: to_feature_axis(grads[s], saes[s].d_in)[0] for s in saes}
     return float(values.double().mean()), base, out
