@@ -77,8 +77,8 @@ def activation_patch(
     activation), "mean" (its mean over the prompt set) or "zero". ``batch_size``: sequences per
     forward (at least one intervention's prompts always run together); None runs everything at once.
     ``engine``: "hooks" (the batched hook engine below, any backend), "fast" (`patching.fast`:
-    native TransformerLens models, and Hugging Face GPT-2, GPT-NeoX and Llama-family models on either
-    backend (their `patching.anatomy`); reuses the cached prefix, skips unchanged earlier
+    native TransformerLens models, and Hugging Face GPT-2, GPT-NeoX, Llama-family, Gemma and Phi-3
+    models on either backend (their `patching.anatomy`); reuses the cached prefix, skips unchanged earlier
     positions and unembeds only the answer position; an error where it does not apply) or "auto"
     (fast where it applies, else hooks). Both give the same numbers (to float rounding).
     ``executor``: None runs here; an `interp.distributed.RayExecutor` splits the interventions

@@ -16,13 +16,14 @@ one projection only. What it needs to know about the model is the same each time
 - **the output projection and the MLP**: ``o`` / `Anatomy.o_weights` and ``mlp`` per layer;
 - **the residual**: sequential, or parallel (``parallel``: attention and MLP both read resid_pre);
 - **the read-out**: the final norm ``ln_out`` and the unembedding (`Anatomy.unembed`,
-  `Anatomy.unembed_at` for chosen columns; ``W_U``, ``b_U``, ``logit_cap``).
+  `Anatomy.unembed_at` for chosen columns; ``W_U``, ``b_U``, ``logit_cap``); `read_out` gives the
+  final norm (as a `NormSpec`) and the unembedding of any model, for the logit lens and DLA.
 
 `Anatomy.block` is one layer of the plain forward with a callback at every site (attribution
 patching and the source runs use it). An adapter per family fills the description from the model's
 own modules, read at every call (`of` builds it anew, so edited weights are seen): `Native` (models
-built by ``TransformerBridge.boot_native``), `GPT2`, `NeoX` (GPT-NeoX / Pythia) and `Llama` (Llama,
-Mistral, Qwen2), on both backends (on ``transformer_lens`` the bridge wraps the Hugging Face modules
+built by ``TransformerBridge.boot_native``), `GPT2`, `NeoX` (GPT-NeoX / Pythia), `Llama` (Llama,
+Mistral, Qwen2, Gemma) and `Phi3`, on both backends (on ``transformer_lens`` the bridge wraps the Hugging Face modules
 in place and the adapter calls the wrapped originals, so no hook runs; on ``nnsight`` the model is
 the Hugging Face module itself). `unsupported` says why a model has no anatomy (another family,
 a sliding window shorter than the prompts, an active ``model.edit``, ...). Adding an architecture is

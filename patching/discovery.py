@@ -28,8 +28,8 @@ Hanna, Pezzelle & Belinkov 2024, "Have faith in faithfulness"; Conmy et al. 2023
     circuit.faithfulness(model, prompts, logit_diff); circuit.draw()
 
 Two engines run the graph. On every model with an anatomy (`patching.anatomy`: native
-TransformerLens models, Hugging Face GPT-2, GPT-NeoX / Pythia and Llama / Mistral / Qwen2 with
-grouped-query attention, on either backend) the forward is driven directly and does only the work
+TransformerLens models, Hugging Face GPT-2, GPT-NeoX / Pythia, Llama / Mistral / Qwen2 / Gemma
+and Phi-3 with grouped-query attention, on either backend) the forward is driven directly and does only the work
 that changes: positions before the first token where clean and corrupted prompts differ are
 computed once (no edge changes them), and the last layer computes the answer query alone when the
 metric reads only the answer. EAP / EAP-IG take one backward to the heads' q, k and v projections

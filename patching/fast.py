@@ -5,7 +5,7 @@ Patching one activation at layer l and position p leaves everything before it un
 generic engine (`patching.activation`, forward hooks on the whole model) recomputes all of it, and
 TransformerLens' `get_act_patch_*` do so once per intervention, with autograd on. This engine, for
 every model with an anatomy (`patching.anatomy`: native TransformerLens models, Hugging Face GPT-2,
-GPT-NeoX and Llama-family models, on either backend), instead:
+GPT-NeoX, Llama-family, Gemma and Phi-3 models, on either backend), instead:
 
 1. **reuses the prefix**: the source and base prompts run once, and every intervention starts from
    that run's state where it first differs: at layer l's residual stream (resid_pre), or, when it
