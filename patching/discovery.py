@@ -255,6 +255,7 @@ class Circuit:
     edges: Bool[Tensor, " edge"]
     scores: Float[Tensor, " edge"] | None = None
     method: str = ""
+    value: float | None = None  # the faithfulness the method measured for it (ACDC: its last patched trial)
 
     @property
     def n_edges(self) -> int:
@@ -285,39 +286,65 @@ class Circuit:
 # =============================================================================== the engines
 class _Mixer:
     """The change of every receiver's input: ``delta_v = sum_u W[c, u, v] (out_u(corr) - out_u(now))`` for
-    each copy c of the batch, plus a zero probe (a leaf for the gradient) where asked."""
+    each copy c of the batch, plus a zero probe (a leaf for the gradient) where asked. A sender's
+    output may be one for all copies (``[n s d]``: a state shared by every copy) or one per copy
+    (``[C*n s d]``). Where the engine passes the residual stream ``x`` and the corrupted run's at the
+    receivers' time (``corr_resid``) and most senders are patched, the sum runs over the few kept
+    ones: ``delta = (corr_resid - x) - sum_u (1 - W[c, u, v]) (out_u(corr) - out_u(now))``."""
 
-    def __init__(self, graph: Graph, W: Tensor | None, corr: Tensor | None, copies: int, n: int, probe: bool):
+    def __init__(self, graph: Graph, W: Tensor | None, corr: Tensor | None, copies: int, n: int, probe: bool,
+                 corr_resid: dict[int, Tensor] | None = None):
         self.graph, self.W, self.corr, self.C, self.n, self.probe = graph, W, corr, copies, n, probe
+        self.corr_resid = corr_resid  # receiver time -> the corrupted run's residual stream there [n s d]
         self.probes: dict[int, Tensor] = {}  # first receiver index -> leaf [rows S R d]
 
-    def delta(self, receivers: list[int], outs: list[Tensor], active: bool = False):
+    def delta(self, receivers: list[int], outs: list[Tensor], active: bool = False, x: Tensor | None = None):
         """``[rows S R d]`` for the R receivers (all of the same time), or None when nothing changes.
         With ``active``: ``(delta [rows S R' d], positions)`` for the R' receivers that change (all with a
         probe), positions indexing ``receivers``; ``(None, [])`` when none does."""
-        k = self.graph.n_senders_before(self.graph.receivers[receivers[0]].time)
+        time = self.graph.receivers[receivers[0]].time
+        k = self.graph.n_senders_before(time)
         out, keep = None, list(range(len(receivers)))
         if self.W is not None:
             w = self.W[:, :k][:, :, receivers]  # [copies sender receiver]
-            senders = torch.nonzero(w.any(2).any(0)).flatten().tolist()
-            if senders:
-                if active and not self.probe:
-                    keep = torch.nonzero(w.any(1).any(0)).flatten().tolist()
-                    w = w[:, :, keep]
-                w = w[:, senders]
-                cur = torch.stack([outs[u] for u in senders])  # [u rows S d]
-                cur = cur.view(len(senders), self.C, self.n, *cur.shape[2:])
-                diff = self.corr[senders][:, None].to(cur.dtype) - cur
-                out = einops.einsum(w.to(cur.dtype), diff, "c u r, u c n s d -> c n s r d").flatten(0, 1)
+            if active and not self.probe:
+                keep = torch.nonzero(w.any(1).any(0)).flatten().tolist()
+                w = w[:, :, keep]
+            patched = torch.nonzero(w.any(2).any(0)).flatten().tolist()
+            kept = torch.nonzero((w != 1).any(2).any(0)).flatten().tolist()
+            if patched and x is not None and self.corr_resid is not None and len(kept) < len(patched):
+                whole = self.corr_resid[time][None] - x.view(self.C, self.n, *x.shape[1:])  # every sender patched
+                out = whole[..., None, :] - self._mix(1 - w, kept, outs) if kept else whole[..., None, :].expand(
+                    *whole.shape[:-1], w.shape[2], whole.shape[-1])
+                out = out.flatten(0, 1)
+            elif patched:
+                out = self._mix(w, patched, outs).flatten(0, 1)
         if self.probe:
             like = outs[0]
-            leaf = torch.zeros(*like.shape[:2], len(receivers), like.shape[-1], dtype=like.dtype, device=like.device,
-                               requires_grad=True)
+            leaf = torch.zeros(self.C * self.n, like.shape[1], len(receivers), like.shape[-1], dtype=like.dtype,
+                               device=like.device, requires_grad=True)
             self.probes[receivers[0]] = leaf
             out = leaf if out is None else out + leaf
         if active:
             return (out, keep) if out is not None else (None, [])
         return out
+
+    def _mix(self, w: Tensor, senders: list[int], outs: list[Tensor]) -> Tensor:
+        """``sum_u w[c, u, r] (out_u(corr) - out_u(now))`` over ``senders`` -> ``[C n S R d]``."""
+        total = 0
+        shared = [j for j in range(len(senders)) if self.C > 1 and outs[senders[j]].shape[0] == self.n]
+        for group in (shared, [j for j in range(len(senders)) if j not in set(shared)]):
+            if not group:
+                continue
+            us = [senders[j] for j in group]
+            cur = torch.stack([outs[u] for u in us])  # [u rows S d]
+            if group is shared:  # one output for every copy
+                diff = self.corr[us].to(cur.dtype) - cur
+                total = total + einops.einsum(w[:, us].to(cur.dtype), diff, "c u r, u n s d -> c n s r d")
+            else:
+                diff = self.corr[us][:, None].to(cur.dtype) - cur.view(len(us), self.C, self.n, *cur.shape[2:])
+                total = total + einops.einsum(w[:, us].to(cur.dtype), diff, "c u r, u c n s d -> c n s r d")
+        return total
 
 
 @dataclass
@@ -325,16 +352,28 @@ class _Run:
     logits: Tensor  # [rows S vocab], or [rows vocab] (answer position only)
     outs: list[Tensor]  # each sender's output [rows S d]
     probes: dict[int, Tensor]
+    resid: dict[int, Tensor] = field(default_factory=dict)  # receiver time -> the residual stream there (whole-graph engine)
 
 
 class _GraphEngine:
     """The whole graph on the model's anatomy, driven directly, each attention receiver (every head's
-    q, k and v) and each MLP and the logits with an input of its own (circuits, faithfulness, ACDC)."""
+    q, k and v) and each MLP and the logits with an input of its own (circuits, faithfulness, ACDC).
+    Positions before the first one where clean and corrupted prompts differ (``p0``) are run once (no
+    edge changes them): every run computes positions p0.. against their keys and values, so the
+    senders' outputs are ``[rows S - p0 d]``. ``start``: the layer to start from, when no edge into an
+    earlier receiver is patched (the clean run's state there is taken from ``start_run``)."""
 
-    def __init__(self, model, graph: Graph):
-        d = _Direct(model, graph)  # the same weights, read once
+    def __init__(self, model, graph: Graph, clean: Tensor, corrupted: Tensor, at: int | None):
+        self.d = d = _Direct(model, graph)  # the same weights, read once
         self.net, self.graph, self.layers = d.net, graph, d.layers
         self.H, self.KV, self.dh = d.H, d.KV, d.dh
+        self.p0 = p0 = _first_change(clean, corrupted, at)
+        self.prefix, self.prefix_logits = None, None
+        if p0 > 0:
+            with torch.no_grad():
+                t = d.run(self.net.embed(corrupted[:, :p0]), 0, None, None)
+            self.prefix = list(zip(t.keys, t.values, strict=True))
+            self.prefix_logits = t.logits if at is None else None
 
     def _project(self, layer: int, h: Tensor, rows: list[int] | None = None) -> Tensor:
         """Receiver inputs ``h [B S R d]`` through their own projections (rows ``rows`` of the layer's
@@ -344,15 +383,23 @@ class _GraphEngine:
         out = einops.einsum(h, W, "b s r m, r e m -> b s r e")
         return out if b is None else out + b
 
-    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None) -> _Run:
-        net, g, H, KV = self.net, self.graph, self.H, self.KV
-        x = net.embed(tokens) if embed is None else embed.to(net.W_U.dtype)
-        outs = [x]
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
+            start_run: _Run | None = None) -> _Run:
+        net, g, H, KV, p0 = self.net, self.graph, self.H, self.KV, self.p0
+        rows = tokens.shape[0]
+        if start > 0:  # the clean run's state before layer ``start`` (every copy the same)
+            x = start_run.resid[2 * start].repeat(rows // start_run.resid[2 * start].shape[0], 1, 1)
+            outs = start_run.outs[: g.n_senders_before(2 * start)]
+        else:
+            x = net.embed(tokens)[:, p0:] if embed is None else embed.to(net.W_U.dtype)
+            outs = [x]
         B, S, _ = x.shape
-        for layer in range(g.n_layers):
+        resid = {}
+        for layer in range(start, g.n_layers):
             lay = self.layers[layer]
             receivers = g.attn_receivers(layer)  # q heads, k heads, v heads: the rows of lay["Wqkv"]
-            delta, changed = mixer.delta(receivers, outs, active=True)
+            resid[2 * layer] = x
+            delta, changed = mixer.delta(receivers, outs, active=True, x=x)
             if len(changed) == len(receivers):  # every head's input changes (most circuits)
                 qkv = self._project(layer, lay["ln1"](x[:, :, None] + delta))
             else:
@@ -361,22 +408,33 @@ class _GraphEngine:
                     qkv = qkv.index_copy(2, torch.tensor(changed, device=x.device),
                                          self._project(layer, lay["ln1"](x[:, :, None] + delta), changed))
             q, k, v = (t.transpose(1, 2) for t in qkv.split([H, KV, KV], dim=2))  # [B heads S dh]
-            z = net.attend(layer, net.rope(layer, q, 0), net.rope(layer, k, 0), v, 0).transpose(1, 2)  # [B S H dh]
+            k = net.rope(layer, k, p0)
+            if self.prefix is not None:
+                k, v = (anatomy.with_prefix(pre, t) for pre, t in zip(self.prefix[layer], (k, v), strict=True))
+            z = net.attend(layer, net.rope(layer, q, p0), k, v, p0).transpose(1, 2)  # [B S H dh]
             heads = einops.einsum(z, lay["WO"], "b s h e, h e m -> b s h m")
             outs.extend(heads.unbind(2))
             pre, x = x, x + heads.sum(2)
             if lay["bO"] is not None:
                 x = x + lay["bO"]
             if not net.attn_only:
-                d_m = mixer.delta([g.mlp_receiver(layer)], outs)
                 mlp_in = pre if net.parallel else x
+                time = g.receivers[g.mlp_receiver(layer)].time
+                resid[time] = mlp_in
+                d_m = mixer.delta([g.mlp_receiver(layer)], outs, x=mlp_in)
                 out = lay["mlp"](lay["ln2"](mlp_in if d_m is None else mlp_in + d_m[:, :, 0]))
                 outs.append(out)
                 x = x + out
-        d_f = mixer.delta([g.logits_receiver], outs)
+        resid[2 * g.n_layers] = x
+        d_f = mixer.delta([g.logits_receiver], outs, x=x)
         final = x if d_f is None else x + d_f[:, :, 0]
-        logits = net.unembed(final[:, at] if at is not None else final)
-        return _Run(logits, outs, mixer.probes)
+        if at is not None:
+            logits = net.unembed(final[:, at - p0])
+        else:
+            logits = net.unembed(final)
+            if self.prefix_logits is not None:  # the prefix's logits (no edge changes them) first
+                logits = torch.cat([self.prefix_logits.repeat(rows // len(self.prefix_logits), 1, 1).to(logits.dtype), logits], dim=1)
+        return _Run(logits, outs, mixer.probes, resid)
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -402,7 +460,9 @@ class _HookEngine:
         self.H, self.kv = graph.n_heads, graph.n_kv_heads
         self.R = self.H + 2 * self.kv
 
-    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None) -> _Run:
+    def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
+            start_run: _Run | None = None) -> _Run:
+        """(``start``, ``start_run``: ignored; hooks run every layer.)"""
         g, H, kv, R = self.graph, self.H, self.kv, self.R
         rows = tokens.shape[0]
         E = 1 + R
@@ -644,11 +704,10 @@ class _DirectSetup:
         return outs
 
 
-def _direct_setup(model, graph: Graph, prompts: PromptSet, metric: Metric, clean: Tensor, corrupted: Tensor,
+def _direct_setup(d: _Direct, prompts: PromptSet, metric: Metric, clean: Tensor, corrupted: Tensor,
                   at: int | None) -> _DirectSetup:
     """The corrupted run, at every position: its writes from p0 on, and the keys and values of the
     positions before p0 (where clean and corrupted prompts agree), which every later run reads."""
-    d = _Direct(model, graph)
     p0 = _first_change(clean, corrupted, at)
     with torch.no_grad():
         emb_clean, emb_corr = d.net.embed(clean), d.net.embed(corrupted)
@@ -923,15 +982,15 @@ def _head_receiver_change(d: _Direct, c: _Trace, layer: int, kind: str, part: li
     return delta - c.outs[layer][:, :, qh].sum(3).permute(2, 0, 1, 3)
 
 
-def _engine(model, graph: Graph, engine: str, seq_len: int):
+def _engine(model, graph: Graph, engine: str, clean: Tensor, corrupted: Tensor, at: int | None):
     """The engine of ``engine``: "auto" takes the model's anatomy where it has one, else hooks."""
     if engine not in ENGINES:
         raise DiscoveryError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    reason = anatomy.unsupported(model, seq_len)
+    reason = anatomy.unsupported(model, clean.shape[1])
     if engine == "fast" and reason is not None:
         raise DiscoveryError(f"engine='fast' cannot run this model: {reason}. Use engine='auto' or engine='hooks'.")
     if engine != "hooks" and reason is None:
-        return _GraphEngine(model, graph)
+        return _GraphEngine(model, graph, clean, corrupted, at)
     return _HookEngine(model, graph)
 
 
@@ -946,10 +1005,12 @@ class _Setup:
     clean: Tensor
     corrupted: Tensor
     at: int | None  # the answer position when the metric reads it alone
-    corr_outs: Tensor  # [sender n S d]
+    corr_outs: Tensor  # [sender n S d] (the whole-graph engine: positions p0..)
     clean_outs: Tensor
     clean_value: float
     corrupted_value: float
+    corr_resid: dict[int, Tensor] | None = None  # the corrupted run's residual stream at each receiver time
+    clean_run: _Run | None = None  # the clean run (the whole-graph engine starts later runs from its state)
 
     def values(self, logits: Tensor, copies: int) -> Tensor:
         """The mean metric of each copy: ``[copies]`` float64."""
@@ -965,12 +1026,17 @@ class _Setup:
         return W.to(self.clean.device)
 
     def run(self, patched: Tensor) -> Tensor:
-        """Mean metric ``[copies]`` with each copy's edges patched by the amounts ``patched [copies edge]``."""
-        C, n = patched.shape[0], len(self.prompts)
-        mixer = _Mixer(self.graph, self.W(patched), self.corr_outs, C, n, probe=False)
+        """Mean metric ``[copies]`` with each copy's edges patched by the amounts ``patched [copies edge]``.
+        Layers before the first receiver of a patched edge are the clean run's, and not run again."""
+        C, n, g = patched.shape[0], len(self.prompts), self.graph
+        mixer = _Mixer(g, self.W(patched), self.corr_outs, C, n, probe=False, corr_resid=self.corr_resid)
         tokens = einops.repeat(self.clean, "n s -> (c n) s", c=C)
+        start = 0
+        if self.clean_run is not None and self.clean_run.resid:
+            receivers = {g.edges[i][1] for i in torch.nonzero(patched.any(0)).flatten().tolist()}
+            start = min((g.n_layers if g.receivers[v].layer is None else g.receivers[v].layer for v in receivers), default=g.n_layers)
         with torch.no_grad():
-            out = self.eng.run(tokens, mixer, self.at)
+            out = self.eng.run(tokens, mixer, self.at, start=start, start_run=self.clean_run)
         return self.values(out.logits, C)
 
 
@@ -985,9 +1051,8 @@ def _inputs(model, prompts: PromptSet, metric: Metric, engine: str):
         raise InputError(f"Clean tokens {tuple(prompts.clean.shape)} and corrupted tokens {tuple(prompts.corrupted.shape)} differ in shape.")
     clean, corrupted = model.check_tokens(prompts.clean), model.check_tokens(prompts.corrupted)
     graph = build_graph(model)
-    eng = _engine(model, graph, engine, prompts.seq_len)
     at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
-    return clean, corrupted, graph, eng, at
+    return clean, corrupted, graph, _engine(model, graph, engine, clean, corrupted, at), at
 
 
 def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bool = True) -> _Setup:
@@ -997,7 +1062,7 @@ def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bo
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
         c_run = eng.run(clean, _Mixer(graph, None, None, 1, n, probe=False), at) if clean_run else None
     setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs),
-                   torch.stack(c_run.outs) if clean_run else None, math.nan, 0.0)
+                   torch.stack(c_run.outs) if clean_run else None, math.nan, 0.0, r_run.resid or None, c_run)
     setup.corrupted_value = float(setup.values(r_run.logits, 1)[0])
     if clean_run:  # (EAP reads the clean run off its gradient pass instead)
         setup.clean_value = float(setup.values(c_run.logits, 1)[0])
@@ -1041,7 +1106,7 @@ def edge_scores(
     clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
     chosen = _chosen_edges(edges, graph)
     if isinstance(eng, _GraphEngine):  # the direct engine
-        ds = _direct_setup(model, graph, prompts, metric, clean, corrupted, at)
+        ds = _direct_setup(eng.d, prompts, metric, clean, corrupted, at)
         corrupted_value = ds.corrupted_value
         if method == "exact":
             scores, clean_value = _exact_direct(ds, graph, batch_size, progress, chosen)
@@ -1190,27 +1255,47 @@ def _faithfulness(s: _Setup, masks: list[Tensor], batch_size: int) -> Tensor:
     return out
 
 
-def acdc(model, prompts: PromptSet, metric: Metric, tau: float = 0.01, engine: str = "auto", progress: bool = True) -> Circuit:
+def acdc(model, prompts: PromptSet, metric: Metric, tau: float = 0.01, engine: str = "auto", progress: bool = True,
+         batch_size: int = 64) -> Circuit:
     """ACDC (Conmy et al. 2023) with exact edge patching: start from the full graph; visit the receivers
     from the logits back to the first layer and, for each, its senders from the latest back; patch the
     edge for good when faithfulness falls by less than ``tau`` (in faithfulness units; 0 keeps every edge
-    that matters at all). ``Circuit.scores`` holds each edge's faithfulness drop when it was tried."""
+    that matters at all). ``Circuit.scores`` holds each edge's faithfulness drop when it was tried.
+
+    The trials run up to ``batch_size`` at a time, speculatively: trial j patches the next j edges on
+    top of the current circuit, which is what the one-at-a-time algorithm tries if the j - 1 before
+    are patched; at the first edge kept, the trials after it are dropped and the next batch starts
+    from there (the batch grows while every edge is patched, and shrinks when one is kept). The
+    circuit is the one-at-a-time algorithm's; on the model's anatomy a trial starts at its first
+    receiver's layer (the layers before are the clean run's)."""
     if not isinstance(tau, int | float) or isinstance(tau, bool) or not tau >= 0:
         raise DiscoveryError(f"tau must be a non-negative number (a faithfulness drop), got {tau!r}.")
+    _check_batch(batch_size)
     s = _setup(model, prompts, metric, engine)
     span, g = _span(s), s.graph
     patched = torch.zeros(g.n_edges)
     current = 1.0
     drops = torch.zeros(g.n_edges, dtype=torch.float64)
     order = sorted(range(g.n_edges), key=lambda i: (-g.receivers[g.edges[i][1]].time, g.edges[i][1], -g.edges[i][0]))
-    for i in tqdm(order, desc="ACDC", disable=not progress):
-        trial = patched.clone()
-        trial[i] = 1.0
-        value = float((s.run(trial[None])[0] - s.corrupted_value) / span)
-        drops[i] = current - value
-        if current - value < tau:
-            patched, current = trial, value
-    return Circuit(g, patched == 0, drops, f"acdc(tau={tau:g})")
+    done, width = 0, 1
+    with tqdm(total=len(order), desc="ACDC", disable=not progress) as bar:
+        while done < len(order):
+            batch = order[done : done + width]
+            trials = patched.repeat(len(batch), 1)
+            for j, edge in enumerate(batch):
+                trials[j:, edge] = 1.0  # trial j: the edges batch[:j + 1] patched on top of the circuit
+            values = ((s.run(trials) - s.corrupted_value) / span).tolist()
+            tried = len(batch)
+            for j, (edge, value) in enumerate(zip(batch, values, strict=True)):
+                drops[edge] = current - value
+                if current - value >= tau:  # kept: the later trials assumed it patched
+                    tried = j + 1
+                    break
+                patched[edge], current = 1.0, value
+            done += tried
+            bar.update(tried)
+            width = min(batch_size, 2 * width) if tried == len(batch) else max(1, tried // 2)
+    return Circuit(g, patched == 0, drops, f"acdc(tau={tau:g})", current)
 
 
 def faithfulness_curve(model, prompts: PromptSet, metric: Metric, scores: Sequence[EdgeScores] | EdgeScores,

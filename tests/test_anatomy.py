@@ -136,7 +136,9 @@ def test_circuits_on_the_anatomy_equal_the_hook_engine(model_of, family):
     model = model_of(family, "transformer_lens")
     prompts = make_prompts(n=3, seq=7, seed=3, same_until=1)
     g = build_graph(model)
-    masks = [torch.rand(g.n_edges, generator=torch.Generator().manual_seed(i)) < 0.5 for i in range(3)]
+    # circuits keeping a half, a tenth (most senders patched: the engine sums over the kept ones) and
+    # nine tenths of the edges
+    masks = [torch.rand(g.n_edges, generator=torch.Generator().manual_seed(i)) < keep for i, keep in enumerate((0.5, 0.5, 0.1, 0.9))]
     fast = faithfulness(model, prompts, logit_diff, masks)
     hooks = faithfulness(model, prompts, logit_diff, masks, engine="hooks")
     torch.testing.assert_close(fast, hooks, atol=1e-4, rtol=1e-4)
@@ -145,6 +147,11 @@ def test_circuits_on_the_anatomy_equal_the_hook_engine(model_of, family):
         assert 0 < circuit.n_edges < g.n_edges
         assert circuit.faithfulness(model, prompts, logit_diff) == pytest.approx(
             circuit.faithfulness(model, prompts, logit_diff, engine="hooks"), abs=1e-4)
+        assert circuit.value == pytest.approx(circuit.faithfulness(model, prompts, logit_diff), abs=1e-5)  # as reported
+        # the speculative batches give the one-at-a-time algorithm's circuit and drops
+        single = acdc(model, prompts, logit_diff, tau=0.05, progress=False, batch_size=1)
+        assert torch.equal(single.edges, circuit.edges)
+        torch.testing.assert_close(single.scores, circuit.scores, atol=1e-5, rtol=1e-5)
 
 
 def test_parallel_residual_blocks_agree_across_the_fast_engines(model_of):
