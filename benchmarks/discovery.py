@@ -88,31 +88,35 @@ def tl_exact(model, prompts) -> torch.Tensor:
 
 
 def work_ratio(model, prompts) -> float:
-    """Multiply-accumulates in the linear maps (projections, MLPs, unembedding) of one TL forward per
-    edge, over those of the direct engine's exact schedule (`patching.discovery._exact_direct`):
-    positions from the first corrupted token p0 on, the receiver's own head / MLP / final norm at its
-    layer, full layers after it, the answer query alone on the last layer. A bound on the speed-up
-    at equal arithmetic throughput, computed from the shapes (attention scores left out)."""
+    """Multiply-accumulates in the linear maps (projections, MLPs, unembedding) of one full forward per
+    edge, over those the edge strictly needs, as the direct engine's exact schedule runs it
+    (`patching.discovery._exact_direct`): positions from the first corrupted token p0 on; at its layer
+    the receiver's own projection (a query head, or a key / value head) and the output projection of
+    the query heads it reaches (one, or ``heads / kv_heads`` under grouped-query attention), or its
+    MLP, or the final norm; full layers after it; the answer query alone on the last layer. A bound on
+    the speed-up at equal arithmetic throughput, counted from the model anatomy's shapes (attention
+    scores left out); `benchmarks.discovery_hf` uses it for Hugging Face models."""
+    from patching import anatomy
     from patching.discovery import _first_change
 
-    g = build_graph(model)
-    L, H, dh, d, V = model.n_layers, model.n_heads, model.d_head, model.d_model, model.d_vocab
-    mlp = 2 * d * model.d_mlp if model.has_mlp else 0
+    net, g = anatomy.of(model), build_graph(model)
+    L, H, KV, dh, d, V = net.n_layers, net.n_heads, net.n_kv_heads, net.d_head, net.d_model, model.d_vocab
+    mlp = 0 if net.attn_only else (3 if net.gated else 2) * d * net.d_mlp
     n, S = len(prompts), prompts.seq_len
-    at = prompts.answer_pos % S
-    s = S - _first_change(prompts.clean, prompts.corrupted, at)
-    head, layer_all = dh * d, 4 * H * dh * d + mlp
-    last = n * (s * 2 * H * head + 2 * H * head + mlp + d * V)  # keys / values everywhere, the rest at the answer
-    ours = 0
+    s = S - _first_change(prompts.clean, prompts.corrupted, prompts.answer_pos % S)
+    head, layer_all = dh * d, (2 * H + 2 * KV) * dh * d + mlp
+    last = n * (s * 2 * KV * head + 2 * H * head + mlp + d * V)  # keys / values everywhere, the rest at the answer
+    need = 0
     for _, v in g.edges:
         r = g.receivers[v]
+        reached = (1 if r.kind == "q" else H // KV) * head if r.kind in "qkv" else 0  # the written heads' output maps
         if r.kind == "logits":
-            ours += n * d * V
+            need += n * d * V
         elif r.layer == L - 1:
-            ours += n * ((s * head if r.kind in "kv" else head if r.kind == "q" else 0) + head + mlp + d * V)
+            need += n * ((s * head if r.kind in "kv" else head if r.kind == "q" else 0) + reached + mlp + d * V)
         else:
-            ours += n * s * (2 * head + mlp if r.kind in "qkv" else mlp) + n * s * layer_all * (L - 2 - r.layer) + last
-    return g.n_edges * n * S * (L * layer_all + d * V) / ours
+            need += n * s * (head + reached + mlp if r.kind in "qkv" else mlp) + n * s * layer_all * (L - 2 - r.layer) + last
+    return g.n_edges * n * S * (L * layer_all + d * V) / need
 
 
 def budget_search(pool_size: int = 15, budget: int | None = None) -> None:

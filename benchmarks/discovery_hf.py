@@ -41,11 +41,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.discovery import work_ratio
 from benchmarks.timing import cpu_time
 from interp.sites import Site
 from interp.tasks import PromptSet
 from patching import anatomy, edge_scores, logit_diff
-from patching.discovery import _first_change, build_graph
+from patching.discovery import build_graph
 
 N, S, FIRST_DIFF = 8, 15, 10  # the random models' prompts: IOI's shape
 
@@ -133,27 +134,6 @@ def tl_exact(model, prompts: PromptSet, picks: list[int]) -> torch.Tensor:
         return torch.tensor([tl_edge(model, prompts, g, net, clean, corr, base, i) for i in picks], dtype=torch.float64)
 
 
-def work_bound(model, prompts: PromptSet) -> float:
-    """One full forward per edge over the work each edge strictly needs (linear maps only): see the docstring."""
-    net, g = anatomy.of(model), build_graph(model)
-    L, H, KV, dh, d, V = net.n_layers, net.n_heads, net.n_kv_heads, net.d_head, net.d_model, model.d_vocab
-    mlp = (3 if getattr(net, "gated", False) else 2) * d * getattr(net, "d_mlp", 0)
-    n, at = len(prompts), prompts.answer_pos % prompts.seq_len
-    s = prompts.seq_len - _first_change(prompts.clean, prompts.corrupted, at)
-    head, layer_all = dh * d, (2 * H + 2 * KV) * dh * d + mlp
-    last = n * (s * 2 * KV * head + 2 * H * head + mlp + d * V)  # keys / values everywhere, the rest at the answer
-    need = 0
-    for _, v in g.edges:
-        r = g.receivers[v]
-        if r.kind == "logits":
-            need += n * d * V
-        elif r.layer == L - 1:
-            need += n * ((s * head if r.kind in "kv" else head if r.kind == "q" else 0) + H * head + mlp + d * V)
-        else:
-            need += n * s * ((H // KV + 1) * head + mlp if r.kind in "qkv" else mlp) + n * s * layer_all * (L - 2 - r.layer) + last
-    return g.n_edges * n * prompts.seq_len * (L * layer_all + d * V) / need
-
-
 def measure(name: str, model, prompts: PromptSet, sample: int, tl_sample: int, rounds: int) -> str:
     g = build_graph(model)
     hooks_ok = not anatomy.parallel_residual(model)
@@ -189,7 +169,7 @@ def measure(name: str, model, prompts: PromptSet, sample: int, tl_sample: int, r
     return (f"| {name:12} | {len(prompts)} x {prompts.seq_len} | {g.n_edges:6d} | {1e3 * t_fwd:6.0f}ms | {t_eap / t_fwd:5.2f} "
             f"{'PASS' if t_eap / t_fwd <= 3 else 'FAIL'} | {t_ig / t_fwd:5.2f} {'PASS' if t_ig / t_fwd <= 12 else 'FAIL'} | "
             f"{hook_cell} | {diff_eap:7.1e} | {per_ours * g.n_edges:7.0f}s | {per_tl * g.n_edges:8.0f}s | "
-            f"{per_tl / per_ours:6.1f}x | {work_bound(model, prompts):6.1f}x | {diff_exact:7.1e} |")
+            f"{per_tl / per_ours:6.1f}x | {work_ratio(model, prompts):6.1f}x | {diff_exact:7.1e} |")
 
 
 def circuits() -> None:
