@@ -338,13 +338,18 @@ class _Mixer:
                 continue
             us = [senders[j] for j in group]
             cur = torch.stack([outs[u] for u in us])  # [u rows S d]
-            if group is shared:  # one output for every copy
-                diff = self.corr[us].to(cur.dtype) - cur
-                total = total + einops.einsum(w[:, us].to(cur.dtype), diff, "c u r, u n s d -> c n s r d")
+            if group is shared:  # one output for every copy: copy 0's weights once, the other copies' departures from them
+                diff, wu = self.corr[us].to(cur.dtype) - cur, w[:, us].to(cur.dtype)
+                total = total + einops.einsum(wu[0], diff, "u r, u n s d -> n s r d")[None]
+                rest = wu[1:] - wu[0]
+                moved = torch.nonzero(rest.any(2).any(0)).flatten()
+                if len(moved):
+                    total = total + F.pad(einops.einsum(rest[:, moved], diff[moved], "c u r, u n s d -> c n s r d"),
+                                          (0, 0) * 4 + (1, 0))
             else:
                 diff = self.corr[us][:, None].to(cur.dtype) - cur.view(len(us), self.C, self.n, *cur.shape[2:])
                 total = total + einops.einsum(w[:, us].to(cur.dtype), diff, "c u r, u c n s d -> c n s r d")
-        return total
+        return total.expand(self.C, *total.shape[1:])
 
 
 @dataclass
@@ -1256,7 +1261,7 @@ def _faithfulness(s: _Setup, masks: list[Tensor], batch_size: int) -> Tensor:
 
 
 def acdc(model, prompts: PromptSet, metric: Metric, tau: float = 0.01, engine: str = "auto", progress: bool = True,
-         batch_size: int = 64) -> Circuit:
+         batch_size: int = 16) -> Circuit:
     """ACDC (Conmy et al. 2023) with exact edge patching: start from the full graph; visit the receivers
     from the logits back to the first layer and, for each, its senders from the latest back; patch the
     edge for good when faithfulness falls by less than ``tau`` (in faithfulness units; 0 keeps every edge

@@ -107,7 +107,7 @@ def test_fast_engine_equals_the_reference_loop_on_random_site_sets(loaded, arch,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("arch", ["gpt2", "neox-parallel", "llama-gqa"])
+@pytest.mark.parametrize("arch", FAMILIES)
 def test_fast_attribution_equals_hook_attribution(loaded, arch, backend):
     model = loaded(arch, backend)
     prompts = make_prompts(same_until=2)
@@ -116,6 +116,28 @@ def test_fast_attribution_equals_hook_attribution(loaded, arch, backend):
         hooks = attribution_patch(model, prompts, kind, metric, by_pos=by_pos, engine="hooks")
         torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=1e-4)
     assert all(p.requires_grad and p.grad is None for p in model.module.parameters())
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_causal_tracing_restorations_on_the_anatomy_equal_hooks(loaded, monkeypatch, arch):
+    """Causal tracing's restorations (one fast-engine sweep per prompt, noise on the base run's
+    embedding) equal restoring through hooks on every family, windows and severed paths included."""
+    from patching import causal_trace, causal_tracing
+
+    model = loaded(arch, "transformer_lens")
+    assert anatomy.unsupported(model) is None
+    tokens = torch.randint(1, V, (2, 7), generator=torch.Generator().manual_seed(5))
+    answers = model(tokens)[:, -1].argmax(-1)
+    args = dict(samples=2, window=2, severed="mlp", seed=0, progress=False)
+    ran, original = [], causal_tracing._restored_fast
+    monkeypatch.setattr(causal_tracing, "_restored_fast", lambda *a, **k: ran.append(original(*a, **k)) or ran[-1])
+    quick = causal_trace(model, tokens, [1, 2], answers, **args)
+    assert len(ran) == 2 and all(r is not None for r in ran)  # each prompt's restorations ran on the anatomy
+    monkeypatch.setattr(causal_tracing, "_restored_fast", lambda *a, **k: None)
+    hooks = causal_trace(model, tokens, [1, 2], answers, **args)
+    for kind in ("resid", "mlp", "attn", "resid_severed_mlp"):
+        torch.testing.assert_close(quick.probs[kind], hooks.probs[kind], atol=1e-5, rtol=1e-4)
+    assert float((quick.probs["resid"] - quick.p_corrupted[:, None, None]).abs().max()) > 1e-4  # restorations move it
 
 
 def test_weights_are_read_at_every_call(loaded):
