@@ -4,7 +4,7 @@ TransformerLens hook run per edge, measured in the same run.
     python -m benchmarks.discovery_hf --threads 1                    # SmolLM2-135M, GPT-2-small and Pythia-160M shapes
     python -m benchmarks.discovery_hf --threads 1 --models smollm2   # one of them
     python -m benchmarks.discovery_hf --threads 1 --circuits         # SmolLM2 circuits: anatomy vs hooks
-    python -m benchmarks.discovery_hf --threads 1 --acdc 0.01        # ACDC on SmolLM2 (about an hour)
+    python -m benchmarks.discovery_hf --threads 1 --acdc 0.01 --models smollm2   # ACDC on every edge (tens of minutes)
 
 Cases: SmolLM2-135M (the real model, `interp.load("smollm2-135m")`; Llama, grouped-query attention,
 RMSNorm, rotary, gated MLP) on 8 IOI prompts (`interp.tasks.ioi`, 15 tokens, clean and corrupted
@@ -187,23 +187,26 @@ def circuits() -> None:
           f"hooks {[round(v, 4) for v in hooks.tolist()]} in {t_hooks:.1f} s CPU; max diff {float((fast - hooks).abs().max()):.1e}")
 
 
-def run_acdc(tau: float, n_prompts: int) -> None:
-    """ACDC on SmolLM2-135M's 70,651 edges with ``n_prompts`` IOI prompts (the table's set), on the
-    anatomy: its CPU and wall time, the edges it keeps, the faithfulness it reports for its circuit and
-    that circuit's faithfulness measured again by `faithfulness` (anatomy and hooks)."""
+def run_acdc(name: str, tau: float, n_prompts: int) -> None:
+    """ACDC on every edge of ``name`` (SmolLM2-135M with ``n_prompts`` IOI prompts, or a random shape
+    with the table's prompts), on the anatomy: its CPU and wall time, the edges it keeps, the
+    faithfulness it reports for its circuit and that circuit's faithfulness measured again by
+    `faithfulness` (anatomy and hooks; hooks not on a parallel-residual model)."""
     from interp.tasks.ioi import ioi_prompts
     from patching import acdc
 
-    model, _ = smollm2_case()
-    prompts = ioi_prompts(model, n_prompts, seed=0)
-    wall = time.perf_counter()
-    t, circuit = cpu_time(lambda: acdc(model, prompts, logit_diff, tau=tau))
-    wall = time.perf_counter() - wall
-    again = circuit.faithfulness(model, prompts, logit_diff)
-    hooks = circuit.faithfulness(model, prompts, logit_diff, engine="hooks")
-    print(f"ACDC tau={tau:g}, SmolLM2-135M, {n_prompts} IOI prompts: kept {circuit.n_edges} of {circuit.graph.n_edges} edges "
-          f"in {t:.0f} s CPU ({wall:.0f} s wall); faithfulness reported {circuit.value:.4f}, measured again "
-          f"{again:.4f} (anatomy), {hooks:.4f} (hooks)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, prompts = smollm2_case() if name == "smollm2" else random_case(name, Path(tmp))
+        if name == "smollm2":
+            prompts = ioi_prompts(model, n_prompts, seed=0)
+        wall = time.perf_counter()
+        t, circuit = cpu_time(lambda: acdc(model, prompts, logit_diff, tau=tau))
+        wall = time.perf_counter() - wall
+        again = circuit.faithfulness(model, prompts, logit_diff)
+        hooks = "n/a" if anatomy.parallel_residual(model) else f"{circuit.faithfulness(model, prompts, logit_diff, engine='hooks'):.4f}"
+    print(f"ACDC tau={tau:g}, {name}, {len(prompts)} x {prompts.seq_len} prompts: kept {circuit.n_edges} of "
+          f"{circuit.graph.n_edges} edges in {t:.0f} s CPU ({wall:.0f} s wall); faithfulness reported {circuit.value:.4f}, "
+          f"measured again {again:.4f} (anatomy), {hooks} (hooks)", flush=True)
 
 
 def main(argv=None) -> None:
@@ -214,13 +217,16 @@ def main(argv=None) -> None:
     parser.add_argument("--tl-sample", type=int, default=12, help="edges the TL loop runs on (extrapolated)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--circuits", action="store_true", help="SmolLM2 faithfulness on the anatomy and on hooks instead")
-    parser.add_argument("--acdc", type=float, default=None, metavar="TAU", help="ACDC on SmolLM2 at this tau instead (about an hour)")
+    parser.add_argument("--acdc", type=float, default=None, metavar="TAU", help="ACDC on each model at this tau instead (tens of minutes each)")
     parser.add_argument("--prompts", type=int, default=N, help="with --acdc: IOI prompts")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.circuits or args.acdc is not None:
-        circuits() if args.circuits else run_acdc(args.acdc, args.prompts)
+        if args.circuits:
+            circuits()
+        for name in args.models if args.acdc is not None else []:
+            run_acdc(name, args.acdc, args.prompts)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU time; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -37,7 +37,10 @@ metric reads only the answer. EAP / EAP-IG take one backward to the heads' q, k 
 in closed form (`_NormDot`, from `patching.anatomy.norm_spec`); exact scores recompute only the
 receiver at its layer (one head, or under grouped-query attention the query heads reading one
 key/value head; one MLP; or the final norm) and the layers after it, many edges per pass; circuits
-(faithfulness, ACDC) run the whole graph with each head's inputs of its own. On any other
+(faithfulness, ACDC) run the whole graph with each head's inputs of its own, at positions p0.. only,
+from the first layer with a patched receiver, summing each receiver's change over its patched
+senders or, when most are patched, over the kept ones; ACDC tries its edges in speculative batches
+(the one-at-a-time algorithm's circuit). On any other
 `HookedModel` (any backend with the sites resid_pre, q, k, v, z and resid_post, and resid_mid /
 mlp_out for MLPs) hooks run every layer's attention on 1 + (heads + 2 kv_heads) copies of the
 batch, one per receiver. ``engine="hooks"`` forces the second; both give the same numbers.
