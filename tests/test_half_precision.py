@@ -168,3 +168,21 @@ def test_collect_on_bfloat16_model_gives_float32_rows_on_the_cpu(gpt2_dir, backe
     labels = (tokens.reshape(-1) % 2).numpy()  # a probe fits the rows as they come
     probe = LinearProbe().fit(store[Site("resid_post", 1)], labels)
     assert 0.0 <= probe.score(store[Site("resid_post", 1)], labels) <= 1.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_logit_lens_and_dla_on_a_bfloat16_model(bf16_model, f32_model, device):
+    """The read-out of a bfloat16 model is checked against its logits at half precision's tolerance
+    (it used to be judged at float32's and refused); lens and DLA agree with the float32 model's."""
+    from probes import direct_logit_attribution, logit_lens
+
+    tokens = torch.randint(1, D_VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    half, full = bf16_model.to(device), f32_model.to(device)
+    try:
+        lens16, lens32 = logit_lens(half, tokens, answers="next"), logit_lens(full, tokens, answers="next")
+        assert lens16.answer_prob.dtype == torch.float32
+        assert (lens16.answer_prob[:, :, :-1] - lens32.answer_prob[:, :, :-1]).abs().max() < 0.05
+        dla = direct_logit_attribution(half, tokens, answers=tokens[:, -1], wrong=tokens[:, -2])
+        assert (dla.total - dla.actual).abs().max() < 1e-4  # the components add up to the logit difference
+    finally:
+        half.to("cpu"), full.to("cpu")
