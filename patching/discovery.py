@@ -375,11 +375,17 @@ class _GraphEngine:
         self.d = d = _Direct(model, graph)  # the same weights, read once
         self.net, self.graph, self.layers = d.net, graph, d.layers
         self.H, self.KV, self.dh = d.H, d.KV, d.dh
-        self.p0 = p0 = _first_change(clean, corrupted, at)
+        self.p0 = _first_change(clean, corrupted, at)
         self.prefix, self.prefix_logits = None, None
-        if p0 > 0:
+        self._prefix_of = (corrupted, at)  # run on first use (edge scores take the direct engine instead)
+
+    def _run_prefix(self) -> None:
+        """The keys, values (and, for metrics reading every position, logits) of positions 0..p0-1."""
+        corrupted, at = self._prefix_of
+        self._prefix_of = None
+        if self.p0 > 0:
             with torch.no_grad():
-                t = d.run(self.net.embed(corrupted[:, :p0]), 0, None, None)
+                t = self.d.run(self.net.embed(corrupted[:, : self.p0]), 0, None, None)
             self.prefix = list(zip(t.keys, t.values, strict=True))
             self.prefix_logits = t.logits if at is None else None
 
@@ -393,6 +399,8 @@ class _GraphEngine:
 
     def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
             start_run: _Run | None = None) -> _Run:
+        if self._prefix_of is not None:
+            self._run_prefix()
         net, g, H, KV, p0 = self.net, self.graph, self.H, self.KV, self.p0
         rows = tokens.shape[0]
         if start > 0:  # the clean run's state before layer ``start`` (every copy the same)
