@@ -904,9 +904,15 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """The text of each token id on its own (byte-level BPE symbols decoded: ``" Paris"``, ``"\\n"``).
 
     A character split across several byte-level tokens decodes to U+FFFD in each of them, as
-    TransformerLens shows it; special tokens keep their names (``"<|im_start|>"``).
+    TransformerLens shows it; special tokens keep their names (``"<|im_start|>"``). Each id is decoded
+    once per tokenizer (sweeps label their positions on every call).
     """
-    return tokenizer.batch_decode([[int(i)] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    memo = tokenizer.__dict__.setdefault("_interp_token_texts", {})
+    missing = sorted({int(i) for i in ids} - memo.keys())
+    if missing:
+        texts = tokenizer.batch_decode([[i] for i in missing], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        memo.update(zip(missing, texts, strict=True))
+    return [memo[int(i)] for i in ids]
 
 
 def _has_w_o(backend: Backend) -> bool:

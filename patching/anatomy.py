@@ -8,12 +8,12 @@ one projection only. What it needs to know about the model is the same each time
 - **embedding and positions**: `Anatomy.embed` (token embedding, learned positions if any);
 - **the norms**: each layer's ``ln1`` / ``ln2`` as functions and as modules (``norm1`` / ``norm2``,
   which `norm_spec` reads as LayerNorm, RMSNorm or none, for closed-form Jacobians);
-- **queries, keys and values**: ``qkv(h, index)`` per layer (fused or separate, grouped-query, biases)
-  and `Anatomy.qkv_weights` (every head's projection as one ``[heads + 2 kv_heads, d_head, d_model]``
-  tensor, queries first);
+- **queries, keys and values**: `Anatomy.qkv_weights` (every head's projection, fused or separate,
+  grouped-query, with biases, as one ``[heads + 2 kv_heads, d_head, d_model]`` tensor, queries first)
+  and `Anatomy.qkv`, the one linear map they make;
 - **rotary embedding**: `Anatomy.rope` (full or partial, from the model's own tables);
 - **attention**: `Anatomy.attend` (causal mask, grouped-query, score soft-capping, pattern edits);
-- **the output projection and the MLP**: ``o`` / `Anatomy.o_weights` and ``mlp`` per layer;
+- **the output projection and the MLP**: `Anatomy.o_weights` / `Anatomy.o` and ``mlp`` per layer;
 - **the residual**: sequential, or parallel (``parallel``: attention and MLP both read resid_pre);
 - **the read-out**: the final norm ``ln_out`` and the unembedding (`Anatomy.unembed`,
   `Anatomy.unembed_at` for chosen columns; ``W_U``, ``b_U``, ``logit_cap``); `read_out` gives the
@@ -57,9 +57,9 @@ class Anatomy:
 
     An adapter sets ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel``, the
     read-out (``ln_out``, ``W_U [vocab d_model]``, ``b_U``, ``logit_cap``) and ``layers``: one dict per
-    layer of ``ln1, ln2, mlp, o`` (functions of ``[... d]``), ``norm1, norm2`` (the norm modules, for
-    `norm_spec`), ``qkv(h, index)`` (queries of ``h[index]``, or of every token when index is None, and
-    keys and values of every token, each ``[tokens heads d_head]``), ``scale`` (the score multiplier),
+    layer of ``ln1, ln2, mlp`` (functions of ``[... d]``), ``norm1, norm2`` (the norm modules, for
+    `norm_spec`), ``linears`` (the attention's linear modules, which `qkv_weights` / `o_weights` read
+    by default), ``scale`` (the score multiplier),
     ``softcap`` (None or a float) and ``rope`` (None, or ``(cos [positions rot], sin [positions rot],
     rotate_half)``, or anything else true where `rope_table` builds the tables); and implements
     `embed`, `unembed`, `token_flops`, `qkv_weights` and `o_weights`."""
@@ -94,6 +94,28 @@ class Anatomy:
         ``linears``, an ``nn.Linear``."""
         o = self.layers[layer]["linears"][-1]
         return _tensor(o, "weight"), _tensor(o, "bias")
+
+    def qkv(self, layer: int, h: Float[Tensor, "tokens d_model"], index: Int[Tensor, " q"] | None = None):
+        """Queries of ``h[index]`` (of every token when index is None), keys and values of every token,
+        each ``[tokens heads d_head]``: `qkv_weights` as one linear map (flattened once per anatomy)."""
+        blk = self.layers[layer]
+        if "W_qkv" not in blk:
+            W, b = self.qkv_weights(layer)
+            blk["W_qkv"], blk["b_qkv"] = W.flatten(0, 1), None if b is None else b.flatten()
+        W, b = blk["W_qkv"], blk["b_qkv"]
+        H, KV, dh, T = self.n_heads, self.n_kv_heads, self.d_head, h.shape[0]
+        if index is None:
+            return F.linear(h, W, b).view(T, H + 2 * KV, dh).split([H, KV, KV], dim=1)
+        q = F.linear(h[index], W[: H * dh], None if b is None else b[: H * dh]).view(-1, H, dh)
+        k, v = F.linear(h, W[H * dh :], None if b is None else b[H * dh :]).view(T, 2 * KV, dh).split(KV, dim=1)
+        return q, k, v
+
+    def o(self, layer: int, z: Float[Tensor, "... hd"]) -> Float[Tensor, "... d_model"]:
+        """The attention's output projection of ``z`` (heads side by side, ``hd = heads * d_head``)."""
+        blk = self.layers[layer]
+        if "W_O" not in blk:
+            blk["W_O"], blk["b_O"] = self.o_weights(layer)
+        return F.linear(z, blk["W_O"], blk["b_O"])
 
     def unembed_at(self, resid: Float[Tensor, "rows d_model"], ids: Int[Tensor, "rows m"]) -> Float[Tensor, "rows m"]:
         """The logits of tokens ``ids`` only (per row): the final norm, then a dot product with those
@@ -166,7 +188,7 @@ class Anatomy:
         H, dh = self.n_heads, self.d_head
         x = edit("resid_pre", layer, x)
         h = blk["ln1"](x)
-        q, k, v = (t.reshape(B, s, -1, dh).transpose(1, 2) for t in blk["qkv"](h.reshape(B * s, -1), None))
+        q, k, v = (t.reshape(B, s, -1, dh).transpose(1, 2) for t in self.qkv(layer, h.reshape(B * s, -1)))
         k, v = edit("k", layer, k), edit("v", layer, v)  # [batch kv_head pos d]
         q, k = self.rope(layer, q, p0), self.rope(layer, k, p0)
         if prefix is not None:
@@ -174,7 +196,7 @@ class Anatomy:
         wants_pattern = "pattern" in getattr(edit, "kinds", ("pattern",))
         mixed = self.attend(layer, q, k, v, p0, (lambda p: edit("pattern", layer, p)) if wants_pattern else None)
         z = edit("z", layer, mixed.transpose(1, 2))  # [batch pos head d_head]
-        attn_out = edit("attn_out", layer, blk["o"](z.reshape(B, s, H * dh)))
+        attn_out = edit("attn_out", layer, self.o(layer, z.reshape(B, s, H * dh)))
         if self.attn_only:
             x = x + attn_out
         elif self.parallel:  # attention and MLP both read resid_pre
@@ -188,8 +210,7 @@ class Anatomy:
 
 class Native(Anatomy):
     """A ``NativeModel`` (``TransformerBridge.boot_native``): ``NativeBlock`` / ``NativeAttention`` on
-    the unwrapped modules. Each layer's dict also holds ``q, k, v`` (functions of ``[... d_model]``)
-    and ``attn`` (the ``NativeAttention``)."""
+    the unwrapped modules."""
 
     def __init__(self, om):
         from transformer_lens.model_bridge.sources.native.model import NativeRotary
@@ -209,20 +230,17 @@ class Native(Anatomy):
         self.layers = []
         for blk in _part(om, "layers"):
             attn = _part(blk, "attn")
-            q, k, v = _fn(_part(attn, "q")), _fn(_part(attn, "k")), _fn(_part(attn, "v"))
             rotary = attn.rotary
             self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln1")), attn=attn, q=q, k=k, v=v, o=_fn(_part(attn, "o")),
-                norm1=_part(blk, "ln1"), norm2=None if self.attn_only else _part(blk, "ln2"),
+                ln1=_fn(_part(blk, "ln1")), norm1=_part(blk, "ln1"), norm2=None if self.attn_only else _part(blk, "ln2"),
                 linears=[_part(attn, name) for name in "qkvo"],
-                qkv=_separate_qkv(q, k, v, cfg.n_heads, attn.n_kv_heads, cfg.d_head),
                 ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
                 mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
                 scale=1.0 / attn.scale, softcap=_cap(attn.attn_scores_soft_cap),
                 rope=None if rotary is None else (
                     rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
             ))
-        self.n_kv_heads = self.layers[0]["attn"].n_kv_heads
+        self.n_kv_heads = _part(_part(om, "layers")[0], "attn").n_kv_heads
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         resid = self.tok_embed(tokens)
@@ -264,17 +282,6 @@ def _cap(value: float | None) -> float | None:
 def softcap(x: Tensor, cap: float | None) -> Tensor:
     """``cap * tanh(x / cap)`` (Gemma-style soft-capping, as TransformerLens's ``apply_softcap``); ``x`` when off."""
     return x if cap is None else cap * torch.tanh(x / cap)
-
-
-def _separate_qkv(q, k, v, H: int, KV: int, dh: int):
-    """``qkv(h, index)`` of separate query, key and value maps: ``[tokens heads d_head]`` each."""
-
-    def qkv(h: Tensor, index: Tensor | None):
-        T = h.shape[0]
-        query = q(h if index is None else h[index])
-        return query.view(query.shape[0], H, dh), k(h).view(T, KV, dh), v(h).view(T, KV, dh)
-
-    return qkv
 
 
 def _part(module, name: str):
@@ -601,27 +608,11 @@ class GPT2(_HF):
         for blk in _layers(hf):
             attn, mlp = _part(blk, "attn"), _part(blk, "mlp")
             self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln_1")), ln2=_fn(_part(blk, "ln_2")), o=_conv1d(_part(attn, "c_proj")),
+                ln1=_fn(_part(blk, "ln_1")), ln2=_fn(_part(blk, "ln_2")),
                 norm1=_part(blk, "ln_1"), norm2=_part(blk, "ln_2"), linears=[_part(attn, "c_attn"), _part(attn, "c_proj")],
-                qkv=self._qkv(_part(attn, "c_attn")),
                 mlp=_mlp(_conv1d(_part(mlp, "c_fc")), _fn(_part(mlp, "act")), _conv1d(_part(mlp, "c_proj"))),
                 scale=attn.scaling, softcap=None, rope=None,
             ))
-
-    def _qkv(self, c_attn):
-        weight, bias = _tensor(c_attn, "weight"), _tensor(c_attn, "bias")  # [d 3d]: q, k, v columns
-        d, H, dh = self.d_model, self.n_heads, self.d_head
-
-        def qkv(h: Tensor, index: Tensor | None):
-            T = h.shape[0]
-            if index is None:
-                q, k, v = torch.addmm(bias, h, weight).split(d, dim=1)
-                return q.view(T, H, dh), k.view(T, H, dh), v.view(T, H, dh)
-            q = torch.addmm(bias[:d], h[index], weight[:, :d])  # the answer tokens' queries only
-            k, v = torch.addmm(bias[d:], h, weight[:, d:]).split(d, dim=1)
-            return q.view(-1, H, dh), k.view(T, H, dh), v.view(T, H, dh)
-
-        return qkv
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         return self.tok_embed(tokens) + self.wpe[: tokens.shape[1]]
@@ -651,22 +642,11 @@ class NeoX(_HF):
             attn, mlp = _part(blk, "attention"), _part(blk, "mlp")
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
-                o=_fn(_part(attn, "dense")), qkv=self._qkv(_fn(_part(attn, "query_key_value"))),
                 norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
                 linears=[_part(attn, "query_key_value"), _part(attn, "dense")],
                 mlp=_mlp(_fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "act")), _fn(_part(mlp, "dense_4h_to_h"))),
                 scale=attn.scaling, softcap=None, rope=True,
             ))
-
-    def _qkv(self, fused):
-        H, dh = self.n_heads, self.d_head
-
-        def qkv(h: Tensor, index: Tensor | None):  # rows of the fused weight: [head (q k v) d_head]
-            out = fused(h).view(h.shape[0], H, 3, dh)
-            q = out[:, :, 0] if index is None else out[index, :, 0]
-            return q, out[:, :, 1], out[:, :, 2]
-
-        return qkv
 
     def qkv_weights(self, layer: int):
         fused = self.layers[layer]["linears"][0]  # rows [head (q k v) d_head]
@@ -692,17 +672,13 @@ class Llama(_HF):
             self.d_head = attn.head_dim
             self.layers.append(dict(
                 ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
-                o=_fn(_part(attn, "o_proj")), qkv=self._qkv(attn), linears=self._linears(attn), mlp=self._mlp(_part(blk, "mlp")),
+                linears=self._linears(attn), mlp=self._mlp(_part(blk, "mlp")),
                 norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
                 scale=attn.scaling, softcap=None, rope=True,
             ))
 
     def _linears(self, attn) -> list:
         return [_part(attn, f"{name}_proj") for name in "qkvo"]
-
-    def _qkv(self, attn):
-        q, k, v = (_fn(_part(attn, f"{name}_proj")) for name in "qkv")
-        return _separate_qkv(q, k, v, self.n_heads, self.n_kv_heads, self.d_head)
 
     def _mlp(self, mlp):
         gate, up, down, act = (_fn(_part(mlp, name)) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
@@ -715,16 +691,6 @@ class Phi3(Llama):
 
     def _linears(self, attn) -> list:
         return [_part(attn, "qkv_proj"), _part(attn, "o_proj")]
-
-    def _qkv(self, attn):
-        fused, H, KV, dh = _fn(_part(attn, "qkv_proj")), self.n_heads, self.n_kv_heads, self.d_head
-
-        def qkv(h: Tensor, index: Tensor | None):
-            q, k, v = fused(h).split([H * dh, KV * dh, KV * dh], dim=-1)
-            q = q if index is None else q[index]
-            return q.reshape(-1, H, dh), k.reshape(-1, KV, dh), v.reshape(-1, KV, dh)
-
-        return qkv
 
     def _mlp(self, mlp):
         gate_up, down, act = (_fn(_part(mlp, name)) for name in ("gate_up_proj", "down_proj", "activation_fn"))

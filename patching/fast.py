@@ -362,7 +362,7 @@ def _run_flat(net: anatomy.Anatomy, segs: list[_Seg], tokens: Tensor | None, sto
         blk = net.layers[lay]
         z = edits.point("z", lay, torch.cat(zs), layout, store)  # a new tensor (edits write in place)
         pre = x
-        x = x + edits.point("attn_out", lay, blk["o"](z.view(z.shape[0], -1)), layout, store)
+        x = x + edits.point("attn_out", lay, net.o(lay, z.view(z.shape[0], -1)), layout, store)
         if not net.attn_only:  # the MLP reads resid_pre (parallel) or resid_mid, where ln2's input is patched only
             mlp_in = pre if net.parallel else edits.point("resid_mid", lay, x, layout, store, copy=True)
             x = x + edits.point("mlp_out", lay, blk["mlp"](blk["ln2"](mlp_in)), layout, store)
@@ -394,7 +394,7 @@ def _attention(net: anatomy.Anatomy, lay: int, x: Tensor, layout: list, store: _
     S, H, dh = store.S, net.n_heads, net.d_head
     blk = net.layers[lay]
     h = blk["ln1"](x)
-    q, k, v = blk["qkv"](h, index)  # [tokens heads d_head]; q of the answer tokens only with index
+    q, k, v = net.qkv(lay, h, index)  # [tokens heads d_head]; q of the answer tokens only with index
     zs, row0 = [], 0
     for base, off, tok, rows, pattern_edit in _attention_groups(layout, lay, edits, store, ans):
         kg, vg = (t[off : off + rows * tok].reshape(rows, tok, -1, dh).transpose(1, 2) for t in (k, v))

@@ -87,15 +87,16 @@ def test_anatomy_forward_and_weights_equal_the_model(model_of, family, backend):
         for layer in range(net.n_layers):
             x = net.block(layer, x, 0, None, lambda kind, layer, act: act)
         torch.testing.assert_close(net.unembed(x), model.forward(tokens), atol=1e-5, rtol=1e-5)
-        # qkv_weights and o_weights are the maps qkv and o compute (queries, keys, values in that order)
-        h = torch.randn(5, net.d_model, generator=torch.Generator().manual_seed(0))
+        # the forward above computes q, k, v and the output from qkv_weights / o_weights; the model's own
+        # hooks see the same queries, keys and values (queries, keys, values in that order)
         W, b = net.qkv_weights(0)
         assert W.shape == (net.n_heads + 2 * net.n_kv_heads, net.d_head, net.d_model)
-        flat = torch.einsum("td,red->tre", h, W) + (0 if b is None else b)
-        torch.testing.assert_close(torch.cat(net.layers[0]["qkv"](h, None), dim=1), flat, atol=1e-5, rtol=1e-5)
-        W_O, b_O = net.o_weights(0)
-        z = torch.randn(5, net.n_heads * net.d_head, generator=torch.Generator().manual_seed(1))
-        torch.testing.assert_close(net.layers[0]["o"](z), torch.nn.functional.linear(z, W_O, b_O), atol=1e-5, rtol=1e-5)
+        _, cache = model.run_with_cache(tokens, [Site(kind, 0) for kind in ("resid_pre", "q", "k", "v")])
+        h = net.layers[0]["ln1"](cache[Site("resid_pre", 0)]).flatten(0, 1)
+        for got, kind in zip(net.qkv(0, h), "qkv", strict=True):
+            torch.testing.assert_close(got, cache[Site(kind, 0)].flatten(0, 1), atol=1e-5, rtol=1e-5)
+        index = torch.tensor([1, 4])
+        torch.testing.assert_close(net.qkv(0, h, index)[0], cache[Site("q", 0)].flatten(0, 1)[index], atol=1e-5, rtol=1e-5)
     assert anatomy.norm_spec(net.layers[0]["norm1"]) is not None  # every family's norm has a closed form
 
 
