@@ -364,17 +364,15 @@ class _Run:
 
 
 class _GraphEngine:
-    """The whole graph on the model's anatomy, driven directly, each attention receiver (every head's
-    q, k and v) and each MLP and the logits with an input of its own (circuits, faithfulness, ACDC).
-    Positions before the first one where clean and corrupted prompts differ (``p0``) are run once (no
-    edge changes them): every run computes positions p0.. against their keys and values, so the
-    senders' outputs are ``[rows S - p0 d]``. ``start``: the layer to start from, when no edge into an
-    earlier receiver is patched (the clean run's state there is taken from ``start_run``)."""
+    """The whole graph on the model's anatomy (circuits, faithfulness, ACDC): `_Direct.run` with a
+    `_Mixer`, each attention receiver (every head's q, k and v) and each MLP and the logits with an
+    input of its own. Positions before the first one where clean and corrupted prompts differ (``p0``)
+    are run once (no edge changes them): every run computes positions p0.. against their keys and
+    values, so the senders' outputs are ``[rows S - p0 d]``. ``start``: the layer to start from, when no
+    edge into an earlier receiver is patched (the clean run's state there is taken from ``start_run``)."""
 
     def __init__(self, model, graph: Graph, clean: Tensor, corrupted: Tensor, at: int | None):
-        self.d = d = _Direct(model, graph)  # the same weights, read once
-        self.net, self.graph, self.layers = d.net, graph, d.layers
-        self.H, self.KV, self.dh = d.H, d.KV, d.dh
+        self.d = _Direct(model, graph)
         self.p0 = _first_change(clean, corrupted, at)
         self.prefix, self.prefix_logits = None, None
         self._prefix_of = (corrupted, at)  # run on first use (edge scores take the direct engine instead)
@@ -385,71 +383,30 @@ class _GraphEngine:
         self._prefix_of = None
         if self.p0 > 0:
             with torch.no_grad():
-                t = self.d.run(self.net.embed(corrupted[:, : self.p0]), 0, None, None)
+                t = self.d.run(self.d.net.embed(corrupted[:, : self.p0]), 0, None, None)
             self.prefix = list(zip(t.keys, t.values, strict=True))
             self.prefix_logits = t.logits if at is None else None
-
-    def _project(self, layer: int, h: Tensor, rows: list[int] | None = None) -> Tensor:
-        """Receiver inputs ``h [B S R d]`` through their own projections (rows ``rows`` of the layer's
-        ``[H + 2 KV]``, default all) -> ``[B S R dh]``."""
-        lay = self.layers[layer]
-        W, b = (lay["Wqkv"], lay["bqkv"]) if rows is None else (lay["Wqkv"][rows], None if lay["bqkv"] is None else lay["bqkv"][rows])
-        out = einops.einsum(h, W, "b s r m, r e m -> b s r e")
-        return out if b is None else out + b
 
     def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
             start_run: _Run | None = None) -> _Run:
         if self._prefix_of is not None:
             self._run_prefix()
-        net, g, H, KV, p0 = self.net, self.graph, self.H, self.KV, self.p0
-        rows = tokens.shape[0]
+        g, rows = self.d.graph, tokens.shape[0]
         if start > 0:  # the clean run's state before layer ``start`` (every copy the same)
             x = start_run.resid[2 * start].repeat(rows // start_run.resid[2 * start].shape[0], 1, 1)
             outs = start_run.outs[: g.n_senders_before(2 * start)]
         else:
-            x = net.embed(tokens)[:, p0:] if embed is None else embed.to(net.W_U.dtype)
+            x = self.d.net.embed(tokens)[:, self.p0 :] if embed is None else embed.to(self.d.net.W_U.dtype)
             outs = [x]
-        B, S, _ = x.shape
-        resid = {}
-        for layer in range(start, g.n_layers):
-            lay = self.layers[layer]
-            receivers = g.attn_receivers(layer)  # q heads, k heads, v heads: the rows of lay["Wqkv"]
-            resid[2 * layer] = x
-            delta, changed = mixer.delta(receivers, outs, active=True, x=x)
-            if len(changed) == len(receivers):  # every head's input changes (most circuits)
-                qkv = self._project(layer, lay["ln1"](x[:, :, None] + delta))
-            else:
-                qkv = F.linear(lay["ln1"](x), lay["Wflat"], lay["bflat"]).view(B, S, H + 2 * KV, self.dh)
-                if changed:  # recompute only the receivers whose input changes
-                    qkv = qkv.index_copy(2, torch.tensor(changed, device=x.device),
-                                         self._project(layer, lay["ln1"](x[:, :, None] + delta), changed))
-            q, k, v = (t.transpose(1, 2) for t in qkv.split([H, KV, KV], dim=2))  # [B heads S dh]
-            k = net.rope(layer, k, p0)
-            if self.prefix is not None:
-                k, v = (anatomy.with_prefix(pre, t) for pre, t in zip(self.prefix[layer], (k, v), strict=True))
-            z = net.attend(layer, net.rope(layer, q, p0), k, v, p0).transpose(1, 2)  # [B S H dh]
-            heads = einops.einsum(z, lay["WO"], "b s h e, h e m -> b s h m")
-            outs.extend(heads.unbind(2))
-            pre, x = x, x + heads.sum(2)
-            if lay["bO"] is not None:
-                x = x + lay["bO"]
-            if not net.attn_only:
-                mlp_in = pre if net.parallel else x
-                time = g.receivers[g.mlp_receiver(layer)].time
-                resid[time] = mlp_in
-                d_m = mixer.delta([g.mlp_receiver(layer)], outs, x=mlp_in)
-                out = lay["mlp"](lay["ln2"](mlp_in if d_m is None else mlp_in + d_m[:, :, 0]))
-                outs.append(out)
-                x = x + out
-        resid[2 * g.n_layers] = x
-        d_f = mixer.delta([g.logits_receiver], outs, x=x)
-        final = x if d_f is None else x + d_f[:, :, 0]
-        if at is not None:
-            logits = net.unembed(final[:, at - p0])
-        else:
-            logits = net.unembed(final)
-            if self.prefix_logits is not None:  # the prefix's logits (no edge changes them) first
-                logits = torch.cat([self.prefix_logits.repeat(rows // len(self.prefix_logits), 1, 1).to(logits.dtype), logits], dim=1)
+        t = self.d.run(x, self.p0, self.prefix, at, start, mixer, outs)
+        resid = {2 * g.n_layers: t.final}  # receiver time -> the residual stream there (of unpatched runs)
+        for i, layer in enumerate(range(start, g.n_layers)):
+            resid[2 * layer] = t.x[i]
+            if t.mlp_in:
+                resid[g.receivers[g.mlp_receiver(layer)].time] = t.mlp_in[i]
+        logits = t.logits
+        if at is None and self.prefix_logits is not None:  # the prefix's logits (no edge changes them) first
+            logits = torch.cat([self.prefix_logits.repeat(rows // len(self.prefix_logits), 1, 1).to(logits.dtype), logits], dim=1)
         return _Run(logits, outs, mixer.probes, resid)
 
 
@@ -586,8 +543,9 @@ class _Direct:
     clean writes differ only from p0 on) change nothing there: the engine runs the shared prefix once
     (keeping its keys and values) and every later run computes positions p0.. only. When the metric
     reads the answer position alone, the last layer computes that query alone (keys and values still
-    at every position). Used by EAP / EAP-IG (one gradient pass, no parameter gradients) and by exact
-    edge scores (each edge recomputed from its receiver's layer)."""
+    at every position). Used by EAP / EAP-IG (one gradient pass, no parameter gradients), by exact
+    edge scores (each edge recomputed from its receiver's layer) and, with a `_Mixer`, by circuits,
+    faithfulness and ACDC (`_GraphEngine`): discovery's one forward."""
 
     def __init__(self, model, graph: Graph):
         self.net = net = anatomy.of(model)
@@ -627,16 +585,20 @@ class _Direct:
         return h2, lay["mlp"](h2)
 
     # --------------------------------------------------------------------------- runs
-    def run(self, x: Tensor, p0: int, prefix, at: int | None, first_layer: int = 0) -> _Trace:
+    def run(self, x: Tensor, p0: int, prefix, at: int | None, first_layer: int = 0, mixer: _Mixer | None = None,
+            senders: list[Tensor] | None = None) -> _Trace:
         """Layers ``first_layer..`` on the residual stream ``x [B s d]`` of positions p0.. (rows: copies
         of the n prompts, each reading the prefix's keys and values); ``at``: the answer position, whose
-        query alone the last layer computes."""
+        query alone the last layer computes. With ``mixer`` (the whole graph): each receiver reads the
+        residual stream plus the mixer's change from the sender outputs ``senders`` (which the heads and
+        MLPs append to), and the last layer computes every position; the trace then holds ``x``,
+        ``mlp_in``, ``final`` and ``logits`` alone."""
         t = _Trace([], [], [], [], [], [], [], [], [], [], [])
         B, s, _ = x.shape
         H, KV, dh, net = self.H, self.KV, self.dh, self.net
         for layer in range(first_layer, self.L):
             lay = self.layers[layer]
-            last = at is not None and layer == self.L - 1
+            last = at is not None and layer == self.L - 1 and mixer is None
             t.x.append(x)
             h = lay["ln1"](x)
             if last:  # keys and values at every position, the query at the answer alone
@@ -647,7 +609,7 @@ class _Direct:
                 qkv = qkv.view(B, s, 2 * KV, dh)
                 q, (k, v) = t.q_last.transpose(1, 2), (part.transpose(1, 2) for part in qkv.split(KV, dim=2))
             else:
-                qkv = F.linear(h, lay["Wflat"], lay["bflat"]).view(B, s, H + 2 * KV, dh)
+                qkv = self._qkv(layer, x, h, mixer, senders)
                 q, k, v = (part.transpose(1, 2) for part in qkv.split([H, KV, KV], dim=2))  # [B heads s dh]
             qf = at if last else p0
             q, keys, values = net.rope(layer, q, qf), net.rope(layer, k, p0), v
@@ -664,17 +626,42 @@ class _Direct:
                 x = x + outs.sum(2)
                 if lay["bO"] is not None:
                     x = x + lay["bO"]
-            t.qkv.append(qkv), t.keys.append(keys), t.values.append(values), t.qs.append(q)
-            t.outs.append(outs), t.mid.append(x)
+            if mixer is None:  # (the whole graph keeps the residual stream alone: trials run many copies)
+                t.qkv.append(qkv), t.keys.append(keys), t.values.append(values), t.qs.append(q)
+                t.outs.append(outs), t.mid.append(x)
+            else:
+                senders.extend(outs.unbind(2))
             if self.has_mlp:
                 mlp_in = pre if net.parallel else x
-                h2, out = self.mlp(layer, mlp_in)
-                t.mlp_in.append(mlp_in), t.h2.append(h2), t.mlp.append(out)
+                d_m = None if mixer is None else mixer.delta([self.graph.mlp_receiver(layer)], senders, x=mlp_in)
+                h2, out = self.mlp(layer, mlp_in if d_m is None else mlp_in + d_m[:, :, 0])
+                t.mlp_in.append(mlp_in)
+                if mixer is None:
+                    t.h2.append(h2), t.mlp.append(out)
+                else:
+                    senders.append(out)
                 x = x + out
-            t.post.append(x)
-        t.final = x
-        t.logits = net.unembed(x[:, 0] if at is not None else x)
+            if mixer is None:
+                t.post.append(x)
+        d_f = None if mixer is None else mixer.delta([self.graph.logits_receiver], senders, x=x)
+        t.final = x if d_f is None else x + d_f[:, :, 0]
+        t.logits = net.unembed(t.final if at is None else t.final[:, at - p0 if mixer is not None else 0])
         return t
+
+    def _qkv(self, layer: int, x: Tensor, h: Tensor, mixer: _Mixer | None, senders: list[Tensor] | None) -> Tensor:
+        """Every head's q, k and v (before rotary) ``[B s H+2KV dh]`` from ``h = ln1(x)``; with ``mixer``,
+        each receiver whose input changes from its own input ``ln1(x + change)``, through its own rows."""
+        lay = self.layers[layer]
+        delta, changed = (None, []) if mixer is None else mixer.delta(self.graph.attn_receivers(layer), senders, active=True, x=x)
+        if len(changed) < len(lay["Wqkv"]):
+            qkv = F.linear(h, lay["Wflat"], lay["bflat"]).view(*x.shape[:2], -1, self.dh)
+        if not changed:
+            return qkv
+        every = len(changed) == len(lay["Wqkv"])  # (most circuits)
+        W, b = (lay["Wqkv"], lay["bqkv"]) if every else (lay["Wqkv"][changed], None if lay["bqkv"] is None else lay["bqkv"][changed])
+        new = einops.einsum(lay["ln1"](x[:, :, None] + delta), W, "b s r m, r e m -> b s r e")
+        new = new if b is None else new + b
+        return new if every else qkv.index_copy(2, torch.tensor(changed, device=x.device), new)
 
 
 def _first_change(clean: Tensor, corrupted: Tensor, at: int | None) -> int:

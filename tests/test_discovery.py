@@ -317,6 +317,14 @@ def test_direct_engine_equals_the_hook_engine_with_rms_norm_rotary_and_any_metri
             assert fast.settings["clean_value"] == pytest.approx(hooks.settings["clean_value"], abs=1e-5)
             assert fast.settings["corrupted_value"] == pytest.approx(hooks.settings["corrupted_value"], abs=1e-5)
         assert fast.scores.abs().max() > 1e-3
+    # circuits on the whole-graph engine, with and without a shared prefix (p0 = 2: its keys, values and,
+    # for the metric reading two positions, its logits are computed once), against the hook engine
+    for prompts in (_first_token_corrupted(), _prompts(n=3, seq=6, seed=5)):
+        ranked = edge_scores(rms_rope_model, prompts, metric, "eap", progress=False)
+        circuits = [ranked.circuit(k=k) for k in (5, 40, ranked.graph.n_edges - 30)]
+        fast = faithfulness(rms_rope_model, prompts, metric, circuits)
+        hooks = faithfulness(rms_rope_model, prompts, metric, circuits, engine="hooks")
+        assert (fast - hooks).abs().max() < 1e-4 and fast.abs().max() > 0.05
 
 
 def _first_token_corrupted() -> PromptSet:
