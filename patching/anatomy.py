@@ -52,6 +52,19 @@ _sdpa = torch.nn.functional.scaled_dot_product_attention
 #: ``edit(kind, layer, act)``: sees, and may replace, the activation of one site (`Anatomy.block`).
 Edit = Callable[[str, int, Tensor], Tensor]
 
+#: The ``engine=`` of every fast method: "auto" (the anatomy where the model has one, else hooks), "fast", "hooks".
+ENGINES = ("auto", "fast", "hooks")
+
+
+def runs_on_anatomy(engine: str, reason: str | None, error: type[Exception]) -> bool:
+    """Whether ``engine`` runs on the anatomy, ``reason`` saying why the model cannot (None: it can);
+    ``error`` for an unknown engine and for "fast" where the anatomy cannot run."""
+    if engine not in ENGINES:
+        raise error(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if engine == "fast" and reason is not None:
+        raise error(f"engine='fast' cannot run this: {reason}. Use engine='auto' or engine='hooks'.")
+    return engine != "hooks" and reason is None
+
 class Anatomy:
     """How one causal transformer computes, read from its own modules (`of` builds the right adapter).
 

@@ -70,7 +70,7 @@ from patching import anatomy
 from patching.metrics import Metric, answer_only, block_means, metric_name
 
 METHODS = ("eap", "eap_ig", "exact")
-ENGINES = ("auto", "fast", "hooks")
+ENGINES = anatomy.ENGINES
 
 
 class DiscoveryError(InterpError):
@@ -987,12 +987,7 @@ def _head_receiver_change(d: _Direct, c: _Trace, layer: int, kind: str, part: li
 
 def _engine(model, graph: Graph, engine: str, clean: Tensor, corrupted: Tensor, at: int | None):
     """The engine of ``engine``: "auto" takes the model's anatomy where it has one, else hooks."""
-    if engine not in ENGINES:
-        raise DiscoveryError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    reason = anatomy.unsupported(model, clean.shape[1])
-    if engine == "fast" and reason is not None:
-        raise DiscoveryError(f"engine='fast' cannot run this model: {reason}. Use engine='auto' or engine='hooks'.")
-    if engine != "hooks" and reason is None:
+    if anatomy.runs_on_anatomy(engine, anatomy.unsupported(model, clean.shape[1]) if engine != "hooks" else None, DiscoveryError):
         return _GraphEngine(model, graph, clean, corrupted, at)
     return _HookEngine(model, graph)
 

@@ -79,8 +79,7 @@ AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp
 #: kinds computed from a layer's z on (an intervention patching only these at its first layer joins there).
 LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 
-
-ENGINES = ("auto", "fast", "hooks")
+ENGINES = anatomy.ENGINES
 
 
 class FastEngineError(InputError):
@@ -100,12 +99,8 @@ def unsupported_reason(model, sites: Sequence[Site] = (), seq_len: int | None = 
 def runs_fast(model, sites: Sequence[Site], seq_len: int, engine: str) -> bool:
     """Whether ``engine`` ("auto": fast where it applies; "fast"; "hooks") runs ``sites`` on the model's
     anatomy; an error for an unknown engine, or for "fast" where it cannot run."""
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    reason = unsupported_reason(model, sites, seq_len) if engine != "hooks" else "hooks asked for"
-    if engine == "fast" and reason is not None:
-        raise FastEngineError(f"engine='fast' cannot run this: {reason}. Use engine='auto' or engine='hooks'.")
-    return reason is None
+    reason = unsupported_reason(model, sites, seq_len) if engine in ("auto", "fast") else None
+    return anatomy.runs_on_anatomy(engine, reason, FastEngineError)
 
 
 def try_fast_patch(
