@@ -36,7 +36,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.errors import InputError
 from interp.interventions import Replace
 from interp.sites import Site
 from interp.tasks import PromptSet
@@ -46,8 +45,6 @@ from patching.results import PatchResult
 from patching.sweep import DIRECTIONS, POS_KINDS, SOURCES, SWEEP_KINDS, Plan  # noqa: F401  (the public names stay here too)
 
 ENGINES = fast.ENGINES
-
-
 
 
 # =============================================================================== public
@@ -84,17 +81,12 @@ def activation_patch(
     ``executor``: None runs here; an `interp.distributed.RayExecutor` splits the interventions
     into chunks of whole forwards run by its workers, with the same result (exactly).
     """
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}.")
     if executor is not None:
         return _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos, layers, batch_size,
                          progress, engine)
-    if engine != "hooks":
-        result = fast.try_fast_patch(
-            model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, progress, required=engine == "fast"
-        )
-        if result is not None:
-            return result
+    result = fast.try_fast_patch(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, progress, engine)
+    if result is not None:
+        return result
     plan, base, source_acts = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size)
     per_chunk = _per_chunk(plan, prompts, batch_size)
     out = torch.empty(len(plan.cells), dtype=torch.float64)
@@ -128,12 +120,7 @@ def _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos
     computed exactly as in one process; the values are put back in plan order."""
     from interp.distributed import chunk_ranges
     plan, _, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
-    use_fast = False
-    if engine != "hooks":
-        reason = fast.unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
-        if reason is not None and engine == "fast":
-            raise fast.FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
-        use_fast = reason is None
+    use_fast = fast.runs_fast(model, [s for cell in plan.cells for s in cell], prompts.seq_len, engine)
     args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
     if use_fast:
         run = fast.FastRun.setup(model, *args)  # the schedule only: nothing runs here
@@ -166,7 +153,7 @@ def _patch_chunk(model, shared, chunk: range, memo: dict) -> tuple[Tensor, Tenso
     args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
     if use_fast:
         if "run" not in memo:
-            memo["run"] = run = fast.FastRun.setup(model, *args, required=True)
+            memo["run"] = run = fast.FastRun.setup(model, *args, engine="fast")
             memo["pass0"] = run.run_pass(0)
         run = memo["run"]
         index, values = [], []

@@ -242,15 +242,11 @@ class Native(Anatomy):
         self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
         self.layers = []
         for blk in _part(om, "layers"):
-            attn = _part(blk, "attn")
-            rotary = attn.rotary
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln1")), norm1=_part(blk, "ln1"), norm2=None if self.attn_only else _part(blk, "ln2"),
-                linears=[_part(attn, name) for name in "qkvo"],
-                ln2=None if self.attn_only else _fn(_part(blk, "ln2")),
-                mlp=None if self.attn_only else _mlp_fn(_part(blk, "mlp")),
-                scale=1.0 / attn.scale, softcap=_cap(attn.attn_scores_soft_cap),
-                rope=None if rotary is None else (
+            attn, rotary = _part(blk, "attn"), _part(blk, "attn").rotary
+            self.layers.append(_layer(
+                _part(blk, "ln1"), None if self.attn_only else _part(blk, "ln2"), [_part(attn, name) for name in "qkvo"],
+                None if self.attn_only else _mlp_fn(_part(blk, "mlp")), 1.0 / attn.scale, _cap(attn.attn_scores_soft_cap),
+                None if rotary is None else (
                     rotary.cos_cached[:, : rotary.rotary_dim], rotary.sin_cached[:, : rotary.rotary_dim], NativeRotary._rotate_half),
             ))
         self.n_kv_heads = _part(_part(om, "layers")[0], "attn").n_kv_heads
@@ -266,6 +262,12 @@ class Native(Anatomy):
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         return softcap(self.head(self.ln_out(resid)), self.logit_cap)
+
+
+def _layer(norm1, norm2, linears: list, mlp, scale: float, softcap: float | None = None, rope=None) -> dict:
+    """One entry of `Anatomy.layers` (``ln1`` / ``ln2``: the norm modules as functions, `_fn`)."""
+    return dict(ln1=_fn(norm1), ln2=_fn(norm2), norm1=norm1, norm2=norm2, linears=linears, mlp=mlp, scale=scale,
+                softcap=softcap, rope=rope)
 
 
 def _stack_heads(maps: list[tuple[Tensor, Tensor | None]], dh: int) -> tuple[Tensor, Tensor | None]:
@@ -620,12 +622,9 @@ class GPT2(_HF):
         self.layers = []
         for blk in _layers(hf):
             attn, mlp = _part(blk, "attn"), _part(blk, "mlp")
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "ln_1")), ln2=_fn(_part(blk, "ln_2")),
-                norm1=_part(blk, "ln_1"), norm2=_part(blk, "ln_2"), linears=[_part(attn, "c_attn"), _part(attn, "c_proj")],
-                mlp=_mlp(_conv1d(_part(mlp, "c_fc")), _fn(_part(mlp, "act")), _conv1d(_part(mlp, "c_proj"))),
-                scale=attn.scaling, softcap=None, rope=None,
-            ))
+            self.layers.append(_layer(_part(blk, "ln_1"), _part(blk, "ln_2"), [_part(attn, "c_attn"), _part(attn, "c_proj")],
+                                      _mlp(_conv1d(_part(mlp, "c_fc")), _fn(_part(mlp, "act")), _conv1d(_part(mlp, "c_proj"))),
+                                      attn.scaling))
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         return self.tok_embed(tokens) + self.wpe[: tokens.shape[1]]
@@ -653,13 +652,10 @@ class NeoX(_HF):
         self.layers = []
         for blk in _layers(hf):
             attn, mlp = _part(blk, "attention"), _part(blk, "mlp")
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
-                norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
-                linears=[_part(attn, "query_key_value"), _part(attn, "dense")],
-                mlp=_mlp(_fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "act")), _fn(_part(mlp, "dense_4h_to_h"))),
-                scale=attn.scaling, softcap=None, rope=True,
-            ))
+            self.layers.append(_layer(_part(blk, "input_layernorm"), _part(blk, "post_attention_layernorm"),
+                                      [_part(attn, "query_key_value"), _part(attn, "dense")],
+                                      _mlp(_fn(_part(mlp, "dense_h_to_4h")), _fn(_part(mlp, "act")), _fn(_part(mlp, "dense_4h_to_h"))),
+                                      attn.scaling, rope=True))
 
     def qkv_weights(self, layer: int):
         fused = self.layers[layer]["linears"][0]  # rows [head (q k v) d_head]
@@ -683,12 +679,8 @@ class Llama(_HF):
         for blk in _layers(hf):
             attn = _part(blk, "self_attn")
             self.d_head = attn.head_dim
-            self.layers.append(dict(
-                ln1=_fn(_part(blk, "input_layernorm")), ln2=_fn(_part(blk, "post_attention_layernorm")),
-                linears=self._linears(attn), mlp=self._mlp(_part(blk, "mlp")),
-                norm1=_part(blk, "input_layernorm"), norm2=_part(blk, "post_attention_layernorm"),
-                scale=attn.scaling, softcap=None, rope=True,
-            ))
+            self.layers.append(_layer(_part(blk, "input_layernorm"), _part(blk, "post_attention_layernorm"), self._linears(attn),
+                                      self._mlp(_part(blk, "mlp")), attn.scaling, rope=True))
 
     def _linears(self, attn) -> list:
         return [_part(attn, f"{name}_proj") for name in "qkvo"]

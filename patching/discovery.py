@@ -557,27 +557,21 @@ class _Direct:
             lay = dict(ln1=parts["ln1"] or _identity, ln2=(parts["ln2"] or _identity) if self.has_mlp else None, mlp=parts["mlp"])
             lay["dot1"] = _NormDot(anatomy.norm_spec(parts["norm1"]), lay["ln1"])
             lay["dot2"] = _NormDot(anatomy.norm_spec(parts["norm2"]), lay["ln2"]) if self.has_mlp else None
-            W, b = net.qkv_weights(layer)
-            lay["Wqkv"] = W = W.detach()  # [H+2KV dh d]: queries, keys, values
-            lay["Wq"], lay["Wk"], lay["Wv"] = W.split([self.H, self.KV, self.KV])
-            lay["bq"], lay["bk"], lay["bv"] = (None, None, None) if b is None else b.detach().split([self.H, self.KV, self.KV])
-            lay["Wflat"] = W.flatten(0, 1)  # [(H+2KV)*dh d]: one linear map for every head's q, k, v
-            lay["bqkv"] = None if b is None else b.detach()
-            lay["bflat"] = None if b is None else b.detach().flatten()
-            W_O, b_O = net.o_weights(layer)
-            lay["WOflat"] = W_O.detach()  # [d (H dh)]
+            (W, b), (W_O, b_O) = net.qkv_weights(layer), net.o_weights(layer)
+            lay["Wqkv"], lay["bqkv"] = W.detach(), None if b is None else b.detach()  # [H+2KV dh d]: queries, keys, values
+            lay["Wflat"] = lay["Wqkv"].flatten(0, 1)  # [(H+2KV)*dh d]: one linear map for every head's q, k, v
+            lay["bflat"] = None if b is None else lay["bqkv"].flatten()
+            lay["WOflat"], lay["bO"] = W_O.detach(), None if b_O is None else b_O.detach()  # [d (H dh)]
             lay["WO"] = einops.rearrange(lay["WOflat"], "d (h e) -> h e d", h=self.H)
-            lay["bO"] = None if b_O is None else b_O.detach()
             self.layers.append(lay)
 
     # --------------------------------------------------------------------------- pieces
     def project(self, layer: int, kind: str, h: Tensor, heads: Tensor) -> Tensor:
         """``h [E n s d]`` -> ``[E n s dh]``: edge e's input through the ``kind`` projection of head
         ``heads[e]`` (a query head for q, a key/value head for k and v)."""
-        lay = self.layers[layer]
-        W, b = lay["W" + kind], lay["b" + kind]
-        out = einops.einsum(h, W[heads], "E n s m, E e m -> E n s e")
-        return out if b is None else out + b[heads][:, None, None]
+        lay, rows = self.layers[layer], heads + {"q": 0, "k": self.H, "v": self.H + self.KV}[kind]  # rows of Wqkv
+        out = einops.einsum(h, lay["Wqkv"][rows], "E n s m, E e m -> E n s e")
+        return out if lay["bqkv"] is None else out + lay["bqkv"][rows][:, None, None]
 
     def mlp(self, layer: int, mlp_in: Tensor) -> tuple[Tensor, Tensor]:
         lay = self.layers[layer]

@@ -105,10 +105,10 @@ def runs_fast(model, sites: Sequence[Site], seq_len: int, engine: str) -> bool:
 
 def try_fast_patch(
     model, prompts: PromptSet, sites, metric: Metric, direction: str, source: str, by_pos, layers,
-    batch_size: int | None, progress: bool, required: bool = False,
+    batch_size: int | None, progress: bool, engine: str = "auto",
 ) -> PatchResult | None:
-    """`activation_patch` on the fast engine, or None where it does not apply (an error if ``required``)."""
-    run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, required)
+    """`activation_patch` on the fast engine, or None where ``engine`` runs hooks (`runs_fast`)."""
+    run = FastRun.setup(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, engine)
     if run is None:
         return None
     result = sweep.result(model, prompts, run.plan, run.values(progress), metric, direction, source, by_pos)
@@ -123,16 +123,13 @@ class FastRun:
 
     @classmethod
     def setup(cls, model, prompts: PromptSet, sites, metric: Metric, direction: str, source: str, by_pos, layers,
-              batch_size: int | None, required: bool = False,
+              batch_size: int | None, engine: str = "auto",
               base_noise: Float[Tensor, "batch pos d_model"] | None = None) -> FastRun | None:
-        """Plan a sweep (`activation_patch`'s arguments); None where the engine does not apply (an error
-        if ``required``). ``base_noise`` is added to the base run's embedding (causal tracing: the base
-        run is the noised one); positions where it is zero and the tokens agree count as shared."""
+        """Plan a sweep (`activation_patch`'s arguments); None where ``engine`` runs hooks (`runs_fast`).
+        ``base_noise`` is added to the base run's embedding (causal tracing: the base run is the noised
+        one); positions where it is zero and the tokens agree count as shared."""
         plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
-        reason = unsupported_reason(model, [s for cell in plan.cells for s in cell], prompts.seq_len)
-        if reason is not None:
-            if required:
-                raise FastEngineError(f"engine='fast' cannot run this sweep: {reason}. Use engine='auto' or engine='hooks'.")
+        if not runs_fast(model, [s for cell in plan.cells for s in cell], prompts.seq_len, engine):
             return None
         self = cls()
         self.model, self.plan, self.base, self.metric, self.prompts, self.source = model, plan, base, metric, prompts, source
@@ -146,15 +143,12 @@ class FastRun:
 
     def values(self, progress: bool = False) -> Float[Tensor, " cell"]:
         """Every pass in order: the mean metric of each cell of the plan (float64)."""
-        bar = tqdm(total=len(self.plan.cells), desc=f"patching {self.plan.kind} (fast)") if progress else None
         out = torch.empty(len(self.plan.cells), dtype=torch.float64)
-        for number in range(self.n_passes):
-            index, values = self.run_pass(number)
-            out[index] = values
-            if bar is not None:
+        with tqdm(total=len(out), desc=f"patching {self.plan.kind} (fast)", disable=not progress) as bar:
+            for number in range(self.n_passes):
+                index, values = self.run_pass(number)
+                out[index] = values
                 bar.update(len(index))
-        if bar is not None:
-            bar.close()
         return out
 
     def _init(self, direction: str, batch_size: int | None) -> None:

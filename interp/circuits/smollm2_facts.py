@@ -209,7 +209,7 @@ def restore_fast(model, fact: wf.Fact, cells: Sequence[tuple[str, int, str]], sa
     prompts = PromptSet(tokens, tokens, torch.full((samples,), e.answer), None, answer_pos=-1)
     noise = _noise(model, fact, n_pos, e.subject_positions, samples)
     run = fast.FastRun.setup(model, prompts, plan, metrics.prob, "denoise", "other", None, None, 64 * samples,
-                             required=True, base_noise=noise)
+                             engine="fast", base_noise=noise)
     return {cell: float(v) for cell, v in zip(cells, run.values().tolist(), strict=True)}
 
 
