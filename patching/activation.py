@@ -40,7 +40,7 @@ from interp.interventions import Replace
 from interp.sites import Site
 from interp.tasks import PromptSet
 from patching import fast, sweep
-from patching.metrics import Metric, check_values
+from patching.metrics import Metric, block_means, check_values
 from patching.results import PatchResult
 from patching.sweep import DIRECTIONS, POS_KINDS, SOURCES, SWEEP_KINDS, Plan  # noqa: F401  (the public names stay here too)
 
@@ -102,15 +102,11 @@ def _per_chunk(plan: Plan, prompts: PromptSet, batch_size: int | None) -> int:
 
 def _hook_forward(model, prompts, metric, plan, base, source_acts, start: int, per_chunk: int) -> Tensor:
     """The mean metric of interventions ``start .. start + per_chunk - 1``, run as one forward."""
-    n = len(prompts)
     cells = plan.cells[start : start + per_chunk]
-    out = torch.empty(len(cells), dtype=torch.float64)
     with torch.no_grad():
         tokens = einops.repeat(base, "b p -> (k b) p", k=len(cells))
-        logits, _ = model.run(tokens, edits=_row_edits(cells, source_acts, n))
-        for k in range(len(cells)):
-            out[k] = check_values(metric(logits[k * n : (k + 1) * n], prompts), n, metric).double().mean()
-    return out
+        logits, _ = model.run(tokens, edits=_row_edits(cells, source_acts, len(prompts)))
+        return block_means(metric, logits, prompts, len(cells), None)
 
 
 # =============================================================================== on an executor

@@ -1,33 +1,15 @@
 """The model anatomy: how a causal transformer computes, one description every fast method reads.
 
-A fast method (the activation-patching engine of `patching.fast`, attribution patching, causal
-tracing's restorations, circuit discovery's edge scores and circuits) drives the forward pass itself,
-so that it can start late, skip positions, give every receiver its own input or take a gradient to
-one projection only. What it needs to know about the model is the same each time, and lives here:
-
-- **embedding and positions**: `Anatomy.embed` (token embedding, learned positions if any);
-- **the norms**: each layer's ``ln1`` / ``ln2`` as functions and as modules (``norm1`` / ``norm2``,
-  which `norm_spec` reads as LayerNorm, RMSNorm or none, for closed-form Jacobians);
-- **queries, keys and values**: `Anatomy.qkv_weights` (every head's projection, fused or separate,
-  grouped-query, with biases, as one ``[heads + 2 kv_heads, d_head, d_model]`` tensor, queries first)
-  and `Anatomy.qkv`, the one linear map they make;
-- **rotary embedding**: `Anatomy.rope` (full or partial, from the model's own tables);
-- **attention**: `Anatomy.attend` (causal mask, grouped-query, score soft-capping, pattern edits);
-- **the output projection and the MLP**: `Anatomy.o_weights` / `Anatomy.o` and ``mlp`` per layer;
-- **the residual**: sequential, or parallel (``parallel``: attention and MLP both read resid_pre);
-- **the read-out**: the final norm ``ln_out`` and the unembedding (`Anatomy.unembed`,
-  `Anatomy.unembed_at` for chosen columns; ``W_U``, ``b_U``, ``logit_cap``); `read_out` gives the
-  final norm (as a `NormSpec`) and the unembedding of any model, for the logit lens and DLA.
-
-`Anatomy.block` is one layer of the plain forward with a callback at every site (attribution
-patching and the source runs use it). An adapter per family fills the description from the model's
-own modules, read at every call (`of` builds it anew, so edited weights are seen): `Native` (models
-built by ``TransformerBridge.boot_native``), `GPT2`, `NeoX` (GPT-NeoX / Pythia), `Llama` (Llama,
-Mistral, Qwen2, Gemma) and `Phi3`, on both backends (on ``transformer_lens`` the bridge wraps the Hugging Face modules
-in place and the adapter calls the wrapped originals, so no hook runs; on ``nnsight`` the model is
-the Hugging Face module itself). `unsupported` says why a model has no anatomy (another family,
-a sliding window shorter than the prompts, an active ``model.edit``, ...). Adding an architecture is
-one adapter here and its row in the shared tests (``tests/test_anatomy.py``); see docs/anatomy.md.
+A fast method (activation-patching sweeps, attribution patching, causal tracing's restorations,
+circuit discovery, the read-out of the logit lens and DLA) drives the forward pass itself, so that it
+can start late, skip positions, give every receiver its own input or take a gradient to one
+projection only. What it needs to know about the model is an `Anatomy` (embedding, norms, q/k/v
+projections, rotary, attention, output projection and MLP, residual, read-out), one adapter per
+family, read from the model's own modules at every call (`of` builds it anew, so edited weights are
+seen): `Native` (``TransformerBridge.boot_native``), `GPT2`, `NeoX`, `Llama` (also Mistral, Qwen2,
+Gemma) and `Phi3`, on both backends. `unsupported` says why a model has none. docs/anatomy.md
+tabulates the parts, what reads each, and how to add an architecture (one adapter and its row in
+``tests/test_anatomy.py``).
 
     net = anatomy.of(model)                        # checked: anatomy.unsupported(model) is None
     x = net.embed(tokens)                          # [batch pos d_model]

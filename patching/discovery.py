@@ -27,26 +27,20 @@ Hanna, Pezzelle & Belinkov 2024, "Have faith in faithfulness"; Conmy et al. 2023
     circuit = scores.circuit(k=20)                                  # or threshold=..., or acdc(model, ..., tau=0.01)
     circuit.faithfulness(model, prompts, logit_diff); circuit.draw()
 
-Two engines run the graph. On every model with an anatomy (`patching.anatomy`: native
-TransformerLens models, Hugging Face GPT-2, GPT-NeoX / Pythia, Llama / Mistral / Qwen2 / Gemma
-and Phi-3 with grouped-query attention, on either backend) the forward is driven directly and does only the work
-that changes: positions before the first token where clean and corrupted prompts differ are
-computed once (no edge changes them), and the last layer computes the answer query alone when the
-metric reads only the answer. EAP / EAP-IG take one backward to the heads' q, k and v projections
-(no parameter gradients) and contract it with the senders' differences through the norm's Jacobian
-in closed form (`_NormDot`, from `patching.anatomy.norm_spec`); exact scores recompute only the
-receiver at its layer (one head, or under grouped-query attention the query heads reading one
-key/value head; one MLP; or the final norm) and the layers after it, many edges per pass; circuits
-(faithfulness, ACDC) run the whole graph with each head's inputs of its own, at positions p0.. only,
-from the first layer with a patched receiver, summing each receiver's change over its patched
-senders or, when most are patched, over the kept ones; ACDC tries its edges in speculative batches
-(the one-at-a-time algorithm's circuit). On any other
-`HookedModel` (any backend with the sites resid_pre, q, k, v, z and resid_post, and resid_mid /
-mlp_out for MLPs) hooks run every layer's attention on 1 + (heads + 2 kv_heads) copies of the
-batch, one per receiver. ``engine="hooks"`` forces the second; both give the same numbers.
-In a parallel-residual block (GPT-NeoX's ``use_parallel_residual``) the MLP reads the layer's input,
-so it receives no edge from that layer's heads; the hook engine, having no site at that input,
-does not run such models.
+Two engines run the graph. On every model with an anatomy (`patching.anatomy`) the forward is
+driven directly (`_Direct`) and does only the work that changes: positions before the first token
+where clean and corrupted prompts differ are computed once (no edge changes them), and the last
+layer computes the answer query alone when the metric reads only the answer. EAP / EAP-IG take one
+backward to the heads' q, k and v projections (no parameter gradients) and contract it with the
+senders' differences through the norm's Jacobian in closed form (`_NormDot`); exact scores
+recompute only the receiver at its layer and the layers after it, many edges per pass; circuits
+(faithfulness, ACDC) run the whole graph with each receiver's input of its own, from the first
+layer with a patched receiver; ACDC tries its edges in speculative batches (the one-at-a-time
+algorithm's circuit). On any other `HookedModel` (sites resid_pre, q, k, v, z, resid_post, and
+resid_mid / mlp_out for MLPs) hooks run every layer's attention on 1 + (heads + 2 kv_heads) copies of
+the batch, one per receiver. ``engine="hooks"`` forces the second; both give the same numbers. In a
+parallel-residual block (GPT-NeoX) the MLP reads the layer's input, so it receives no edge from that
+layer's heads; the hook engine, having no site at that input, does not run such models.
 """
 
 from __future__ import annotations
@@ -365,11 +359,8 @@ class _Run:
 
 class _GraphEngine:
     """The whole graph on the model's anatomy (circuits, faithfulness, ACDC): `_Direct.run` with a
-    `_Mixer`, each attention receiver (every head's q, k and v) and each MLP and the logits with an
-    input of its own. Positions before the first one where clean and corrupted prompts differ (``p0``)
-    are run once (no edge changes them): every run computes positions p0.. against their keys and
-    values, so the senders' outputs are ``[rows S - p0 d]``. ``start``: the layer to start from, when no
-    edge into an earlier receiver is patched (the clean run's state there is taken from ``start_run``)."""
+    `_Mixer`, from position ``p0`` (the senders' outputs are ``[rows S - p0 d]``). ``start``: the layer
+    to start from, when no edge into an earlier receiver is patched (the state there is ``start_run``'s)."""
 
     def __init__(self, model, graph: Graph, clean: Tensor, corrupted: Tensor, at: int | None):
         self.d = _Direct(model, graph)
@@ -537,15 +528,9 @@ class _Trace:
 
 
 class _Direct:
-    """The model's forward on its anatomy (`patching.anatomy`), driven directly on the positions that can change.
-
-    Every prompt pair agrees before its first differing token ``p0``, so edges (whose corrupted and
-    clean writes differ only from p0 on) change nothing there: the engine runs the shared prefix once
-    (keeping its keys and values) and every later run computes positions p0.. only. When the metric
-    reads the answer position alone, the last layer computes that query alone (keys and values still
-    at every position). Used by EAP / EAP-IG (one gradient pass, no parameter gradients), by exact
-    edge scores (each edge recomputed from its receiver's layer) and, with a `_Mixer`, by circuits,
-    faithfulness and ACDC (`_GraphEngine`): discovery's one forward."""
+    """Discovery's one forward, on the model's anatomy, at positions p0.. (the shared prefix's keys and
+    values are passed in) and, when the metric reads the answer alone, the last layer's answer query
+    alone: EAP / EAP-IG, exact scores and, with a `_Mixer`, circuits (`_GraphEngine`)."""
 
     def __init__(self, model, graph: Graph):
         self.net = net = anatomy.of(model)
@@ -912,11 +897,7 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
             # each edge's sender difference at the positions the receiver reads
             read = {e: diff[g.edges[e][0]][:, qs] if narrow and diff[g.edges[e][0]].shape[1] == s else diff[g.edges[e][0]]
                     for e in idx}
-            moved = {}  # sender -> whether its difference is non-zero there
-            for e in idx:
-                u = g.edges[e][0]
-                if u not in moved:
-                    moved[u] = bool(read[e].any())
+            moved = {u: bool(read[e].any()) for u, e in {g.edges[e][0]: e for e in idx}.items()}  # a non-zero difference there
             unchanged = {e for e in idx if not moved[g.edges[e][0]]}  # the edge changes nothing: 0 exactly
             out[list(unchanged)] = 0.0
             bar.update(len(unchanged))
@@ -1233,13 +1214,8 @@ def _faithfulness(s: _Setup, masks: list[Tensor], batch_size: int) -> Tensor:
     patched, the corrupted run (0) by definition, so those two are not run."""
     span = _span(s)
     per = max(1, batch_size // len(s.prompts))
-    out = torch.empty(len(masks), dtype=torch.float64)
-    todo = []
-    for i, mask in enumerate(masks):
-        if bool(mask.all()) or not bool(mask.any()):
-            out[i] = 1.0 if bool(mask.all()) else 0.0
-        else:
-            todo.append(i)
+    out = torch.tensor([1.0 if bool(mask.all()) else 0.0 for mask in masks], dtype=torch.float64)
+    todo = [i for i, mask in enumerate(masks) if bool(mask.any()) and not bool(mask.all())]
     for j in range(0, len(todo), per):
         idx = todo[j : j + per]
         patched = (~torch.stack([masks[i] for i in idx])).float()

@@ -4,8 +4,7 @@ Patching one activation at layer l and position p leaves everything before it un
 0..l-1 of every position, and (attention being causal) every layer at positions before p. The
 generic engine (`patching.activation`, forward hooks on the whole model) recomputes all of it, and
 TransformerLens' `get_act_patch_*` do so once per intervention, with autograd on. This engine, for
-every model with an anatomy (`patching.anatomy`: native TransformerLens models, Hugging Face GPT-2,
-GPT-NeoX, Llama-family, Gemma and Phi-3 models, on either backend), instead:
+every model with an anatomy (`patching.anatomy`), instead:
 
 1. **reuses the prefix**: the source and base prompts run once, and every intervention starts from
    that run's state where it first differs: at layer l's residual stream (resid_pre), or, when it
@@ -33,21 +32,15 @@ GPT-NeoX, Llama-family, Gemma and Phi-3 models, on either backend), instead:
    answer's columns of the unembedding are computed (`patching.anatomy.Anatomy.unembed_at`): two dot products per row
    instead of the whole vocabulary, which on a 50k-token vocabulary is much of a sweep's arithmetic.
 
-The planner (segments, passes, writes: `_schedule`, cached per shape: it depends on the sites and
-sizes only) is this module's; how a family computes
-(embedding, norms, projections, rotary, attention, MLP, residual, read-out) is the model's
-`patching.anatomy.Anatomy`, read at every call, which `_run_flat` drives. It mirrors the models'
-own forwards, so its numbers equal the hook engine's to float rounding
-(``tests/test_patching_fast.py``, ``tests/test_patching_fast_hf.py``). The sites follow the bridge's
-hook semantics exactly, including ``resid_mid``, which the bridge places on the MLP's input
-(``ln2.hook_in``), so patching it changes the MLP's input and not the residual stream
-(parallel-residual models have none).
+The planner (segments, passes, writes: `_schedule`, cached per shape) is this module's; how a family
+computes is the model's `patching.anatomy.Anatomy`, read at every call, which `_run_flat` drives. Its
+numbers equal the hook engine's to float rounding (``tests/test_patching_fast.py``,
+``tests/test_patching_fast_hf.py``). The sites follow the bridge's hooks, including ``resid_mid`` on
+the MLP's input (``ln2.hook_in``: patching it changes the MLP's input, not the residual stream).
 
-Supported kinds: resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, head_out, pattern. Other
-kinds (q, k, v, mlp_post, embed), other architectures (`patching.anatomy.unsupported` says
-why: GPT-J, Gemma, a sliding window shorter than the prompts, ...), models split across devices and models inside an active ``model.edit`` block fall back to the hook
-engine (``engine="auto"``) or raise (``engine="fast"``), naming the reason. Hooks added by hand
-(outside ``model.edit``) are not run by this engine: pass ``engine="hooks"`` to keep them.
+Supported kinds: `FAST_KINDS`. Other kinds and models without an anatomy (`unsupported_reason` says
+why) fall back to the hook engine (``engine="auto"``) or raise (``engine="fast"``). Hooks added by
+hand (outside ``model.edit``) are not run by this engine: pass ``engine="hooks"`` to keep them.
 `patching.causal_trace` runs its restorations through it too (`FastRun` with ``base_noise``).
 
     result = activation_patch(model, prompts, "resid_pre", logit_diff)                 # auto: fast here

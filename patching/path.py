@@ -43,7 +43,7 @@ from interp.errors import InputError
 from interp.sites import Site, as_site
 from interp.tasks import PromptSet
 from patching import sweep
-from patching.metrics import Metric, check_values
+from patching.metrics import Metric, block_means, check_values
 from patching.results import PatchResult
 
 SENDER_KINDS = ("z", "head_out")
@@ -98,19 +98,11 @@ def path_patch(
     other = prompts.clean if direction == "denoise" else prompts.corrupted
     z_keys = [Site("z", layer) for layer in range(L)]
     mlp_keys = [Site("mlp_out", layer) for layer in range(L)] if (freeze_mlps and model.has_mlp) else []
-    sender_keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
     with torch.no_grad():
         # (1) base and other runs: every head's output on base, the senders' on other.
         base_logits, base_cache = model.run_with_cache(base, z_keys + mlp_keys)
         baseline = float(check_values(metric(base_logits, prompts), n, metric).double().mean())
-        src: dict[Site, Tensor | None] = {}
-        if source == "zero":
-            src = {key: None for key in sender_keys}
-        else:
-            _, other_cache = model.run_with_cache(model.check_tokens(other), sender_keys)
-            for key in sender_keys:
-                act = other_cache[key]
-                src[key] = act.mean(0, keepdim=True).expand_as(act) if source == "mean" else act
+        src = sweep.source_acts(model, plan, model.check_tokens(other), source)
         per_chunk = len(plan.cells) if batch_size is None else max(1, batch_size // n)
         out = torch.empty(len(plan.cells), dtype=torch.float64)
         for start in tqdm(range(0, len(plan.cells), per_chunk), desc="path patching", disable=not progress):
@@ -124,10 +116,7 @@ def path_patch(
             _, step2 = model.run(tokens, reads=reads, edits=freeze)
             # (3) base run with only the receivers replaced by their step-2 values.
             edits = {key: _receive(step2[key], [r for r in receivers if r.full == key]) for key in reads}
-            logits, _ = model.run(tokens, edits=edits)
-            for j in range(k):
-                values = check_values(metric(logits[j * n : (j + 1) * n], prompts), n, metric)
-                out[start + j] = values.double().mean()
+            out[start : start + k] = block_means(metric, model.run(tokens, edits=edits)[0], prompts, k, None)
     result = sweep.result(model, prompts, plan, out, metric, direction, source, by_pos)
     result.settings.update(
         method="path_patch", receivers=[str(r) for r in receivers], freeze_mlps=freeze_mlps, baseline=baseline

@@ -43,7 +43,8 @@ class Plan:
     kind: str
 
 def prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=True):
-    """Validate everything before any forward; build the plan and the source activations."""
+    """Validate everything before any forward; the plan, the base tokens and (``map_heads``: for the hook
+    engine) the source activations (`source_acts`)."""
     if not isinstance(prompts, PromptSet):
         raise InputError(f"prompts must be an interp.tasks.PromptSet, got {type(prompts).__name__}.")
     if prompts.clean.shape != prompts.corrupted.shape:
@@ -72,18 +73,19 @@ def prepare(model, prompts, sites, metric, direction, source, by_pos, layers, ba
         for site in cell:
             (as_z(site) if map_heads else site).validate(model, seq)
     base = corrupted if direction == "denoise" else clean
-    source_acts: dict[Site, Tensor] = {}
-    if not map_heads:
-        return plan, base, source_acts
+    return plan, base, source_acts(model, plan, clean if direction == "denoise" else corrupted, source) if map_heads else {}
+
+
+def source_acts(model, plan: Plan, other: Tensor, source: str) -> dict[Site, Tensor | None]:
+    """The source activation of each site ``plan`` patches (head_out as z), from the run on ``other``
+    (checked tokens): ``[n ...]``, its mean over the prompts ``[1 ...]`` (``source="mean"``) or None ("zero")."""
     keys = sorted({as_z(s).full for cell in plan.cells for s in cell})
     if source == "zero":
-        return plan, base, {key: None for key in keys}
+        return dict.fromkeys(keys)
     with torch.no_grad():
-        _, cache = model.run_with_cache(clean if direction == "denoise" else corrupted, keys)
-    for key in keys:
-        act = cache[key]
-        source_acts[key] = act.mean(0, keepdim=True) if source == "mean" else act
-    return plan, base, source_acts
+        _, cache = model.run_with_cache(other, keys)
+    return {key: cache[key].mean(0, keepdim=True) if source == "mean" else cache[key] for key in keys}
+
 
 def as_z(site: Site) -> Site:
     """Patching head_out (z @ W_O of one head) is patching that head's z: same effect, no W_O needed."""
