@@ -362,26 +362,16 @@ class _GraphEngine:
     `_Mixer`, from position ``p0`` (the senders' outputs are ``[rows S - p0 d]``). ``start``: the layer
     to start from, when no edge into an earlier receiver is patched (the state there is ``start_run``'s)."""
 
-    def __init__(self, model, graph: Graph, clean: Tensor, corrupted: Tensor, at: int | None):
-        self.d = _Direct(model, graph)
-        self.p0 = _first_change(clean, corrupted, at)
-        self.prefix, self.prefix_logits = None, None
-        self._prefix_of = (corrupted, at)  # run on first use (edge scores take the direct engine instead)
-
-    def _run_prefix(self) -> None:
-        """The keys, values (and, for metrics reading every position, logits) of positions 0..p0-1."""
-        corrupted, at = self._prefix_of
-        self._prefix_of = None
-        if self.p0 > 0:
+    def __init__(self, d: _Direct, clean: Tensor, corrupted: Tensor, at: int | None):
+        self.d, self.p0 = d, _first_change(clean, corrupted, at)
+        self.prefix = self.prefix_logits = None
+        if self.p0 > 0:  # the keys, values (and, for metrics reading every position, logits) of positions 0..p0-1
             with torch.no_grad():
-                t = self.d.run(self.d.net.embed(corrupted[:, : self.p0]), 0, None, None)
-            self.prefix = list(zip(t.keys, t.values, strict=True))
-            self.prefix_logits = t.logits if at is None else None
+                t = d.run(d.net.embed(corrupted[:, : self.p0]), 0, None, None)
+            self.prefix, self.prefix_logits = list(zip(t.keys, t.values, strict=True)), t.logits if at is None else None
 
     def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
             start_run: _Run | None = None) -> _Run:
-        if self._prefix_of is not None:
-            self._run_prefix()
         g, rows = self.d.graph, tokens.shape[0]
         if start > 0:  # the clean run's state before layer ``start`` (every copy the same)
             x = start_run.resid[2 * start].repeat(rows // start_run.resid[2 * start].shape[0], 1, 1)
@@ -960,10 +950,10 @@ def _head_receiver_change(d: _Direct, c: _Trace, layer: int, kind: str, part: li
     return delta - c.outs[layer][:, :, qh].sum(3).permute(2, 0, 1, 3)
 
 
-def _engine(model, graph: Graph, engine: str, clean: Tensor, corrupted: Tensor, at: int | None):
-    """The engine of ``engine``: "auto" takes the model's anatomy where it has one, else hooks."""
-    if anatomy.runs_on_anatomy(engine, anatomy.unsupported(model, clean.shape[1]) if engine != "hooks" else None, DiscoveryError):
-        return _GraphEngine(model, graph, clean, corrupted, at)
+def _engine(model, graph: Graph, engine: str, seq_len: int):
+    """The engine of ``engine``: "auto" takes the model's anatomy where it has one (`_Direct`), else hooks."""
+    if anatomy.runs_on_anatomy(engine, anatomy.unsupported(model, seq_len) if engine != "hooks" else None, DiscoveryError):
+        return _Direct(model, graph)
     return _HookEngine(model, graph)
 
 
@@ -1025,11 +1015,12 @@ def _inputs(model, prompts: PromptSet, metric: Metric, engine: str):
     clean, corrupted = model.check_tokens(prompts.clean), model.check_tokens(prompts.corrupted)
     graph = build_graph(model)
     at = prompts.answer_pos % prompts.seq_len if answer_only(metric) else None
-    return clean, corrupted, graph, _engine(model, graph, engine, clean, corrupted, at), at
+    return clean, corrupted, graph, _engine(model, graph, engine, clean.shape[1]), at
 
 
 def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bool = True) -> _Setup:
     clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
+    eng = _GraphEngine(eng, clean, corrupted, at) if isinstance(eng, _Direct) else eng
     n = len(prompts)
     with torch.no_grad():
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
@@ -1078,8 +1069,8 @@ def edge_scores(
     _check_batch(batch_size)
     clean, corrupted, graph, eng, at = _inputs(model, prompts, metric, engine)
     chosen = _chosen_edges(edges, graph)
-    if isinstance(eng, _GraphEngine):  # the direct engine
-        ds = _direct_setup(eng.d, prompts, metric, clean, corrupted, at)
+    if isinstance(eng, _Direct):
+        ds = _direct_setup(eng, prompts, metric, clean, corrupted, at)
         corrupted_value = ds.corrupted_value
         if method == "exact":
             scores, clean_value = _exact_direct(ds, graph, batch_size, progress, chosen)
@@ -1093,7 +1084,7 @@ def edge_scores(
             scores = _gradient(s, steps if method == "eap_ig" else None, batch_size)
         clean_value, corrupted_value = s.clean_value, s.corrupted_value
     settings = dict(metric=metric_name(metric), clean_value=clean_value, corrupted_value=corrupted_value,
-                    n_prompts=len(prompts), engine="fast" if isinstance(eng, _GraphEngine) else "hooks")
+                    n_prompts=len(prompts), engine="fast" if isinstance(eng, _Direct) else "hooks")
     if method == "eap_ig":
         settings["steps"] = steps
     return EdgeScores(graph, scores, method, settings)
