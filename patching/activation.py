@@ -73,11 +73,10 @@ def activation_patch(
     clean) or "noise" (run clean, patch in corrupted); ``source``: "other" (the other run's
     activation), "mean" (its mean over the prompt set) or "zero". ``batch_size``: sequences per
     forward (at least one intervention's prompts always run together); None runs everything at once.
-    ``engine``: "hooks" (the batched hook engine below, any backend), "fast" (`patching.fast`:
-    native TransformerLens models, and Hugging Face GPT-2, GPT-NeoX, Llama-family, Gemma and Phi-3
-    models on either backend (their `patching.anatomy`); reuses the cached prefix, skips unchanged earlier
-    positions and unembeds only the answer position; an error where it does not apply) or "auto"
-    (fast where it applies, else hooks). Both give the same numbers (to float rounding).
+    ``engine``: "hooks" (the batched hook engine below, any backend), "fast" (`patching.fast`, on
+    every model with an anatomy, `patching.anatomy`: reuses the cached prefix, skips unchanged earlier
+    positions, unembeds only the answer position; an error where it does not apply) or "auto" (fast
+    where it applies, else hooks). Both give the same numbers (to float rounding).
     ``executor``: None runs here; an `interp.distributed.RayExecutor` splits the interventions
     into chunks of whole forwards run by its workers, with the same result (exactly).
     """

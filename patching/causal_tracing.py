@@ -389,9 +389,7 @@ class _Job:
         of ``prompts`` (indices), each prompt traced on its own."""
         tokens = self.tokens.to(model.device)
         L, n_pos, keys, window, answer_pos = model.n_layers, tokens.shape[1], self.keys, self.window, self.answer_pos
-        need = {TRACE_SITES[k] for k in self.kinds if k != "resid"} | {TRACE_SITES[k] for k in self.severed}
-        if "resid" in self.kinds or self.severed:
-            need.add("resid_post")
+        need = {TRACE_SITES[k] for k in self.kinds + self.severed} | ({"resid_post"} if self.severed else set())
         probs = {k: torch.zeros(len(prompts), L, n_pos) for k in keys}
         p_clean, p_corr = torch.zeros(len(prompts)), torch.zeros(len(prompts))
         site_list = [Site(kind, layer) for kind in sorted(need) for layer in range(L)]

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from interp import HookedModel, InputError, Site
 from interp.sites import as_site
-from patching.interchange import Subspace, interchange_with
+from patching.interchange import Subspace, interchange_with, site_activations
 
 BASELINES = ("probe", "mean_diff", "pca", "lda", "kmeans", "random")
 
@@ -306,20 +306,11 @@ class DASResult:
                     train_iia=self.train_iia, log_odds=self.log_odds, final_loss=self.losses[-1] if self.losses else math.nan)
 
 
-def _source_acts(model: HookedModel, site: Site, tokens: Tensor, chunk: int = 256) -> Tensor:
-    parts = []
-    with torch.no_grad():
-        for start in range(0, tokens.shape[0], chunk):
-            _, cache = model.run_with_cache(tokens[start:start + chunk], [site])
-            parts.append(cache[site])
-    return torch.cat(parts)
-
-
 def _evaluate(model: HookedModel, site: Site, data: CounterfactualDataset, subspace: Subspace, chunk: int = 256) -> tuple[float, float]:
     """(IIA, mean log-odds effect) of the interchange with ``subspace`` on ``data``."""
     device = model.device
     base, labels = data.base.to(device), data.labels.to(device)
-    acts = _source_acts(model, site, data.source.to(device), chunk)
+    acts = site_activations(model, data.source.to(device), site, chunk)
     hits, effects = [], []
     with torch.no_grad():
         for start in range(0, len(data), chunk):
@@ -405,7 +396,7 @@ def train_das(
     for p in params:
         p.requires_grad_(False)
     try:
-        acts = _source_acts(model, site, train.source.to(device))
+        acts = site_activations(model, train.source.to(device), site)
         d = acts.shape[-1]
         if not 1 <= k <= d:
             raise InputError(

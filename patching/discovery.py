@@ -1056,7 +1056,7 @@ def edge_scores(
     ``method``: ``"eap"`` (gradient at the clean run; one forward per prompt set, one backward),
     ``"eap_ig"`` (gradient averaged over ``steps`` input embeddings from corrupted to clean, Hanna et
     al. 2024), ``"exact"`` (each edge patched, ``batch_size`` sequences per forward). ``engine``:
-    "auto" (direct on native TransformerLens models, hooks otherwise), "fast" or "hooks". ``edges``
+    "auto" (the model's anatomy where it has one, else hooks), "fast" or "hooks". ``edges``
     (``"exact"`` only): score just these edge indices (or a bool mask over the edges), NaN elsewhere:
     the exact check of an estimate's top edges on a model too large to patch every edge.
     """

@@ -295,20 +295,13 @@ def _order(cells, S: int, ans: int, same: int, only_answer: bool, L: int) -> tup
 # =============================================================================== one pass through the anatomy
 def _run_flat(net: anatomy.Anatomy, segs: list[_Seg], tokens: Tensor | None, store: _Store, edits: _Edits, ans: int | None,
              noise: Tensor | None = None, unembed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """One pass of ``segs`` through the layers, their tokens side by side in one ``[tokens d_model]``
-    tensor: every linear map and MLP runs once per layer on all of them, attention once per segment.
-
-    A segment of r sequences computing query positions p0..S-1 holds r * (S - p0) tokens (row-major).
-    It joins at its first layer with the base run's resid_pre there (earlier layers are unchanged)
-    and reads the keys / values of positions < p0 from the base run; a *late* segment (nothing
-    patched before that layer's z) joins after the attention instead, with the base run's z. With
-    ``tokens`` (the first pass: the base prompts, then the source prompts), segment 0 holds both
-    (all positions from layer 0), or the base prompts alone with segment 1 the source prompts from
-    their p0 (``store.src_seg``); they fill ``store`` as they go, and later passes read it. With ``ans``, the
-    last layer computes keys / values for every position but everything after them for the answer
-    query alone, and the result is the answer logits ``[rows vocab]``; else ``[rows S vocab]``.
-    Rows come in segment order. ``noise`` (``[n S d_model]``, first pass) is added to the base
-    prompts' embedding; ``unembed`` (with ``ans``) replaces the unembedding of the answer rows."""
+    """One pass of ``segs`` through the layers (the module's points 1-3), their tokens side by side in
+    one ``[tokens d_model]`` tensor: a segment of r sequences computing query positions p0..S-1 holds
+    r * (S - p0) tokens (row-major). With ``tokens`` (the first pass: the base prompts, then the
+    source prompts, from their own p0 where ``store.src_seg``) the base and source runs fill ``store``
+    as they go; later passes read it. With ``ans``, the result is the answer logits ``[rows vocab]``
+    (``unembed`` replaces the unembedding), else ``[rows S vocab]``; rows in segment order. ``noise``
+    (``[n S d_model]``, first pass) is added to the base prompts' embedding."""
     S, L, d = store.S, net.n_layers, net.d_model
     x, layout = None, []  # layout: [seg, first token, tokens per row, first position]
     if tokens is not None:  # the base prompts, then the source prompts (all positions, or from p0 on)

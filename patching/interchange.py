@@ -93,11 +93,11 @@ def exchange_fn(subspace: Subspace | None, d: int) -> Callable[[Tensor, Tensor],
     )
 
 
-def site_activations(model: HookedModel, tokens: Int[Tensor, "batch pos"], site: Site | str) -> Tensor:
-    """The (detached) activation of ``site``'s slice for ``tokens``."""
+def site_activations(model: HookedModel, tokens: Int[Tensor, "batch pos"], site: Site | str, chunk: int = 256) -> Tensor:
+    """The (detached) activation of ``site``'s slice for ``tokens``, ``chunk`` prompts per forward."""
     site = as_site(site)
-    _, cache = model.run_with_cache(tokens, [site])
-    return cache[site]
+    with torch.no_grad():
+        return torch.cat([model.run_with_cache(tokens[i : i + chunk], [site])[1][site] for i in range(0, len(tokens), chunk)])
 
 
 def interchange_with(
