@@ -50,14 +50,14 @@ def runs_on_anatomy(engine: str, reason: str | None, error: type[Exception]) -> 
 class Anatomy:
     """How one causal transformer computes, read from its own modules (`of` builds the right adapter).
 
-    An adapter sets ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel``, the
-    read-out (``ln_out``, ``W_U [vocab d_model]``, ``b_U``, ``logit_cap``) and ``layers``: one dict per
-    layer of ``ln1, ln2, mlp`` (functions of ``[... d]``), ``norm1, norm2`` (the norm modules, for
-    `norm_spec`), ``linears`` (the attention's linear modules, which `qkv_weights` / `o_weights` read
-    by default), ``scale`` (the score multiplier),
-    ``softcap`` (None or a float) and ``rope`` (None, or ``(cos [positions rot], sin [positions rot],
-    rotate_half)``, or anything else true where `rope_table` builds the tables); and implements
-    `embed`, `unembed`, `token_flops`, `qkv_weights` and `o_weights`."""
+    An adapter sets ``n_layers, n_heads, n_kv_heads, d_head, d_model, attn_only, parallel``, ``tok_embed``
+    (a function of token ids), the read-out (`_read_out`: ``ln_out``, ``W_U [vocab d_model]``, ``b_U``,
+    ``logit_cap``) and ``layers``: one dict per layer (`_layer`) of ``ln1, ln2, mlp`` (functions of
+    ``[... d]``), ``norm1, norm2`` (the norm modules, for `norm_spec`), ``linears`` (the attention's
+    linear modules, which `qkv_weights` / `o_weights` read as separate ``nn.Linear`` maps q, k, v, o
+    unless the adapter overrides them), ``scale`` (the score multiplier), ``softcap`` (None or a float)
+    and ``rope`` (None, or ``(cos [positions rot], sin [positions rot], rotate_half)``, or anything else
+    true where `rope_table` builds the tables); it overrides `embed` where positions are added."""
 
     parallel = False  # attention and MLP both read resid_pre (GPT-NeoX's parallel residual)
 
@@ -69,24 +69,27 @@ class Anatomy:
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         """The residual stream entering layer 0 (token embedding, plus learned positions if any)."""
-        raise NotImplementedError
+        return self.tok_embed(tokens)
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
         """Logits of the final residual stream: the final norm, the unembedding, soft-capping if any."""
-        raise NotImplementedError
+        return softcap(self.head(self.ln_out(resid)), self.logit_cap)
+
+    def _read_out(self, norm, head, cap: float | None) -> None:
+        """Set the read-out from the final norm and unembedding modules and the logits' soft-cap."""
+        self.norm_out, self.head_module, self.logit_cap = norm, head, cap
+        self.ln_out, self.head, self.W_U, self.b_U = _fn(norm), _fn(head), _tensor(head, "weight"), _tensor(head, "bias")
 
     def qkv_weights(self, layer: int) -> tuple[Float[Tensor, "r d_head d_model"], Float[Tensor, "r d_head"] | None]:
         """Every head's query, key and value projection of layer ``layer`` as one tensor, ``r = heads +
         2 kv_heads`` rows (queries, then keys, then values; before rotary), and their biases (or None):
-        ``qkv(h)`` equals ``einsum(h, W, "t d, r e d -> t r e") + b`` split in that order. By default
-        from separate ``nn.Linear`` maps, the layer's ``linears`` ``[q, k, v, o]``."""
+        ``qkv(h)`` equals ``einsum(h, W, "t d, r e d -> t r e") + b`` split in that order."""
         q, k, v, _ = self.layers[layer]["linears"]
         return _stack_heads([(_tensor(m, "weight"), _tensor(m, "bias")) for m in (q, k, v)], self.d_head)
 
     def o_weights(self, layer: int) -> tuple[Float[Tensor, "d_model hd"], Float[Tensor, " d_model"] | None]:
         """Layer ``layer``'s output projection as ``F.linear`` takes it (``hd = heads * d_head``, the z
-        of head h in columns ``h*d_head ..``) and its bias (or None); by default the last of the layer's
-        ``linears``, an ``nn.Linear``."""
+        of head h in columns ``h*d_head ..``) and its bias (or None)."""
         o = self.layers[layer]["linears"][-1]
         return _tensor(o, "weight"), _tensor(o, "bias")
 
@@ -218,10 +221,7 @@ class Native(Anatomy):
         # The bridge wraps every submodule in place (with hook points); call the wrapped originals,
         # plain Linear / LayerNorm as functions (no Module.__call__ per use).
         self.tok_embed, self.pos = _fn(_part(om, "tok_embed")), _part(om, "pos")
-        self.head_module = head = _part(om, "head")
-        self.norm_out = _part(om, "ln_out")
-        self.ln_out, self.head = _fn(self.norm_out), _fn(head)
-        self.W_U, self.b_U, self.logit_cap = _tensor(head, "weight"), _tensor(head, "bias"), _cap(om.output_logits_soft_cap)
+        self._read_out(_part(om, "ln_out"), _part(om, "head"), _cap(om.output_logits_soft_cap))
         self.layers = []
         for blk in _part(om, "layers"):
             attn, rotary = _part(blk, "attn"), _part(blk, "attn").rotary
@@ -241,9 +241,6 @@ class Native(Anatomy):
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand(tokens.shape[0], -1)
             resid = resid + self.pos(position_ids)
         return resid
-
-    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        return softcap(self.head(self.ln_out(resid)), self.logit_cap)
 
 
 def _layer(norm1, norm2, linears: list, mlp, scale: float, softcap: float | None = None, rope=None) -> dict:
@@ -565,18 +562,9 @@ class _HF(Anatomy):
         self.base = _part(hf, hf.base_model_prefix)
         self.n_layers = len(_layers(hf))
         self.attn_only, self.gated, self.d_mlp = False, gated, d_mlp
-        self.norm_out = _part(self.base, norm)
-        self.ln_out = _fn(self.norm_out)
-        self.head_module = head = _raw(hf.get_output_embeddings())
-        self.head, self.W_U, self.b_U, self.logit_cap = _fn(head), _tensor(head, "weight"), _tensor(head, "bias"), None
+        self._read_out(_part(self.base, norm), _raw(hf.get_output_embeddings()), None)
         self.tok_embed = _fn(_raw(hf.get_input_embeddings()))
         self._rope: tuple | None = None
-
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.tok_embed(tokens)
-
-    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
-        return self.head(self.ln_out(resid))
 
     def rope_table(self, layer: int, n_pos: int):
         """(cos, sin, rotate_half) for positions 0..n_pos-1 (at least), from the model's own rotary

@@ -115,8 +115,7 @@ class Graph:
     @property
     def allowed(self) -> Bool[Tensor, "sender receiver"]:
         out = torch.zeros(len(self.senders), len(self.receivers), dtype=torch.bool)
-        for u, v in self.edges:
-            out[u, v] = True
+        out[tuple(torch.tensor(self.edges).T)] = True
         return out
 
     def index(self, name: str) -> int:
@@ -983,8 +982,7 @@ class _Setup:
         """Dense ``[copies sender receiver]`` weights from per-edge patch amounts ``[copies edge]``."""
         g = self.graph
         W = torch.zeros(patched.shape[0], len(g.senders), len(g.receivers), dtype=torch.float32)
-        u = torch.tensor([e[0] for e in g.edges])
-        v = torch.tensor([e[1] for e in g.edges])
+        u, v = torch.tensor(g.edges).T
         W[:, u, v] = patched.float()
         return W.to(self.clean.device)
 
@@ -1145,15 +1143,10 @@ def _gradient(s: _Setup, steps: int | None, batch_size: int) -> Tensor:
             grad = grad.view(C, n, *grad.shape[1:]).sum(0)  # [n S R d]
             grads[key] = grads.get(key, 0) + grad.detach()
     diff = (s.corr_outs - s.clean_outs).double()  # [u n S d]
-    scores = torch.zeros(g.n_edges, dtype=torch.float64)
-    index = {e: i for i, e in enumerate(g.edges)}
-    for first, grad in grads.items():
-        R = grad.shape[2]
+    scores, eid = torch.zeros(g.n_edges, dtype=torch.float64), _edge_ids(g)
+    for first, grad in grads.items():  # receivers first.. (of one time) read every sender before them
         k = g.n_senders_before(g.receivers[first].time)
-        prod = einops.einsum(diff[:k], grad.double() / len(alphas), "u n s d, n s r d -> u r")
-        for r in range(R):
-            for u in range(k):
-                scores[index[(u, first + r)]] = prod[u, r]
+        scores[eid[:k, first : first + grad.shape[2]]] = einops.einsum(diff[:k], grad.double() / len(alphas), "u n s d, n s r d -> u r")
     return scores
 
 
