@@ -47,6 +47,7 @@ def runs_on_anatomy(engine: str, reason: str | None, error: type[Exception]) -> 
         raise error(f"engine='fast' cannot run this: {reason}. Use engine='auto' or engine='hooks'.")
     return engine != "hooks" and reason is None
 
+
 class Anatomy:
     """How one causal transformer computes, read from its own modules (`of` builds the right adapter).
 
@@ -633,7 +634,6 @@ class NeoX(_HF):
         weight, bias = _tensor(fused, "weight"), _tensor(fused, "bias")
         W = weight.view(H, 3, dh, -1).transpose(0, 1).reshape(3 * H, dh, -1)
         return W, None if bias is None else bias.view(H, 3, dh).transpose(0, 1).reshape(3 * H, dh)
-
 
 
 class Llama(_HF):

@@ -125,28 +125,9 @@ class FastRun:
         if not runs_fast(model, [s for cell in plan.cells for s in cell], prompts.seq_len, engine):
             return None
         self = cls()
-        self.model, self.plan, self.base, self.metric, self.prompts, self.source = model, plan, base, metric, prompts, source
+        self.plan, self.base, self.metric, self.prompts = plan, base, metric, prompts
         self.noise = None if base_noise is None else base_noise.to(model.device, model.dtype)
-        self._init(direction, batch_size)
-        return self
-
-    @property
-    def n_passes(self) -> int:
-        return len(self.sched.passes)
-
-    def values(self, progress: bool = False) -> Float[Tensor, " cell"]:
-        """Every pass in order: the mean metric of each cell of the plan (float64)."""
-        out = torch.empty(len(self.plan.cells), dtype=torch.float64)
-        with tqdm(total=len(out), desc=f"patching {self.plan.kind} (fast)", disable=not progress) as bar:
-            for number in range(self.n_passes):
-                index, values = self.run_pass(number)
-                out[index] = values
-                bar.update(len(index))
-        return out
-
-    def _init(self, direction: str, batch_size: int | None) -> None:
-        model, prompts, plan, metric, source = self.model, self.prompts, self.plan, self.metric, self.source
-        other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # validated by _prepare
+        other = (prompts.clean if direction == "denoise" else prompts.corrupted).long()  # checked by sweep.prepare
         net = anatomy.of(model)
         n, S = len(prompts), prompts.seq_len
         ans = prompts.answer_pos % S
@@ -179,6 +160,21 @@ class FastRun:
             self.blockwise = blockwise(metric, prompts, columns=True)
             self.columns = torch.stack([prompts.answers, prompts.wrong], 1).to(self.base.device)  # [n 2]
         self.ran = -1  # the last pass run (pass 0 first: it fills the store)
+        return self
+
+    @property
+    def n_passes(self) -> int:
+        return len(self.sched.passes)
+
+    def values(self, progress: bool = False) -> Float[Tensor, " cell"]:
+        """Every pass in order: the mean metric of each cell of the plan (float64)."""
+        out = torch.empty(len(self.plan.cells), dtype=torch.float64)
+        with tqdm(total=len(out), desc=f"patching {self.plan.kind} (fast)", disable=not progress) as bar:
+            for number in range(self.n_passes):
+                index, values = self.run_pass(number)
+                out[index] = values
+                bar.update(len(index))
+        return out
 
     def _logit_columns(self, resid: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows 2"]:
         """The answer and wrong answer's logits of answer-position rows (blocks of the n prompts in order)."""
@@ -347,6 +343,7 @@ def _run_flat(net: anatomy.Anatomy, segs: list[_Seg], tokens: Tensor | None, sto
         return unembed(x)
     return net.unembed(x if ans is not None else x.view(rows, S, d))
 
+
 def _join_late(net: anatomy.Anatomy, x: Tensor | None, zs: list[Tensor], layout: list, late: list[_Seg], store: _Store, lay: int,
                ans: int | None) -> Tensor:
     """Late segments join after layer ``lay``'s attention: each intervention's rows start as the base
@@ -358,6 +355,7 @@ def _join_late(net: anatomy.Anatomy, x: Tensor | None, zs: list[Tensor], layout:
     for seg, w in zip(late, windows, strict=True):
         zs += [_narrow(*store.z[lay], *w).reshape(-1, net.n_heads, net.d_head)] * (seg.rows // n)
     return x
+
 
 def _attention(net: anatomy.Anatomy, lay: int, x: Tensor, layout: list, store: _Store, edits: _Edits, ans: int | None,
                index: Tensor | None = None) -> list[Tensor]:
@@ -392,7 +390,6 @@ def _attention(net: anatomy.Anatomy, lay: int, x: Tensor, layout: list, store: _
         if base and store.late:
             store.record_base("z", lay, zs[-1].view(rows, -1, H, dh)[: store.n], first)
     return zs
-
 
 
 def _attention_groups(layout: list, lay: int, edits: _Edits, store: _Store, ans: int | None) -> list[list]:
