@@ -351,9 +351,10 @@ def _join_late(net: anatomy.Anatomy, x: Tensor | None, zs: list[Tensor], layout:
     alone on the last layer (``ans``)."""
     S, n = store.S, store.n
     windows = [(ans, 1) if ans is not None else (seg.p0, (S if seg.p1 is None else seg.p1 + 1) - seg.p0) for seg in late]
-    x = _join(x, layout, late, [(_narrow(store.resid_pre[lay], 0, *w), w[0]) for w in windows], n)
-    for seg, w in zip(late, windows, strict=True):
-        zs += [_narrow(*store.z[lay], *w).reshape(-1, net.n_heads, net.d_head)] * (seg.rows // n)
+    x = _join(x, layout, late, [(store.resid_pre[lay].narrow(1, *w), w[0]) for w in windows], n)
+    z, z_first = store.z[lay]  # [n positions z_first.. head d_head]
+    for seg, (first, tok) in zip(late, windows, strict=True):
+        zs += [z.narrow(1, first - z_first, tok).reshape(-1, net.n_heads, net.d_head)] * (seg.rows // n)
     return x
 
 
@@ -420,11 +421,6 @@ def _join(x: Tensor | None, layout: list, segs: list[_Seg], starts: list[tuple[T
         layout.append([seg, at, tok, first])
         at += seg.rows * tok
     return torch.cat(parts)
-
-
-def _narrow(act: Tensor, act_first: int, first: int, tok: int) -> Tensor:
-    """Positions first..first+tok-1 of ``act [n pos ...]`` whose position axis starts at ``act_first``."""
-    return act.narrow(1, first - act_first, tok)
 
 
 def _to_answers(x: Tensor, layout: list, ans: int, index: Tensor) -> Tensor:
