@@ -416,12 +416,9 @@ class _HookEngine:
     def run(self, tokens: Tensor, mixer: _Mixer, at: int | None, embed: Tensor | None = None, start: int = 0,
             start_run: _Run | None = None) -> _Run:
         """(``start``, ``start_run``: ignored; hooks run every layer.)"""
-        g, H, kv, R = self.graph, self.H, self.kv, self.R
-        rows = tokens.shape[0]
-        E = 1 + R
+        g, H, kv, rows, model = self.graph, self.H, self.kv, tokens.shape[0], self.model
         outs: list[Tensor] = []
         state: dict[int, Tensor | None] = {}  # layer -> delta of its attention receivers
-        model = self.model
 
         def resid_pre(layer):
             def fn(act):
@@ -439,59 +436,43 @@ class _HookEngine:
 
             return fn
 
-        def qkv(layer, offset, n):
+        def qkv(layer, offset, n):  # the main rows take head h's q / k / v from the copy of its receiver
             def fn(act):
                 if state.get(layer) is None:
                     return act
-                main = act[:rows]
-                picked = [act[(1 + offset + h) * rows : (2 + offset + h) * rows, :, h] for h in range(n)]
-                new_main = torch.stack(picked, dim=2)
-                return torch.cat([new_main.to(main.dtype), act[rows:]])
+                picked = torch.stack([act[(1 + offset + h) * rows : (2 + offset + h) * rows, :, h] for h in range(n)], dim=2)
+                return torch.cat([picked.to(act.dtype), act[rows:]])
 
             return fn
 
         def z_read(layer):
             def fn(act):
                 W_O = model.backend.W_O(layer).to(act.device, act.dtype)
-                heads = einops.einsum(act[:rows], W_O, "b s h e, h e m -> b s h m")
-                outs.extend(heads.unbind(2))
+                outs.extend(einops.einsum(act[:rows], W_O, "b s h e, h e m -> b s h m").unbind(2))
                 return act
 
             return fn
 
-        def mlp_in(layer):
+        def receive(receiver):  # an MLP's or the logits' input: the main rows plus the receiver's change
             def fn(act):
-                d_m = mixer.delta([g.mlp_receiver(layer)], outs)
-                if d_m is None:
-                    return act
-                return torch.cat([act[:rows] + d_m[:, :, 0], act[rows:]])
+                delta = mixer.delta([receiver], outs)
+                return act if delta is None else torch.cat([act[:rows] + delta[:, :, 0], act[rows:]])
 
             return fn
 
-        def mlp_out(layer):
-            def fn(act):
-                outs.append(act[:rows])
-                return act
-
-            return fn
-
-        def final(act):
-            d_f = mixer.delta([g.logits_receiver], outs)
-            if d_f is None:
-                return act
-            return torch.cat([act[:rows] + d_f[:, :, 0], act[rows:]])
+        def mlp_out(act):
+            outs.append(act[:rows])
+            return act
 
         edits: list[tuple[Site, Callable]] = []
         for layer in range(g.n_layers):
-            edits.append((Site("resid_pre", layer), resid_pre(layer)))
-            edits += [(Site("q", layer), qkv(layer, 0, H)), (Site("k", layer), qkv(layer, H, kv)),
-                      (Site("v", layer), qkv(layer, H + kv, kv)), (Site("z", layer), z_read(layer))]
+            edits += [(Site("resid_pre", layer), resid_pre(layer)), (Site("q", layer), qkv(layer, 0, H)),
+                      (Site("k", layer), qkv(layer, H, kv)), (Site("v", layer), qkv(layer, H + kv, kv)),
+                      (Site("z", layer), z_read(layer))]
             if g.has_mlp:
-                edits += [(Site("resid_mid", layer), mlp_in(layer)), (Site("mlp_out", layer), mlp_out(layer))]
-        edits.append((Site("resid_post", g.n_layers - 1), final))
-        big = einops.repeat(tokens, "b s -> (e b) s", e=E)
-        logits, _ = model.run(big, edits=edits, detach=False)
-        logits = logits[:rows]
+                edits += [(Site("resid_mid", layer), receive(g.mlp_receiver(layer))), (Site("mlp_out", layer), mlp_out)]
+        edits.append((Site("resid_post", g.n_layers - 1), receive(g.logits_receiver)))
+        logits = model.run(einops.repeat(tokens, "b s -> (e b) s", e=1 + self.R), edits=edits, detach=False)[0][:rows]
         return _Run(logits[:, at] if at is not None else logits, outs, mixer.probes)
 
 
