@@ -4,17 +4,13 @@
     result = activation_patch(model, prompts, "resid_pre", metrics.logit_diff)   # [layer pos]
     result.plot(); result.top(5)
 
-Modules: `patching.metrics` (per-prompt metrics and their normalised form), `patching.activation`
-(activation patching, batched), `patching.attribution` (attribution patching: a
-first-order estimate from one backward pass, and its agreement with exact patching),
-`patching.path` (path patching, Wang et al. 2022), `patching.anatomy` (how each supported
-architecture computes, read from its own modules: the description every fast method drives),
-`patching.fast` (the fast activation-patching engine on it), `patching.sweep` (a sweep's plan and
-result, shared by the patching methods), `patching.results` (PatchResult),
-`patching.causal_tracing` (ROME causal tracing, Meng et al. 2022), `patching.interchange`
-(interchange interventions, optionally on a subspace) and `patching.das` (distributed alignment
-search, boundless DAS, CausalGym baselines) and `patching.discovery` (automatic circuit discovery:
-the edge graph, EAP / EAP-IG / exact edge scores, ACDC, faithfulness).
+Modules: `patching.metrics` (per-prompt metrics), `patching.activation` (activation patching),
+`patching.attribution` (attribution patching and its agreement with exact patching), `patching.path`
+(path patching), `patching.anatomy` (how each supported architecture computes: what every fast method
+drives), `patching.fast` (the fast patching engine on it), `patching.sweep` (a sweep's plan and
+result), `patching.results` (PatchResult), `patching.causal_tracing` (ROME), `patching.interchange`
+(interchange interventions on a subspace), `patching.das` (DAS, boundless DAS, CausalGym baselines)
+and `patching.discovery` (circuit discovery: edge graph, EAP / EAP-IG / exact scores, ACDC).
 """
 
 from patching import metrics

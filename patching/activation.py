@@ -21,10 +21,8 @@ Heimersheim & Nanda 2024, "How to use and interpret activation patching".
     result = activation_patch(model, prompts, [Site("z", 1, head=2), Site("attn_out", 0)], prob)
     result = activation_patch(model, prompts, [[Site("z", 1, head=0), Site("z", 1, head=3)]], prob)  # a set
 
-The value of each cell is the metric averaged over the prompt set. The engine is batched: K
-interventions run as one forward over the base prompts repeated K times, each intervention
-patching only its own rows; ``batch_size`` bounds the sequences per forward.
-`reference_patch` is the plain loop (one forward per intervention), kept to check the engine.
+The value of each cell is the metric averaged over the prompt set. The hook engine runs K
+interventions as one forward over the base prompts repeated K times, each patching its own rows.
 """
 
 from __future__ import annotations

@@ -551,11 +551,10 @@ class _Direct:
             t.x.append(x)
             h = lay["ln1"](x)
             if last:  # keys and values at every position, the query at the answer alone
-                x = x[:, at - p0 : at - p0 + 1]
-                t.q_last = F.linear(h[:, at - p0 : at - p0 + 1], lay["Wflat"][: H * dh],
-                                    None if lay["bflat"] is None else lay["bflat"][: H * dh]).view(B, 1, H, dh)
-                qkv = F.linear(h, lay["Wflat"][H * dh :], None if lay["bflat"] is None else lay["bflat"][H * dh :])
-                qkv = qkv.view(B, s, 2 * KV, dh)
+                a, W, b = at - p0, lay["Wflat"], lay["bflat"]
+                x, hq = x[:, a : a + 1], h[:, a : a + 1]
+                t.q_last = F.linear(hq, W[: H * dh], None if b is None else b[: H * dh]).view(B, 1, H, dh)
+                qkv = F.linear(h, W[H * dh :], None if b is None else b[H * dh :]).view(B, s, 2 * KV, dh)
                 q, (k, v) = t.q_last.transpose(1, 2), (part.transpose(1, 2) for part in qkv.split(KV, dim=2))
             else:
                 qkv = self._qkv(layer, x, h, mixer, senders)
@@ -940,13 +939,11 @@ def _engine(model, graph: Graph, engine: str, seq_len: int):
 # =============================================================================== shared set-up
 @dataclass
 class _Setup:
-    model: Any
     prompts: PromptSet
     metric: Metric
     graph: Graph
     eng: Any
     clean: Tensor
-    corrupted: Tensor
     at: int | None  # the answer position when the metric reads it alone
     corr_outs: Tensor  # [sender n S d] (the whole-graph engine: positions p0..)
     clean_outs: Tensor
@@ -1004,7 +1001,7 @@ def _setup(model, prompts: PromptSet, metric: Metric, engine: str, clean_run: bo
     with torch.no_grad():
         r_run = eng.run(corrupted, _Mixer(graph, None, None, 1, n, probe=False), at)
         c_run = eng.run(clean, _Mixer(graph, None, None, 1, n, probe=False), at) if clean_run else None
-    setup = _Setup(model, prompts, metric, graph, eng, clean, corrupted, at, torch.stack(r_run.outs),
+    setup = _Setup(prompts, metric, graph, eng, clean, at, torch.stack(r_run.outs),
                    torch.stack(c_run.outs) if clean_run else None, math.nan, 0.0, r_run.resid or None, c_run)
     setup.corrupted_value = float(setup.values(r_run.logits, 1)[0])
     if clean_run:  # (EAP reads the clean run off its gradient pass instead)

@@ -24,10 +24,8 @@ stream (``"logits"``), path patching a head is patching its *direct* effect on t
     result = path_patch(model, prompts, "z", "logits", logit_diff)           # [layer head]: direct effects
     result = path_patch(model, prompts, "z", [Site("k", 1, head=h) for h in range(4)], logit_diff)
 
-Senders follow `activation_patch`'s conventions: a kind name ("z" or "head_out") sweeps every head
-(axes ``layer, head``; ``by_pos=True`` adds ``pos``), a list of Sites patches each separately (axis
-``site``), a list of lists patches each inner list together. All receivers form one receiver set.
-``settings["baseline"]`` holds the unpatched base run's metric. Works on both backends.
+Senders follow `activation_patch`'s conventions (`path_patch` says how); all receivers form one
+receiver set. ``settings["baseline"]`` holds the unpatched base run's metric. Works on both backends.
 """
 
 from __future__ import annotations
