@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.distributed import chunk_ranges
 from interp.interventions import Replace
 from interp.sites import Site
 from interp.tasks import PromptSet
@@ -111,7 +112,6 @@ def _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos
     """`activation_patch` on an executor: every input is checked here, then the workers run chunks of
     whole forwards (the hook engine's batches, or the fast engine's passes), so each intervention is
     computed exactly as in one process; the values are put back in plan order."""
-    from interp.distributed import chunk_ranges
     plan, _, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
     use_fast = fast.runs_fast(model, [s for cell in plan.cells for s in cell], prompts.seq_len, engine)
     args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)

@@ -587,8 +587,7 @@ class GPT2(_HF):
         cfg = hf.config
         super().__init__(hf, norm="ln_f", d_mlp=cfg.n_inner or 4 * cfg.n_embd, gated=False)
         self.n_heads = self.n_kv_heads = cfg.n_head
-        self.d_model = cfg.n_embd
-        self.d_head = cfg.n_embd // cfg.n_head
+        self.d_model, self.d_head = cfg.n_embd, cfg.n_embd // cfg.n_head
         self.wpe = _tensor(_part(self.base, "wpe"), "weight")
         self.layers = []
         for blk in _layers(hf):
@@ -617,8 +616,7 @@ class NeoX(_HF):
         cfg = hf.config
         super().__init__(hf, norm="final_layer_norm", d_mlp=cfg.intermediate_size, gated=False)
         self.n_heads = self.n_kv_heads = cfg.num_attention_heads
-        self.d_model = cfg.hidden_size
-        self.d_head = cfg.hidden_size // cfg.num_attention_heads
+        self.d_model, self.d_head = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
         self.parallel = bool(cfg.use_parallel_residual)
         self.layers = []
         for blk in _layers(hf):

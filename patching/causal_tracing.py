@@ -47,6 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp import HookedModel, InputError, Site
+from interp.distributed import chunk_ranges
 from interp.tasks import PromptSet
 from interp.tokenizers import plot_label
 
@@ -340,8 +341,6 @@ def causal_trace(
         probs, p_clean, p_corr = job.run(model, range(n_prompts), bar.update)
         bar.close()
     else:
-        from interp.distributed import chunk_ranges
-
         chunks = chunk_ranges(n_prompts, executor.chunks)
         parts = executor.map(_trace_chunk, chunks, shared=job.to("cpu"), model=model, progress=progress,
                              desc=f"causal trace on {executor.num_workers} workers",

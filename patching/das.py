@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from interp import HookedModel, InputError, Site
+from interp.distributed import chunk_ranges
 from interp.sites import as_site
 from patching.interchange import Subspace, interchange_with, site_activations
 
@@ -470,8 +471,6 @@ def das_sweep(
     if executor is None:
         rows = [_das_row(model, site, job) for site in tqdm(sites, desc="DAS sweep", disable=not progress)]
     else:
-        from interp.distributed import chunk_ranges
-
         if not isinstance(dataset, CounterfactualDataset):  # bad inputs fail here, before any worker starts
             raise InputError(f"dataset must be a CounterfactualDataset (see counterfactual_dataset), got {type(dataset).__name__}.")
         for site in sites:

@@ -57,7 +57,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.errors import InputError, InterpError
+from interp.errors import InputError, InterpError, closest
 from interp.sites import Site
 from interp.tasks import PromptSet
 from patching import anatomy
@@ -122,8 +122,6 @@ class Graph:
         """The index of the edge ``"sender -> receiver"`` (e.g. ``"a0.h1 -> a1.h2.k"``)."""
         names = self.edge_names
         if name not in names:
-            from interp.errors import closest
-
             raise DiscoveryError(f"No edge {name!r} in this graph.{closest(name, names)} Edges look like 'a0.h1 -> a1.h2.k'.")
         return names.index(name)
 
