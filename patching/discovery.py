@@ -838,8 +838,7 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
     of the clean residual stream plus the sender's difference, attention over the clean run's other
     inputs), an MLP receiver its MLP, the logits their final layer norm and unembedding; later layers
     run in full from there, at positions p0.. (the answer query alone on the last layer)."""
-    d, n, L, p0, at = ds.d, len(ds.prompts), ds.d.L, ds.p0, ds.at
-    net = d.net
+    d, net, n, L, p0, at = ds.d, ds.d.net, len(ds.prompts), ds.d.L, ds.p0, ds.at
     with torch.no_grad():
         c = d.run(ds.emb_clean, p0, ds.prefix, at)
         clean_value = float(ds.values(c.logits, 1)[0])
@@ -858,9 +857,7 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
             qs = slice(a, a + 1) if answer else slice(0, s)  # positions whose queries / writes matter
             first = at if answer else p0
             narrow = answer and kind not in ("k", "v")  # reads the answer position alone
-            cost = n * (1 if narrow else s)
-            per = max(1, budget // cost)
-
+            per = max(1, budget // (n * (1 if narrow else s)))
             # each edge's sender difference at the positions the receiver reads
             read = {e: diff[g.edges[e][0]][:, qs] if narrow and diff[g.edges[e][0]].shape[1] == s else diff[g.edges[e][0]]
                     for e in idx}
@@ -873,25 +870,23 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
                 part = idx[j : j + per]
                 E = len(part)
                 D = torch.stack([read[e] for e in part])  # [E n sq d] (k, v: [E n s d])
-                if kind == "logits":
-                    final = c.final + D
-                    logits = net.unembed(final[:, :, 0] if at is not None else final).flatten(0, 1)
+                if kind == "logits":  # (layer L: the final residual stream)
+                    post = c.final + D
+                elif kind == "mlp":
+                    post = c.mid[layer][None] + d.mlp(layer, c.mlp_in[layer][None] + D)[1]
                 else:
-                    if kind == "mlp":
-                        post = c.mid[layer][None] + d.mlp(layer, c.mlp_in[layer][None] + D)[1]
+                    delta = _head_receiver_change(d, c, layer, kind, part, D, qs, first, p0)
+                    mid = c.mid[layer][None] + delta
+                    if not d.has_mlp:
+                        post = mid
+                    elif net.parallel:  # the MLP reads resid_pre: unchanged
+                        post = c.post[layer][None] + delta
                     else:
-                        delta = _head_receiver_change(d, c, layer, kind, part, D, qs, first, p0)
-                        mid = c.mid[layer][None] + delta
-                        if not d.has_mlp:
-                            post = mid
-                        elif net.parallel:  # the MLP reads resid_pre: unchanged
-                            post = c.post[layer][None] + delta
-                        else:
-                            post = mid + d.mlp(layer, mid)[1]
-                    if layer < L - 1:
-                        logits = d.run(post.flatten(0, 1), p0, ds.prefix, at, first_layer=layer + 1).logits
-                    else:
-                        logits = net.unembed(post[:, :, 0] if at is not None else post).flatten(0, 1)
+                        post = mid + d.mlp(layer, mid)[1]
+                if layer < L - 1:
+                    logits = d.run(post.flatten(0, 1), p0, ds.prefix, at, first_layer=layer + 1).logits
+                else:
+                    logits = net.unembed(post[:, :, 0] if at is not None else post).flatten(0, 1)
                 out[part] = ds.values(logits, E) - clean_value
                 bar.update(E)
     return out, clean_value
@@ -1309,8 +1304,7 @@ def draw_circuit(circuit: Circuit, ax=None, title: str | None = None):
     ax.set_yticks([])
     ax.set_xlim(-0.6, 2 * g.n_layers + 1.6)
     ax.set_ylim(-0.8, rows - 0.2)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
+    ax.spines[["top", "right", "left"]].set_visible(False)
     handles = [Line2D([], [], color=c, label=f"{k} input") for k, c in _INPUT_COLOURS.items() if k in "qkv"]
     handles.append(Line2D([], [], color="0.35", label="residual input (MLP, logits)"))
     ax.legend(handles=handles, fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
