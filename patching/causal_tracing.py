@@ -394,13 +394,10 @@ class _Job:
         site_list = [Site(kind, layer) for kind in sorted(need) for layer in range(L)]
         with torch.no_grad():
             for r, i in enumerate(prompts):
-                row = tokens[i : i + 1]
-                subj = self.subjects[i]
-                answer = int(self.answers[i])
-                noise_full = torch.zeros(self.eps[i].shape[0], n_pos, self.eps[i].shape[2])
-                noise_full[:, subj] = self.eps[i]
+                row, answer, eps, S = tokens[i : i + 1], int(self.answers[i]), self.eps[i], self.eps[i].shape[0]
+                noise_full = torch.zeros(S, n_pos, eps.shape[2])
+                noise_full[:, self.subjects[i]] = eps
                 noise_full = noise_full.to(model.device)
-                S = noise_full.shape[0]
                 clean_logits, clean = model.run(row, reads=site_list)
                 p_clean[r] = _prob(clean_logits, answer_pos, answer)[0]
                 corr_logits, corrupted = model.run(

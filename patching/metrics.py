@@ -92,6 +92,7 @@ def kl_to(clean_logits: Float[Tensor, "batch pos vocab"] | Float[Tensor, "batch 
         p_log = clean.log_softmax(-1)
         return (p_log.exp() * (p_log - run.log_softmax(-1))).sum(-1)
 
+    kl_to_clean.answer_only = True
     return kl_to_clean
 
 
@@ -127,6 +128,7 @@ def normalized(metric: Metric, clean_value: float | Tensor, corrupted_value: flo
         return ((value.double() - c) / s).to(value.dtype)
 
     normalized_metric.__name__ = f"normalized_{metric_name(metric)}"
+    normalized_metric.answer_only = answer_only(metric)
     return normalized_metric
 
 
@@ -169,14 +171,9 @@ def answer_only(metric: Metric) -> bool:
     """Whether ``metric`` reads nothing but ``logits[:, prompts.answer_pos]``.
 
     True for `logit_diff`, `log_prob`, `prob`, `kl_to(...)`, `normalized(m, ...)` of such an m,
-    and any function with an attribute ``answer_only = True`` (mark your own metrics that way).
+    and any function with an attribute ``answer_only = True`` (mark your own metrics so, before `normalized`).
     """
-    if getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE:
-        return True
-    if getattr(metric, "__module__", None) == __name__ and getattr(metric, "__qualname__", "") == "kl_to.<locals>.kl_to_clean":
-        return True
-    free = _normalized_parts(metric)
-    return free is not None and "metric" in free and answer_only(free["metric"])
+    return getattr(metric, "answer_only", False) is True or metric in _BLOCKWISE
 
 
 def _normalized_parts(metric: Metric) -> dict | None:
