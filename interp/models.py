@@ -866,6 +866,19 @@ class HookedModel(nn.Module):
         finally:
             del self._edits[before:]
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[HookedModel]:
+        """Inside the block no parameter requires a gradient (a backward reaches activations and
+        interventions only, and gives no parameter a ``.grad``); each is restored after it, also on error."""
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_bridge(cls, bridge: nn.Module, name: str | None = None, info: Mapping | None = None) -> HookedModel:

@@ -132,26 +132,19 @@ def activation_gradients(
         probes[key] = torch.zeros_like(act, requires_grad=True)
         return act + probes[key]
 
-    frozen = [p for p in model.module.parameters() if p.requires_grad]
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            if fast.runs_fast(model, sites, tokens.shape[1], engine):
-                net, S = anatomy.of(model), tokens.shape[1]
-                edit = _tap({(k.kind, k.layer) for k in sites}, tap)
-                resid = net.embed(tokens)
-                for layer in range(net.n_layers):
-                    resid = net.block(layer, resid, 0, None, edit)
-                ans = prompts.answer_pos % S if answer_only(metric) else None  # unembed the answer position only
-                logits = expand_answer(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
-            else:
-                logits, _ = model.run(tokens, edits={key: (lambda act, key=key: tap(key, act)) for key in sites})
-            values = check_values(metric(logits, prompts), len(prompts), metric)
-            grads = torch.autograd.grad(values.mean(), [probes[k] for k in sites], allow_unused=True)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+    with model.frozen(), torch.enable_grad():
+        if fast.runs_fast(model, sites, tokens.shape[1], engine):
+            net, S = anatomy.of(model), tokens.shape[1]
+            edit = _tap({(k.kind, k.layer) for k in sites}, tap)
+            resid = net.embed(tokens)
+            for layer in range(net.n_layers):
+                resid = net.block(layer, resid, 0, None, edit)
+            ans = prompts.answer_pos % S if answer_only(metric) else None  # unembed the answer position only
+            logits = expand_answer(net.unembed(resid if ans is None else resid[:, ans]), S, ans)
+        else:
+            logits, _ = model.run(tokens, edits={key: (lambda act, key=key: tap(key, act)) for key in sites})
+        values = check_values(metric(logits, prompts), len(prompts), metric)
+        grads = torch.autograd.grad(values.mean(), [probes[k] for k in sites], allow_unused=True)
     grads = {k: torch.zeros_like(acts[k]) if g is None else g for k, g in zip(sites, grads, strict=True)}
     return acts, grads, values.detach()
 

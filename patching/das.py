@@ -392,11 +392,7 @@ def train_das(
         _check_labels(eval_dataset, model.d_vocab)
         train, test = dataset, eval_dataset
     device = model.device
-    params = list(model.parameters())
-    was_trainable = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with model.frozen():  # only the rotation trains
         acts = site_activations(model, train.source.to(device), site)
         d = acts.shape[-1]
         if not 1 <= k <= d:
@@ -438,9 +434,6 @@ def train_das(
         # The result is for saving and plotting: float32 on the CPU (the module moves its rotation
         # to the activations' device when it is used again, e.g. in `interchange`).
         subspace, basis = subspace.cpu(), basis.cpu()
-    finally:
-        for p, flag in zip(params, was_trainable, strict=True):
-            p.requires_grad_(flag)
     return DASResult(
         site=site, k=basis.shape[1], basis=basis, losses=losses, iia=iia, train_iia=train_iia,
         log_odds=log_odds, subspace=subspace, boundless=boundless,

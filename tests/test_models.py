@@ -142,6 +142,25 @@ def test_edits_nest_and_unwind(attn_only_model, tokens):
     assert not torch.equal(outer, inner) and torch.equal(model(tokens), clean)
 
 
+def test_frozen_freezes_parameters_and_restores_each_one_also_on_error(attn_only_model, tokens):
+    model = attn_only_model
+    params = list(model.module.parameters())
+    for p in params:
+        p.grad = None
+    params[0].requires_grad_(False)  # frozen by the user before: stays frozen after the block
+    try:
+        with pytest.raises(RuntimeError, match="inside"), model.frozen():
+            assert not any(p.requires_grad for p in params)
+            raise RuntimeError("inside")
+        assert not params[0].requires_grad and all(p.requires_grad for p in params[1:])
+        with model.frozen():
+            probe = torch.zeros(1, requires_grad=True)
+            (model(tokens).sum() * probe).backward()  # the gradient reaches the probe, no parameter
+        assert probe.grad is not None and all(p.grad is None for p in params)
+    finally:
+        params[0].requires_grad_(True)
+
+
 def test_to_tokens_and_str_tokens(attn_only_model):
     toks = attn_only_model.to_tokens(["t1 t2 t3", "t4"])
     assert toks.tolist() == [[0, 1, 2, 3], [0, 4, 0, 0]]

@@ -438,18 +438,12 @@ def feature_attribution(
     base_tokens, source_tokens = _runs(prompts, direction)
     source_logits, source = _cache(model, source_tokens, saes)
     source_value = _mean_metric(metric, source_logits, prompts)
-    frozen = [p for p in model.module.parameters() if p.requires_grad]
-    try:
-        for p in frozen:  # activation gradients only
-            p.requires_grad_(False)
+    with model.frozen():  # activation gradients only
         if method == "atp":
             baseline, base, grads = _gradients_at_base(model, prompts, base_tokens, saes, metric)
         else:
             baseline, base, grads = _integrated_gradients(model, prompts, base_tokens, saes, source, metric, steps,
                                                           batch_size, progress)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     features, errors = {}, {}
     with torch.no_grad():
         for site, sae in saes.items():
