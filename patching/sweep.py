@@ -42,6 +42,7 @@ class Plan:
     labels: dict[str, list[str]]
     kind: str
 
+
 def prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=True):
     """Validate everything before any forward; the plan, the base tokens and (``map_heads``: for the hook
     engine) the source activations (`source_acts`)."""
@@ -90,6 +91,7 @@ def source_acts(model, plan: Plan, other: Tensor, source: str) -> dict[Site, Ten
 def as_z(site: Site) -> Site:
     """Patching head_out (z @ W_O of one head) is patching that head's z: same effect, no W_O needed."""
     return Site("z", site.layer, site.head, site.pos) if site.kind == "head_out" else site
+
 
 def _plan(model, prompts: PromptSet, sites, by_pos, layers) -> Plan:
     if isinstance(sites, str) and sites in SWEEP_KINDS:
