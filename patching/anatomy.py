@@ -96,18 +96,24 @@ class Anatomy:
 
     def qkv(self, layer: int, h: Float[Tensor, "tokens d_model"], index: Int[Tensor, " q"] | None = None):
         """Queries of ``h[index]`` (of every token when index is None), keys and values of every token,
-        each ``[tokens heads d_head]``: `qkv_weights` as one linear map (flattened once per anatomy)."""
-        blk = self.layers[layer]
-        if "W_qkv" not in blk:
-            W, b = self.qkv_weights(layer)
-            blk["W_qkv"], blk["b_qkv"] = W.flatten(0, 1), None if b is None else b.flatten()
-        W, b = blk["W_qkv"], blk["b_qkv"]
-        H, KV, dh, T = self.n_heads, self.n_kv_heads, self.d_head, h.shape[0]
-        if index is None:
-            return F.linear(h, W, b).view(T, H + 2 * KV, dh).split([H, KV, KV], dim=1)
-        q = F.linear(h[index], W[: H * dh], None if b is None else b[: H * dh]).view(-1, H, dh)
-        k, v = F.linear(h, W[H * dh :], None if b is None else b[H * dh :]).view(T, 2 * KV, dh).split(KV, dim=1)
-        return q, k, v
+        each ``[tokens heads d_head]``: the three row blocks of `qkv_weights` (`_qkv_blocks`)."""
+        blk, T, dh = self.layers[layer], h.shape[0], self.d_head
+        if "qkv_blocks" not in blk:
+            blk["qkv_blocks"] = self._qkv_blocks(layer)
+        (Wq, bq), (Wk, bk), (Wv, bv) = blk["qkv_blocks"]
+        q = F.linear(h if index is None else h[index], Wq, bq).view(-1, self.n_heads, dh)
+        return q, F.linear(h, Wk, bk).view(T, -1, dh), F.linear(h, Wv, bv).view(T, -1, dh)
+
+    def _qkv_blocks(self, layer: int) -> list[tuple[Tensor, Tensor | None]]:
+        """``(weight [rows*d_head d_model], bias)`` of the queries, keys and values: the model's own
+        weights where it keeps them apart (``linears`` ``[q, k, v, o]``: no copy per call), else row
+        blocks of `qkv_weights` flattened."""
+        linears = self.layers[layer]["linears"]
+        if len(linears) == 4:
+            return [(_tensor(m, "weight"), _tensor(m, "bias")) for m in linears[:3]]
+        W, b = self.qkv_weights(layer)
+        sizes = [n * self.d_head for n in (self.n_heads, self.n_kv_heads, self.n_kv_heads)]
+        return list(zip(W.flatten(0, 1).split(sizes), [None] * 3 if b is None else b.flatten().split(sizes), strict=True))
 
     def o(self, layer: int, z: Float[Tensor, "... hd"]) -> Float[Tensor, "... d_model"]:
         """The attention's output projection of ``z`` (heads side by side, ``hd = heads * d_head``)."""

@@ -56,12 +56,12 @@ def attribution_patch(
     """
     plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, None, map_heads=False)
     keys = sorted({sweep.as_z(s).full for cell in plan.cells for s in cell})
-    on_anatomy = fast.runs_fast(model, keys, prompts.seq_len, engine)
+    net = anatomy.of(model) if fast.runs_fast(model, keys, prompts.seq_len, engine) else None  # one for both runs
     other = model.check_tokens(prompts.clean if direction == "denoise" else prompts.corrupted)
-    src = {key: None for key in keys} if source == "zero" else _activations(model, other, keys, on_anatomy)
+    src = {key: None for key in keys} if source == "zero" else _activations(model, other, keys, net)
     if source == "mean":
         src = {key: act.mean(0, keepdim=True) for key, act in src.items()}
-    acts, grads, values = activation_gradients(model, base, keys, metric, prompts, "fast" if on_anatomy else "hooks")
+    acts, grads, values = _gradients(model, base, keys, metric, prompts, net)
     baseline = float(values.double().mean())
     reduced = {key: _reduce(key, -acts[key] if src[key] is None else src[key].to(acts[key].dtype) - acts[key], grads[key])
                for key in keys}
@@ -92,12 +92,12 @@ def _cell_part(reduced: dict, site: Site) -> Tensor:
     return reduced[site.full][index[::-1] if site.kind == "pattern" else index].sum()
 
 
-def _activations(model, tokens: Int[Tensor, "batch pos"], keys: list[Site], on_anatomy: bool) -> dict[Site, Tensor]:
-    """The activations at ``keys`` on ``tokens`` (no grad): on the anatomy, stopped after the last layer read, or hooks."""
+def _activations(model, tokens: Int[Tensor, "batch pos"], keys: list[Site], net: anatomy.Anatomy | None) -> dict[Site, Tensor]:
+    """The activations at ``keys`` on ``tokens`` (no grad): on the anatomy ``net``, stopped after the last layer read, or hooks."""
     with torch.no_grad():
-        if not on_anatomy:
+        if net is None:
             return model.run_with_cache(tokens, keys)[1]
-        net, out = anatomy.of(model), {}
+        out = {}
         record = _tap({(k.kind, k.layer) for k in keys}, lambda key, act: out.setdefault(key, act))
         resid = net.embed(tokens)
         for layer in range(max(k.layer for k in keys) + 1):
@@ -124,6 +124,12 @@ def activation_gradients(
     one per sequence). A zero probe is added at every site, so the gradient is the activation's, not a
     parameter's (parameters are frozen meanwhile). ``engine`` as in `attribution_patch` (on the
     anatomy the answer position alone is unembedded when the metric reads only it). Shared by `attribution_patch` and `probes.sae`'s feature attribution."""
+    net = anatomy.of(model) if fast.runs_fast(model, sites, tokens.shape[1], engine) else None
+    return _gradients(model, tokens, sites, metric, prompts, net)
+
+
+def _gradients(model, tokens: Tensor, sites: Sequence[Site], metric: Metric, prompts: PromptSet, net: anatomy.Anatomy | None):
+    """`activation_gradients` on the anatomy ``net`` (None: on hooks)."""
     probes: dict[Site, Tensor] = {}
     acts: dict[Site, Tensor] = {}
 
@@ -133,8 +139,8 @@ def activation_gradients(
         return act + probes[key]
 
     with model.frozen(), torch.enable_grad():
-        if fast.runs_fast(model, sites, tokens.shape[1], engine):
-            net, S = anatomy.of(model), tokens.shape[1]
+        if net is not None:
+            S = tokens.shape[1]
             edit = _tap({(k.kind, k.layer) for k in sites}, tap)
             resid = net.embed(tokens)
             for layer in range(net.n_layers):

@@ -87,14 +87,16 @@ def test_anatomy_forward_and_weights_equal_the_model(model_of, family, backend):
         for layer in range(net.n_layers):
             x = net.block(layer, x, 0, None, lambda kind, layer, act: act)
         torch.testing.assert_close(net.unembed(x), model.forward(tokens), atol=1e-5, rtol=1e-5)
-        # the forward above computes q, k, v and the output from qkv_weights / o_weights; the model's own
-        # hooks see the same queries, keys and values (queries, keys, values in that order)
+        # the forward's q, k, v (net.qkv) and qkv_weights as one linear map (what discovery projects with)
+        # are the queries, keys and values the model's own hooks see, in that order
         W, b = net.qkv_weights(0)
         assert W.shape == (net.n_heads + 2 * net.n_kv_heads, net.d_head, net.d_model)
         _, cache = model.run_with_cache(tokens, [Site(kind, 0) for kind in ("resid_pre", "q", "k", "v")])
         h = net.layers[0]["ln1"](cache[Site("resid_pre", 0)]).flatten(0, 1)
-        for got, kind in zip(net.qkv(0, h), "qkv", strict=True):
+        mapped = torch.einsum("td,red->tre", h, W) + (0 if b is None else b)
+        for got, rows, kind in zip(net.qkv(0, h), mapped.split([net.n_heads, net.n_kv_heads, net.n_kv_heads], 1), "qkv", strict=True):
             torch.testing.assert_close(got, cache[Site(kind, 0)].flatten(0, 1), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(rows, cache[Site(kind, 0)].flatten(0, 1), atol=1e-5, rtol=1e-5)
         index = torch.tensor([1, 4])
         torch.testing.assert_close(net.qkv(0, h, index)[0], cache[Site("q", 0)].flatten(0, 1)[index], atol=1e-5, rtol=1e-5)
     assert anatomy.norm_spec(net.layers[0]["norm1"]) is not None  # every family's norm has a closed form
