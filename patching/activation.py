@@ -142,24 +142,16 @@ def _patch_on(executor, model, prompts, sites, metric, direction, source, by_pos
 def _patch_chunk(model, shared, chunk: range, memo: dict) -> tuple[Tensor, Tensor]:
     """A worker's share: fast-engine passes ``chunk`` (pass 0 first, once per worker: it fills the
     store later passes read), or hook-engine interventions ``chunk`` in batches of the single-process run."""
-    use_fast, (prompts, sites, metric, direction, source, by_pos, layers, batch_size) = shared
-    args = (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+    use_fast, args = shared  # activation_patch's (prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+    prompts, metric, batch_size = args[0], args[2], args[7]
     if use_fast:
         if "run" not in memo:
             memo["run"] = run = fast.FastRun.setup(model, *args, engine="fast")
             memo["pass0"] = run.run_pass(0)
-        run = memo["run"]
-        index, values = [], []
-        for number in chunk:
-            if number == 0:
-                i, v = memo["pass0"]
-            else:
-                i, v = run.run_pass(number)
-            index.append(i)
-            values.append(v)
-        return torch.cat(index), torch.cat(values)
+        parts = [memo["pass0"] if number == 0 else memo["run"].run_pass(number) for number in chunk]  # in order
+        return torch.cat([index for index, _ in parts]), torch.cat([values for _, values in parts])
     if "prepared" not in memo:
-        memo["prepared"] = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size)
+        memo["prepared"] = sweep.prepare(model, *args)
     plan, base, source_acts = memo["prepared"]
     per_chunk = _per_chunk(plan, prompts, batch_size)
     values = [_hook_forward(model, prompts, metric, plan, base, source_acts, start, per_chunk)
