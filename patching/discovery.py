@@ -489,7 +489,6 @@ class _Trace:
     mlp_in: list[Tensor]  # the MLP's input before its norm [B sq d]: mid, or resid_pre (parallel residual)
     h2: list[Tensor]  # ln2(mlp_in) [B sq d]
     mlp: list[Tensor]  # mlp_out [B sq d]
-    post: list[Tensor]  # resid_post [B sq d]
     final: Tensor | None = None  # the logits' input [B sq d]
     logits: Tensor | None = None  # [B vocab] (answer only) or [B s vocab]
     q_last: Tensor | None = None  # the last layer's answer query projections [B 1 H dh] (answer only)
@@ -540,7 +539,7 @@ class _Direct:
         residual stream plus the mixer's change from the sender outputs ``senders`` (which the heads and
         MLPs append to), and the last layer computes every position; the trace then holds ``x``,
         ``mlp_in``, ``final`` and ``logits`` alone."""
-        t = _Trace([], [], [], [], [], [], [], [], [], [], [])
+        t = _Trace([], [], [], [], [], [], [], [], [], [])
         B, s, _ = x.shape
         H, KV, dh, net = self.H, self.KV, self.dh, self.net
         for layer in range(first_layer, self.L):
@@ -587,8 +586,6 @@ class _Direct:
                 else:
                     senders.append(out)
                 x = x + out
-            if mixer is None:
-                t.post.append(x)
         d_f = None if mixer is None else mixer.delta([self.graph.logits_receiver], senders, x=x)
         t.final = x if d_f is None else x + d_f[:, :, 0]
         t.logits = net.unembed(t.final if at is None else t.final[:, at - p0 if mixer is not None else 0])
@@ -880,7 +877,7 @@ def _exact_direct(ds: _DirectSetup, g: Graph, batch_size: int, progress: bool, c
                     if not d.has_mlp:
                         post = mid
                     elif net.parallel:  # the MLP reads resid_pre: unchanged
-                        post = c.post[layer][None] + delta
+                        post = c.mid[layer][None] + c.mlp[layer][None] + delta
                     else:
                         post = mid + d.mlp(layer, mid)[1]
                 if layer < L - 1:

@@ -2,9 +2,7 @@
 together) run, on which named axes, checked before any forward; and the `PatchResult` they fill.
 
 `prepare` validates a call of `patching.activation_patch` (or attribution / path patching: the same
-arguments) and returns its `Plan`, the base tokens (the run that is patched) and, for the hook
-engine, the source activations; `result` lays the cells' values out on the plan's axes. ``head_out``
-is planned as ``z`` (`as_z`: patching a head's write is patching its z).
+arguments); `result` lays the cells' values out on the plan's axes.
 
     plan, base, sources = prepare(model, prompts, "z", logit_diff, "denoise", "other", None, None, None)
     plan.axes, plan.shape, len(plan.cells)      # ('layer', 'head'), (L, H), L * H
