@@ -43,8 +43,6 @@ from patching.metrics import Metric, block_means, check_values
 from patching.results import PatchResult
 from patching.sweep import DIRECTIONS, POS_KINDS, SOURCES, SWEEP_KINDS, Plan  # noqa: F401  (the public names stay here too)
 
-ENGINES = fast.ENGINES
-
 
 # =============================================================================== public
 def activation_patch(

@@ -64,7 +64,6 @@ from patching import anatomy
 from patching.metrics import Metric, answer_only, block_means, metric_name
 
 METHODS = ("eap", "eap_ig", "exact")
-ENGINES = anatomy.ENGINES
 
 
 class DiscoveryError(InterpError):

@@ -73,8 +73,6 @@ AFTER_QKV = frozenset({"z", "head_out", "pattern", "attn_out", "resid_mid", "mlp
 #: kinds computed from a layer's z on (an intervention patching only these at its first layer joins there).
 LATE_KINDS = frozenset({"z", "attn_out", "resid_mid", "mlp_out", "resid_post"})
 
-ENGINES = anatomy.ENGINES
-
 
 class FastEngineError(InputError):
     """``engine="fast"`` was asked for a model or sweep it does not cover."""
