@@ -231,7 +231,8 @@ class Native(Anatomy):
         self._read_out(_part(om, "ln_out"), _part(om, "head"), _cap(om.output_logits_soft_cap))
         self.layers = []
         for blk in _part(om, "layers"):
-            attn, rotary = _part(blk, "attn"), _part(blk, "attn").rotary
+            attn = _part(blk, "attn")
+            rotary = attn.rotary
             self.layers.append(_layer(
                 _part(blk, "ln1"), None if self.attn_only else _part(blk, "ln2"), [_part(attn, name) for name in "qkvo"],
                 None if self.attn_only else _mlp_fn(_part(blk, "mlp")), 1.0 / attn.scale, _cap(attn.attn_scores_soft_cap),
