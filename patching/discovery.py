@@ -913,7 +913,8 @@ def _head_receiver_change(d: _Direct, c: _Trace, layer: int, kind: str, part: li
             keys = torch.cat([keys[..., :p0, :], net.rope(layer, new, p0)], dim=-2)
         else:
             values = torch.cat([values[..., :p0, :], new], dim=-2)
-    z = net.attend(layer, queries, keys, values, first)  # [E n r sq dh]
+    # [E n r sq dh], attended as [E*n r sq dh] over [E*n 1 S dh] (grouped): four axes take SDPA's fast kernel
+    z = net.attend(layer, queries.flatten(0, 1), keys.flatten(0, 1), values.flatten(0, 1), first).view(queries.shape)
     delta = einops.einsum(z, lay["WO"][qh], "E n r s e, E r e d -> E n s d")
     return delta - c.outs[layer][:, :, qh].sum(3).permute(2, 0, 1, 3)
 
