@@ -45,6 +45,8 @@ def tl_exact(model, prompts) -> torch.Tensor:
     bridge, g = model.module, build_graph(model)
     net = anatomy.of(model)
     L = model.n_layers
+    proj = [net.qkv_weights(layer) for layer in range(L)]  # [H+2KV d_head d_model]: queries, keys, values
+    first_row = {"q": 0, "k": net.n_heads, "v": net.n_heads + net.n_kv_heads}
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
     names += [f"blocks.{layer}.hook_mlp_out" for layer in range(L)] if model.has_mlp else []
     names += [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
@@ -74,9 +76,9 @@ def tl_exact(model, prompts) -> torch.Tensor:
                 layer, head, kind = receiver.layer, receiver.head, receiver.kind
                 resid = clean[f"blocks.{layer}.hook_resid_pre"]
 
-                def hook(act, hook, d=diff, layer=layer, head=head, kind=kind, resid=resid):
-                    lin = net.layers[layer][kind]
-                    new = lin(net.layers[layer]["ln1"](resid + d)).view(*act.shape)[:, :, head]
+                def hook(act, hook, d=diff, layer=layer, head=head, row=head + first_row[kind], resid=resid):
+                    W, b = proj[layer]  # the receiver head's projection of ln1(its input plus the sender's change)
+                    new = torch.nn.functional.linear(net.layers[layer]["ln1"](resid + d), W[row], None if b is None else b[row])
                     act = act.clone()
                     act[:, :, head] = new
                     return act
