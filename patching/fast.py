@@ -120,6 +120,8 @@ class FastRun:
         """Plan a sweep (`activation_patch`'s arguments); None where ``engine`` runs hooks (`runs_fast`).
         ``base_noise`` is added to the base run's embedding (causal tracing: the base run is the noised
         one); positions where it is zero and the tokens agree count as shared."""
+        if engine == "hooks":  # (the hook engine validates the call itself)
+            return None
         plan, base, _ = sweep.prepare(model, prompts, sites, metric, direction, source, by_pos, layers, batch_size, map_heads=False)
         if not runs_fast(model, [s for cell in plan.cells for s in cell], prompts.seq_len, engine):
             return None
